@@ -1,0 +1,1 @@
+"""Domain adapters for embedseg: audio source separation and image segmentation."""

@@ -1,0 +1,218 @@
+"""The domain-adapter contract and the domain registry.
+
+A domain owns everything domain-specific: how items are collated, how a batch becomes
+features / integer labels / weights on the device, the default network, how cluster
+assignments become outputs (waveforms, label maps), and the metrics. The core never imports a
+domain; built-ins ("audio", "image") are registered by module path and imported on first use.
+
+Data flow (see the design notes)::
+
+    items -> collate (CPU) -> encode (device) -> network -> loss | clusterer -> decode -> metrics
+
+A minimal domain implements :meth:`Domain.encode`, :meth:`Domain.decode` and
+:meth:`Domain.network_spec`; everything else has a default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
+
+import torch
+from torch.utils.data import default_collate
+
+from .registry import Registry
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .model import Model
+
+__all__ = [
+    "EncodedBatch",
+    "Domain",
+    "DOMAINS",
+    "register_domain",
+    "list_domains",
+    "create_domain",
+    "resolve_domain",
+]
+
+
+@dataclass
+class EncodedBatch:
+    """A batch ready for the network, the loss and the clusterer (all tensors on one device).
+
+    Attributes:
+        features: network input; domain-shaped (e.g. (batch, frames, freqs), (batch, C, H, W)).
+        mask: (batch, n_points) bool, True for elements that exist (False for padding).
+        labels: (batch, n_points) int64 part ids, negative = ignore; None when not annotated.
+        weights: (batch, n_points) float >= 0 per-element loss weights; None = uniform.
+        context: whatever decode and metrics need (mixture STFT, lengths, sizes, references).
+    """
+
+    features: Any
+    mask: torch.Tensor
+    labels: torch.Tensor | None = None
+    weights: torch.Tensor | None = None
+    context: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.mask.shape[0])
+
+
+class Domain:
+    """Base class of domain adapters.
+
+    Subclasses take keyword-only options in ``__init__``, store them as given, and list them in
+    :meth:`get_config` so a saved model rebuilds the same adapter. Set the class attribute
+    ``name`` to the registered name.
+    """
+
+    name: ClassVar[str] = ""
+    #: the loss the trainer uses by default: "affinity" or "whitened_kmeans".
+    default_loss: ClassVar[str] = "affinity"
+    #: the validation metric early stopping may watch, and whether larger is better.
+    primary_metric: ClassVar[str | None] = None
+    primary_metric_higher_is_better: ClassVar[bool] = True
+    #: domain methods a Model exposes as its own, called as ``model.NAME(...)`` and bound to
+    #: ``domain.NAME(model, ...)`` (e.g. audio's ``separate``, image's ``segment``).
+    model_methods: ClassVar[tuple[str, ...]] = ()
+
+    def get_config(self) -> dict[str, Any]:
+        """JSON-serializable keyword options that rebuild this adapter."""
+        return {}
+
+    # -- data -----------------------------------------------------------------------------
+    def collate(self, items: Sequence[Any]) -> Any:
+        """Combine dataset items into one CPU batch (runs in DataLoader workers)."""
+        return default_collate(list(items))
+
+    def encode(self, batch: Any, device: torch.device) -> EncodedBatch:
+        """Move a collated batch to ``device`` and compute features, labels, weights, mask."""
+        raise NotImplementedError(f"{type(self).__name__} must implement encode()")
+
+    # -- model ----------------------------------------------------------------------------
+    def network_spec(self, name: str | None = None, **params: Any) -> dict[str, Any]:
+        """The spec ``{"name": ..., "params": {...}}`` of the network to build.
+
+        ``name=None`` asks for the domain's default network. Parameters the domain fixes (input
+        sizes) are filled in here; ``params`` overrides the rest.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement network_spec()")
+
+    def clusterer_spec(self) -> dict[str, Any]:
+        """The default clusterer as ``{"name": ..., "params": {...}}``."""
+        return {"name": "kmeans", "params": {"n_clusters": 2}}
+
+    def compute_loss(self, output: Any, batch: EncodedBatch, loss: str) -> torch.Tensor:
+        """Training loss for one batch; the default is the named embedding loss.
+
+        Domains with extra heads (e.g. mask inference) override this and add their terms.
+        """
+        from . import losses
+        from .networks import embeddings_of
+
+        fn = {"affinity": losses.affinity_loss, "whitened_kmeans": losses.whitened_kmeans_loss}[loss]
+        labels = batch.labels
+        if labels is None:
+            raise ValueError("Training needs labels: the domain's encode() returned labels=None.")
+        labels = labels.masked_fill(~batch.mask, -1)
+        return fn(embeddings_of(output), labels, batch.weights)
+
+    # -- inference --------------------------------------------------------------------------
+    def decode(
+        self,
+        batch: EncodedBatch,
+        labels: torch.Tensor,
+        proba: torch.Tensor | None,
+        embeddings: torch.Tensor,
+    ) -> list[Any]:
+        """Turn cluster assignments into one output per item, in the domain's own terms.
+
+        Args:
+            batch: the encoded batch.
+            labels: (batch, n_points) int64 cluster ids.
+            proba: (batch, n_points, n_clusters) soft assignments, or None.
+            embeddings: (batch, n_points, dim) the network's embeddings.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement decode()")
+
+    def metrics(self, outputs: Sequence[Any], batch: EncodedBatch) -> dict[str, float]:
+        """Per-batch mean of the domain's metrics for decoded ``outputs`` (default: none)."""
+        return {}
+
+    def predict(self, model: "Model", x: Any, **options: Any) -> Any:
+        """Inference in the domain's own terms; the default wraps ``x`` as a one-item batch."""
+        if options:
+            raise TypeError(f"{type(self).__name__}.predict() got unexpected options {sorted(options)}")
+        return model.predict_items([x])[0]
+
+    # -- command line -------------------------------------------------------------------------
+    @classmethod
+    def add_cli_commands(cls, subparsers: Any) -> None:
+        """Add the domain's own subcommands to ``embedseg``'s argument parser (optional).
+
+        Each added parser must set ``func`` (via ``set_defaults``) to a callable taking the
+        parsed namespace and returning an exit code.
+        """
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({opts})"
+
+
+DOMAINS: Registry[type[Domain]] = Registry("domain")
+DOMAINS.register("audio", "domains.audio:AudioDomain")
+DOMAINS.register("image", "domains.image:ImageDomain")
+
+
+def register_domain(name: str, cls: type[Domain] | None = None, *, override: bool = False):
+    """Register a domain adapter class under ``name`` (decorator or call).
+
+    Example:
+        >>> from embedseg import Domain, register_domain
+        >>> @register_domain("toy-doctest")
+        ... class Toy(Domain):
+        ...     pass
+        >>> "toy-doctest" in list_domains()
+        True
+    """
+
+    def add(target: type[Domain]) -> type[Domain]:
+        if not (isinstance(target, type) and issubclass(target, Domain)):
+            raise TypeError(
+                f"register_domain() expects a subclass of embedseg.Domain. Got {target!r} instead."
+            )
+        if not target.name:
+            target.name = name
+        DOMAINS.register(name, target, override=override)
+        return target
+
+    if cls is None:
+        return add
+    return add(cls)
+
+
+def list_domains() -> list[str]:
+    """Names of the registered domains (built-ins included, without importing them)."""
+    return DOMAINS.names()
+
+
+def create_domain(name: str, **options: Any) -> Domain:
+    """Build the domain adapter registered as ``name`` with its options."""
+    return DOMAINS.create(name, **options)
+
+
+def resolve_domain(domain: str | Domain, options: Mapping[str, Any] | None = None) -> Domain:
+    """A domain adapter from a registered name or an instance."""
+    if isinstance(domain, Domain):
+        if options:
+            raise ValueError("'domain_options' can only be given with a domain name, not an instance.")
+        return domain
+    if isinstance(domain, str):
+        return create_domain(domain, **dict(options or {}))
+    raise TypeError(
+        f"'domain' must be a registered name (one of {list_domains()}) or an embedseg.Domain "
+        f"instance. Got {domain!r} ({type(domain).__name__}) instead."
+    )
+
