@@ -1,0 +1,87 @@
+"""Batched clusterers for (batch, n_points, dim) embeddings, and their registry.
+
+Built in: ``"kmeans"`` (:class:`KMeans`), ``"gmm"`` (:class:`GaussianMixture`), ``"spectral"``
+(:class:`SpectralClustering`) and ``"sklearn"`` (:class:`SklearnClusterer`, any scikit-learn
+clusterer, one item at a time). Every clusterer takes ``n_clusters`` as an int, per-item
+counts, or ``"auto"`` (see :func:`estimate_n_clusters`).
+
+Example:
+    >>> from embedseg.cluster import create_clusterer, list_clusterers
+    >>> "kmeans" in list_clusterers()
+    True
+    >>> create_clusterer("kmeans", n_clusters=3)
+    KMeans(n_clusters=3, max_clusters=8, n_init=3, max_iter=100, tol=0.0001, init='k-means++', metric='euclidean', seed=0, soft_temperature=None)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from ..registry import Registry
+from .auto import estimate_n_clusters
+from .base import BaseClusterer
+from .gmm import GaussianMixture
+from .kmeans import KMeans
+from .sklearn_wrapper import SklearnClusterer
+from .spectral import SpectralClustering
+
+__all__ = [
+    "BaseClusterer",
+    "KMeans",
+    "GaussianMixture",
+    "SpectralClustering",
+    "SklearnClusterer",
+    "CLUSTERERS",
+    "register_clusterer",
+    "create_clusterer",
+    "list_clusterers",
+    "estimate_n_clusters",
+]
+
+CLUSTERERS: Registry[type[BaseClusterer]] = Registry("clusterer")
+
+
+def register_clusterer(
+    name: str, cls: type[BaseClusterer] | None = None, *, override: bool = False
+) -> Callable[[type[BaseClusterer]], type[BaseClusterer]] | type[BaseClusterer]:
+    """Register a :class:`BaseClusterer` subclass under ``name`` (decorator or call).
+
+    A duplicate name is an error unless ``override=True``.
+
+    Example:
+        >>> @register_clusterer("my-kmeans")
+        ... class MyKMeans(KMeans):
+        ...     pass
+        >>> create_clusterer("my-kmeans", n_clusters=2).n_clusters
+        2
+        >>> CLUSTERERS.unregister("my-kmeans")
+    """
+    return CLUSTERERS.register(name, cls, override=override)
+
+
+def create_clusterer(name: str, **params: Any) -> BaseClusterer:
+    """Build the clusterer registered as ``name`` with keyword parameters.
+
+    Raises:
+        ValueError: an unknown name (the message lists the valid ones) or parameter.
+    """
+    cls = CLUSTERERS.get(name)
+    try:
+        return cls(**params)
+    except TypeError as exc:
+        valid = ", ".join(cls._param_names()) if hasattr(cls, "_param_names") else "?"
+        raise ValueError(
+            f"Invalid parameters {sorted(params)} for clusterer '{name}' ({cls.__name__}). "
+            f"Valid parameters: {valid}."
+        ) from exc
+
+
+def list_clusterers() -> list[str]:
+    """Names of the registered clusterers, sorted."""
+    return CLUSTERERS.names()
+
+
+register_clusterer("kmeans", KMeans)
+register_clusterer("gmm", GaussianMixture)
+register_clusterer("spectral", SpectralClustering)
+register_clusterer("sklearn", SklearnClusterer)

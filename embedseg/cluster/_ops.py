@@ -1,0 +1,399 @@
+"""Batched building blocks shared by the clusterers.
+
+Everything here works on a whole batch at once, with no Python loop over items. Several
+independent fits of the same item (k-means restarts, or one fit per candidate number of
+clusters) are laid out as *groups*: centers are (batch, groups, k_max, dim) and share the
+item's points, so a single ``bmm`` computes the distances of every point to every center of
+every group while reading X once.
+
+Per-item (or per-group) cluster counts are expressed with a ``valid`` mask over the k_max
+center slots: a disabled center is at distance +inf from every point, so it never wins a
+point, never moves and never counts.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import torch
+
+from .._validation import check_int, shape_str
+
+__all__ = [
+    "compute_dtype",
+    "make_generator",
+    "sq_distances",
+    "gather_points",
+    "center_valid",
+    "masked_mean_variance",
+    "subsample_active",
+    "kmeans_plusplus",
+    "random_init",
+    "lloyd",
+    "validate_n_clusters",
+    "resolve_n_clusters",
+]
+
+
+def compute_dtype(X: torch.Tensor) -> torch.dtype:
+    """float64 stays float64; every other floating dtype is computed (and accumulated) in float32."""
+    return torch.float64 if X.dtype == torch.float64 else torch.float32
+
+
+def make_generator(seed: int, device: torch.device) -> torch.Generator:
+    """A generator on ``device`` seeded with ``seed`` (results are reproducible per device)."""
+    gen = torch.Generator(device=device)
+    gen.manual_seed(int(seed))
+    return gen
+
+
+def sq_distances(
+    X: torch.Tensor, C: torch.Tensor, x_sq: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Squared Euclidean distances of every point to every center, clamped at zero.
+
+    Uses ``||x||² − 2 x·c + ||c||²`` so that the work is one batched matmul.
+
+    Shape:
+        X: (batch, n, dim); C: (batch, m, dim); x_sq: (batch, n) or None; result (batch, n, m).
+    """
+    if x_sq is None:
+        x_sq = (X * X).sum(-1)  # (batch, n)
+    c_sq = (C * C).sum(-1)  # (batch, m)
+    d = torch.baddbmm(c_sq[:, None, :], X, C.transpose(1, 2), alpha=-2.0)  # (batch, n, m)
+    d.add_(x_sq[:, :, None])
+    return d.clamp_(min=0.0)
+
+
+def gather_points(X: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Rows of each item: ``out[b, j] = X[b, idx[b, j]]``.
+
+    Shape:
+        X: (batch, n, dim); idx: (batch, m) int64; result (batch, m, dim).
+    """
+    return torch.gather(X, 1, idx[:, :, None].expand(-1, -1, X.shape[2]))
+
+
+def center_valid(counts: torch.Tensor, k_max: int) -> torch.Tensor:
+    """Which of the k_max center slots are in use, from per-item (or per-group) counts.
+
+    Shape:
+        counts: (...) int64; result (..., k_max) bool.
+    """
+    slots = torch.arange(k_max, device=counts.device)
+    return slots < counts[..., None]
+
+
+def masked_mean_variance(X: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per item, the mean over features of the variance of the active points (sklearn's scale
+    for the k-means tolerance).
+
+    Shape:
+        X: (batch, n, dim); mask: (batch, n) bool; result (batch,).
+    """
+    w = mask.to(X.dtype)[:, :, None]  # (batch, n, 1)
+    count = w.sum(1).clamp_min(1.0)  # (batch, 1)
+    mean = (X * w).sum(1) / count  # (batch, dim)
+    var = (((X - mean[:, None, :]) ** 2) * w).sum(1) / count  # (batch, dim)
+    return var.mean(-1)
+
+
+def subsample_active(
+    mask: torch.Tensor, size: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pick up to ``size`` active points per item uniformly at random, without replacement.
+
+    Items with fewer active points keep all of them, padded with inactive points (whose entry
+    in the returned mask is False).
+
+    Returns:
+        (idx, sub_mask): indices into the points and whether each picked point is active.
+
+    Shape:
+        mask: (batch, n) bool; idx, sub_mask: (batch, min(size, n)).
+    """
+    size = min(size, mask.shape[1])
+    keys = torch.rand(mask.shape, generator=generator, device=mask.device)  # (batch, n)
+    keys = keys.masked_fill(~mask, 2.0)  # inactive points sort last
+    idx = keys.topk(size, dim=1, largest=False).indices  # (batch, size)
+    return idx, torch.gather(mask, 1, idx)
+
+
+def _weights_or_uniform(w: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+    """Sampling weights with rows that sum to zero (all points on centers) made uniform."""
+    dead = w.sum(-1, keepdim=True) <= 0  # (rows, 1)
+    return torch.where(dead, active.to(w.dtype), w)
+
+
+def kmeans_plusplus(
+    X: torch.Tensor,
+    mask: torch.Tensor,
+    k_max: int,
+    n_groups: int,
+    generator: torch.Generator,
+    *,
+    x_sq: torch.Tensor | None = None,
+    n_local_trials: int | None = None,
+) -> torch.Tensor:
+    """Greedy k-means++ seeding (Arthur & Vassilvitskii 2007, as in scikit-learn), batched.
+
+    Each next center is chosen, per item and group, among ``n_local_trials`` candidates drawn
+    with probability proportional to the squared distance to the nearest chosen center; the
+    candidate that lowers the potential (sum of those distances) most wins. Only active points
+    are drawn and counted. Every group gets k_max centers; callers disable the slots beyond a
+    group's count, which is exact because greedy seeding of k centers is the prefix of seeding
+    k_max.
+
+    Args:
+        X: points, in the compute dtype.
+        mask: active points.
+        k_max: centers to seed per group.
+        n_groups: independent seedings per item (restarts, candidate counts).
+        generator: random source on X's device.
+        x_sq: squared norms of X, if already known.
+        n_local_trials: candidates per step; default ``2 + floor(ln k_max)`` like scikit-learn.
+
+    Returns:
+        Centers of shape (batch, n_groups, k_max, dim).
+    """
+    B, n, d = X.shape
+    G = n_groups
+    T = n_local_trials if n_local_trials is not None else 2 + int(math.log(max(k_max, 1)))
+    if x_sq is None:
+        x_sq = (X * X).sum(-1)  # (batch, n)
+    active = mask[:, None, :].expand(B, G, n).reshape(B * G, n)  # (batch*G, n)
+    centers = X.new_empty(B, G, k_max, d)
+
+    first = torch.multinomial(active.to(X.dtype), 1, generator=generator).view(B, G)
+    c0 = gather_points(X, first)  # (batch, G, dim)
+    centers[:, :, 0] = c0
+    closest = sq_distances(X, c0, x_sq).transpose(1, 2)  # (batch, G, n)
+    closest = closest.masked_fill(~mask[:, None, :], 0.0)
+
+    for c in range(1, k_max):
+        w = _weights_or_uniform(closest.reshape(B * G, n), active)  # (batch*G, n)
+        cand = torch.multinomial(w, T, replacement=True, generator=generator).view(B, G * T)
+        cand_pts = gather_points(X, cand)  # (batch, G*T, dim)
+        dc = sq_distances(X, cand_pts, x_sq).transpose(1, 2).view(B, G, T, n)  # (batch, G, T, n)
+        trial = torch.minimum(closest[:, :, None, :], dc)  # (batch, G, T, n)
+        trial = trial.masked_fill(~mask[:, None, None, :], 0.0)
+        best = trial.sum(-1).argmin(-1)  # (batch, G)
+        pick = best[:, :, None, None]
+        centers[:, :, c] = cand_pts.view(B, G, T, d).gather(2, pick.expand(B, G, 1, d))[:, :, 0]
+        closest = trial.gather(2, pick.expand(B, G, 1, n))[:, :, 0]  # (batch, G, n)
+    return centers
+
+
+def random_init(
+    X: torch.Tensor, mask: torch.Tensor, k_max: int, n_groups: int, generator: torch.Generator
+) -> torch.Tensor:
+    """k_max distinct active points per item and group, drawn uniformly ("random" init).
+
+    Returns:
+        Centers of shape (batch, n_groups, k_max, dim); items with fewer than k_max active
+        points repeat points in the slots their count disables.
+    """
+    B, n, d = X.shape
+    active = mask[:, None, :].expand(B, n_groups, n).reshape(B * n_groups, n).to(X.dtype)
+    # Without replacement needs k_max positive weights; the tiny floor only matters for items
+    # with fewer active points than slots, whose extra slots are disabled anyway.
+    idx = torch.multinomial(active + 1e-12, k_max, replacement=False, generator=generator)
+    return gather_points(X, idx.view(B, n_groups * k_max)).view(B, n_groups, k_max, d)
+
+
+def _assign(
+    X: torch.Tensor, centers: torch.Tensor, valid: torch.Tensor, x_sq: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nearest valid center of every point in every group: (min sq. distance, label)."""
+    B, G, k, d = centers.shape
+    dist = sq_distances(X, centers.reshape(B, G * k, d), x_sq).view(B, -1, G, k)  # (batch, n, G, k)
+    dist = dist.masked_fill(~valid[:, None, :, :], math.inf)
+    dmin, labels = dist.min(-1)  # (batch, n, G)
+    return dmin.transpose(1, 2), labels.transpose(1, 2)  # (batch, G, n)
+
+
+def _normalize_rows(x: torch.Tensor) -> torch.Tensor:
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def lloyd(
+    X: torch.Tensor,
+    mask: torch.Tensor,
+    centers: torch.Tensor,
+    valid: torch.Tensor,
+    *,
+    max_iter: int,
+    tol: torch.Tensor,
+    spherical: bool = False,
+    x_sq: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Batched Lloyd iterations, every item and group converging on its own.
+
+    A group has converged when the squared shift of its centers is at most its ``tol``, or
+    when its labels did not change (scikit-learn's "strict convergence"); its centers are then
+    frozen and the loop stops once every group has converged or after ``max_iter``. A valid
+    center left without points moves to the active point farthest from its own center (the
+    j-th empty center of a group to the j-th farthest point), as scikit-learn relocates empty
+    clusters. With ``spherical`` the centers are renormalized to unit norm after each update
+    (spherical k-means on unit-norm X).
+
+    Args:
+        X: points in the compute dtype.
+        mask: active points (only they move centers).
+        centers: initial centers.
+        valid: center slots in use.
+        max_iter: iteration cap.
+        tol: per-item threshold on the squared center shift.
+        spherical: renormalize centers (cosine k-means).
+        x_sq: squared norms of X, if already known.
+
+    Returns:
+        (centers, labels, inertia, n_iter): the final centers, each point's nearest center (every
+        point, masked ones included), the sum of squared distances of the active points to
+        their center, and the iterations run per group.
+
+    Shape:
+        X: (batch, n, dim); mask: (batch, n); centers: (batch, G, k, dim); valid: (batch, G, k);
+        tol: (batch,). Returns (batch, G, k, dim), (batch, G, n) int64, (batch, G), (batch, G).
+    """
+    B, G, k, d = centers.shape
+    n = X.shape[1]
+    if x_sq is None:
+        x_sq = (X * X).sum(-1)  # (batch, n)
+    w = mask.to(X.dtype)  # (batch, n)
+    slots = torch.arange(k, device=X.device)
+    vmask = valid[..., None]  # (batch, G, k, 1)
+    centers = torch.where(vmask, centers, torch.zeros((), dtype=X.dtype, device=X.device))
+    converged = torch.zeros(B, G, dtype=torch.bool, device=X.device)
+    n_iter = torch.zeros(B, G, dtype=torch.int64, device=X.device)
+    prev_labels: torch.Tensor | None = None
+
+    for _ in range(max_iter):
+        dmin, labels = _assign(X, centers, valid, x_sq)  # (batch, G, n)
+        # Per-group weighted one-hot; one bmm gives every group's per-cluster sums.
+        onehot = (labels[..., None] == slots).to(X.dtype) * w[:, None, :, None]  # (batch, G, n, k)
+        onehot = onehot.permute(0, 1, 3, 2).reshape(B, G * k, n)  # (batch, G*k, n)
+        sums = torch.bmm(onehot, X).view(B, G, k, d)  # (batch, G, k, dim)
+        counts = onehot.sum(-1).view(B, G, k)  # (batch, G, k)
+        new = sums / counts.clamp_min(1.0)[..., None]
+        if spherical:
+            new = _normalize_rows(new)
+        empty = (counts == 0) & valid  # (batch, G, k)
+        if bool(empty.any()):
+            far = dmin.masked_fill(~mask[:, None, :], -1.0)  # (batch, G, n)
+            top = far.topk(min(k, n), dim=-1).indices  # (batch, G, min(k, n))
+            rank = (empty.cumsum(-1) - 1).clamp(0, top.shape[-1] - 1)  # (batch, G, k)
+            pts = gather_points(X, top.gather(-1, rank).view(B, G * k)).view(B, G, k, d)
+            new = torch.where(empty[..., None], pts, new)
+        new = torch.where(vmask, new, centers)
+        new = torch.where(converged[..., None, None], centers, new)
+        shift = ((new - centers) ** 2).sum((-1, -2))  # (batch, G)
+        n_iter += (~converged).to(torch.int64)
+        done = shift <= tol[:, None]
+        if prev_labels is not None:
+            same = ((labels == prev_labels) | ~mask[:, None, :]).all(-1)  # (batch, G)
+            done |= same & ~empty.any(-1)
+        converged |= done
+        centers = new
+        prev_labels = labels
+        if bool(converged.all()):
+            break
+
+    # Final assignment so that labels and inertia match the returned centers.
+    dmin, labels = _assign(X, centers, valid, x_sq)  # (batch, G, n)
+    inertia = (dmin * w[:, None, :]).sum(-1)  # (batch, G)
+    return centers, labels, inertia, n_iter
+
+
+# -- the n_clusters parameter shared by every clusterer -------------------------------------
+
+
+def validate_n_clusters(value: Any, max_clusters: Any, owner: str) -> None:
+    """Check ``n_clusters``: an int >= 1, "auto" (with an int ``max_clusters`` >= 2), or a
+    (batch,) integer tensor (or list) of per-item counts >= 1."""
+    if isinstance(value, (list, tuple)):
+        if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value):
+            raise TypeError(
+                f"The 'n_clusters' parameter of {owner} must be an int in [1, inf), 'auto' or "
+                f"per-item counts (ints). Got {value!r} instead."
+            )
+        value = torch.tensor(value, dtype=torch.int64)
+    if isinstance(value, torch.Tensor):
+        if value.ndim != 1 or value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
+            raise TypeError(
+                f"The 'n_clusters' parameter of {owner} must be an int in [1, inf), 'auto' or a "
+                f"(batch,) integer tensor of per-item counts. Got {shape_str(value)} instead."
+            )
+        if value.numel() and int(value.min()) < 1:
+            raise ValueError(
+                f"The 'n_clusters' parameter of {owner} must hold per-item counts >= 1. Got a "
+                f"minimum of {int(value.min())} instead."
+            )
+        return
+    if isinstance(value, str):
+        if value != "auto":
+            raise ValueError(
+                f"The 'n_clusters' parameter of {owner} must be an int in [1, inf), 'auto' or a "
+                f"(batch,) integer tensor of per-item counts. Got {value!r} instead."
+            )
+        check_int(max_clusters, "max_clusters", owner, 2)
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(
+            f"The 'n_clusters' parameter of {owner} must be an int in [1, inf), 'auto' or a "
+            f"(batch,) integer tensor of per-item counts. Got {value!r} ({type(value).__name__}) "
+            f"instead."
+        )
+    check_int(value, "n_clusters", owner, 1)
+
+
+def resolve_n_clusters(
+    n_clusters: Any,
+    max_clusters: int,
+    X: torch.Tensor,
+    mask: torch.Tensor,
+    owner: str,
+    seed: int = 0,
+) -> tuple[torch.Tensor, int]:
+    """Per-item cluster counts and the number of center slots for a fit.
+
+    An int is used for every item; a (batch,) tensor gives each item its own count; "auto"
+    estimates each item's count in [2, max_clusters] with :func:`estimate_n_clusters` (fitted on
+    the active points) and allots max_clusters slots.
+
+    Returns:
+        (counts, k_max): (batch,) int64 counts on X's device, and the slots to allocate.
+
+    Raises:
+        ValueError: a count larger than an item's number of active points, or a tensor of the
+            wrong length.
+    """
+    B = X.shape[0]
+    n_active = mask.sum(1)  # (batch,)
+    if isinstance(n_clusters, str):
+        from .auto import estimate_n_clusters
+
+        counts = estimate_n_clusters(X, mask, min_clusters=2, max_clusters=max_clusters, seed=seed)
+        return counts, int(max_clusters)
+    if isinstance(n_clusters, (list, tuple)):
+        n_clusters = torch.tensor(n_clusters, dtype=torch.int64)
+    if isinstance(n_clusters, torch.Tensor):
+        if n_clusters.shape[0] != B:
+            raise ValueError(
+                f"The 'n_clusters' parameter of {owner} must have one count per item ({B}). Got "
+                f"{shape_str(n_clusters)} instead."
+            )
+        counts = n_clusters.to(device=X.device, dtype=torch.int64)
+    else:
+        counts = torch.full((B,), int(n_clusters), dtype=torch.int64, device=X.device)
+    too_many = counts > n_active
+    if bool(too_many.any()):
+        b = int(torch.nonzero(too_many)[0])
+        raise ValueError(
+            f"The 'n_clusters' parameter of {owner} ({int(counts[b])} for item {b}) must not "
+            f"exceed the number of active points. Got item {b} with {int(n_active[b])} active "
+            f"points."
+        )
+    return counts, int(counts.max())
