@@ -1,0 +1,196 @@
+"""Reading, checking and normalizing images and instance label maps.
+
+Images arrive in many layouts: (H, W), (C, H, W) or (H, W, C); uint8, uint16, float or bool;
+gray, RGB or RGBA. Everything here turns them into a (C, H, W) float32 tensor in a fixed
+number of channels, and checks label maps (non-negative integer ids, same size as the image).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from embedseg._validation import shape_str
+from embedseg.errors import require
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "to_image_tensor",
+    "to_label_tensor",
+    "to_channels",
+    "normalize_intensity",
+    "read_image",
+    "read_labels",
+    "write_labels",
+]
+
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
+
+
+def _as_array(x: Any, name: str) -> np.ndarray | torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x.detach()
+    if isinstance(x, np.ndarray):
+        return x
+    if hasattr(x, "__array__"):  # PIL images, tv_tensors, xarray ...
+        return np.asarray(x)
+    raise TypeError(f"'{name}' must be a numpy array or torch tensor. Got {shape_str(x)} instead.")
+
+
+def to_image_tensor(image: Any, name: str = "image") -> torch.Tensor:
+    """An image as a (C, H, W) float32 tensor of its raw values (no rescaling).
+
+    Accepts (H, W), (C, H, W) with C in {1, 3, 4}, and channels-last (H, W, C) with C in
+    {1, 3, 4} (recognized when the first axis is not a channel count but the last is). Integer,
+    bool and float dtypes are accepted; NaN/inf are rejected.
+
+    Raises:
+        TypeError: not an array, or a complex/object dtype.
+        ValueError: wrong rank, an empty image, or non-finite values.
+    """
+    x = _as_array(image, name)
+    if x.ndim == 3 and x.shape[0] not in (1, 3, 4) and x.shape[-1] in (1, 3, 4):
+        x = x.permute(2, 0, 1) if isinstance(x, torch.Tensor) else np.moveaxis(x, -1, 0)
+    if x.ndim == 2:
+        x = x[None]
+    if x.ndim != 3:
+        raise ValueError(
+            f"'{name}' must be (H, W), (C, H, W) or (H, W, C) with C in 1, 3, 4. Got {shape_str(x)} instead."
+        )
+    if x.shape[0] not in (1, 2, 3, 4):
+        raise ValueError(
+            f"'{name}' must have 1 (gray), 3 (RGB) or 4 (RGBA) channels. Got {shape_str(x)} instead."
+        )
+    if x.shape[1] == 0 or x.shape[2] == 0:
+        raise ValueError(f"'{name}' must not be empty. Got {shape_str(x)} instead.")
+    if isinstance(x, np.ndarray):
+        if x.dtype.kind not in "biuf":
+            raise TypeError(f"'{name}' must have a bool, integer or float dtype. Got {shape_str(x)} instead.")
+        x = torch.from_numpy(np.ascontiguousarray(x).astype(np.float32, copy=False))
+    else:
+        if x.is_complex():
+            raise TypeError(f"'{name}' must have a bool, integer or float dtype. Got {shape_str(x)} instead.")
+        x = x.to(torch.float32)
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"'{name}' must contain only finite values. Got {shape_str(x)} with NaN or inf.")
+    return x
+
+
+def to_channels(image: torch.Tensor, channels: int) -> torch.Tensor:
+    """Bring a (C, H, W) image to ``channels`` (1 or 3): alpha is dropped, RGB averaged to
+    gray, gray repeated to RGB."""
+    c = image.shape[0]
+    if c in (2, 4):  # gray+alpha or RGBA: the alpha channel carries no intensity
+        image = image[: c - 1]
+        c -= 1
+    if c == channels:
+        return image
+    if channels == 1:
+        return image.mean(dim=0, keepdim=True)
+    return image.expand(3, -1, -1).clone()
+
+
+def normalize_intensity(image: torch.Tensor, low: float = 1.0, high: float = 99.8) -> torch.Tensor:
+    """Percentile normalization per channel: the ``low`` percentile maps to 0 and ``high`` to 1.
+
+    This is what makes 8-bit, 16-bit and float images of any range look alike to the network.
+    A constant channel maps to zeros rather than dividing by zero.
+
+    Shape:
+        image (C, H, W) -> (C, H, W) float32.
+    """
+    flat = image.reshape(image.shape[0], -1).float()  # (C, H*W)
+    if flat.shape[1] > 1_000_000:
+        # Percentiles of a large image are estimated from a fixed stride sample.
+        flat_q = flat[:, :: flat.shape[1] // 1_000_000 + 1]
+    else:
+        flat_q = flat
+    q = torch.tensor([low / 100.0, high / 100.0], device=image.device)
+    lo, hi = torch.quantile(flat_q, q, dim=1)  # (C,), (C,)
+    span = (hi - lo).clamp_min(1e-6)
+    out = (image.float() - lo[:, None, None]) / span[:, None, None]
+    constant = (hi - lo) <= 1e-6
+    if bool(constant.any()):
+        out[constant] = 0.0
+    return out
+
+
+def to_label_tensor(labels: Any, shape: tuple[int, int] | None = None, name: str = "labels") -> torch.Tensor:
+    """An instance map as an (H, W) int64 tensor: 0 = background, ids >= 1 (gaps allowed).
+
+    Raises:
+        TypeError: not an integer map (floats holding whole numbers are accepted).
+        ValueError: wrong rank, negative ids, or a size that differs from ``shape``.
+    """
+    x = _as_array(labels, name)
+    if isinstance(x, np.ndarray):
+        if x.dtype.kind == "f" and x.size and np.all(np.mod(x, 1) == 0):
+            x = x.astype(np.int64)
+        if x.dtype.kind not in "biu":
+            raise TypeError(f"'{name}' must be an integer instance map. Got {shape_str(x)} instead.")
+        x = torch.from_numpy(np.ascontiguousarray(x).astype(np.int64, copy=False))
+    else:
+        if x.is_floating_point() and x.numel() and bool((x == x.round()).all()):
+            x = x.round()
+        elif x.is_floating_point() or x.is_complex():
+            raise TypeError(f"'{name}' must be an integer instance map. Got {shape_str(x)} instead.")
+        x = x.to(torch.int64)
+    if x.ndim == 3 and x.shape[0] == 1:
+        x = x[0]
+    if x.ndim != 2:
+        raise ValueError(f"'{name}' must be an (H, W) instance map. Got {shape_str(x)} instead.")
+    if shape is not None and tuple(x.shape) != tuple(shape):
+        raise ValueError(
+            f"'{name}' must have the image's size {tuple(shape)}. Got {shape_str(x)} instead."
+        )
+    if x.numel() and int(x.min()) < 0:
+        raise ValueError(
+            f"'{name}' must hold instance ids >= 0 (0 = background). Got minimum {int(x.min())}."
+        )
+    return x
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file (png, tif, jpg) into a numpy array of its stored dtype."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No image file at '{path}'.")
+    if path.suffix.lower() in (".tif", ".tiff"):
+        tifffile = require("tifffile", "image")
+        return np.asarray(tifffile.imread(str(path)))
+    skio = require("skimage.io", "image")
+    return np.asarray(skio.imread(str(path)))
+
+
+def read_labels(path: str | Path) -> np.ndarray:
+    """Read an instance mask file; an RGB(A) mask whose channels are equal is reduced to one."""
+    x = read_image(path)
+    if x.ndim == 3 and x.shape[-1] in (3, 4):
+        rgb = x[..., :3]
+        if np.all(rgb == rgb[..., :1]):
+            x = rgb[..., 0]
+        else:
+            # Color-coded instances: each distinct color is one instance, black is background.
+            flat = rgb.reshape(-1, 3).astype(np.int64)
+            code = (flat[:, 0] << 16) | (flat[:, 1] << 8) | flat[:, 2]
+            _, inv = np.unique(code, return_inverse=True)
+            inv = inv.reshape(x.shape[:2])
+            x = np.where(code.reshape(x.shape[:2]) == 0, 0, inv + 1)
+    return x
+
+
+def write_labels(path: str | Path, labels: Any) -> None:
+    """Write an instance map: 16-bit PNG/TIFF (ids up to 65535), else 32-bit TIFF."""
+    path = Path(path)
+    arr = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    if arr.size and arr.max() > 65535 and path.suffix.lower() not in (".tif", ".tiff"):
+        raise ValueError(f"Label ids above 65535 need a .tif output. Got '{path.name}'.")
+    if path.suffix.lower() in (".tif", ".tiff"):
+        tifffile = require("tifffile", "image")
+        tifffile.imwrite(str(path), arr.astype(np.uint16 if arr.max(initial=0) <= 65535 else np.uint32))
+        return
+    skio = require("skimage.io", "image")
+    skio.imsave(str(path), arr.astype(np.uint16), check_contrast=False)
