@@ -1,0 +1,130 @@
+"""Multi-process training through ``torch.distributed``.
+
+Launched under ``torchrun`` (the environment holds ``RANK`` and ``WORLD_SIZE``), the trainer
+joins the process group (gloo on CPU, nccl on CUDA), wraps the network in
+DistributedDataParallel, gives each rank its own shard of every epoch, and logs and writes
+checkpoints on rank 0 only. Without those variables everything here is a no-op, so a single
+process pays nothing.
+
+Example::
+
+    torchrun --nproc_per_node 4 train.py      # train.py calls embedseg.fit(...)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["DistContext", "setup", "shard_indices"]
+
+
+@dataclass
+class DistContext:
+    """Where this process stands in a (possibly one-process) run."""
+
+    rank: int = 0  # global rank; 0 logs and writes files
+    world_size: int = 1  # number of processes
+    local_rank: int = 0  # rank on this machine; picks the CUDA device
+    owns_group: bool = False  # True when this context created the process group (and ends it)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum ``tensor`` over ranks in place (no-op for one process); returns it."""
+        if self.enabled:
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor
+
+    def all_gather_tensor(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Stack a same-shaped tensor from every rank: (world_size, *tensor.shape)."""
+        if not self.enabled:
+            return tensor.unsqueeze(0)
+        out = [torch.empty_like(tensor) for _ in range(self.world_size)]
+        dist.all_gather(out, tensor)
+        return torch.stack(out)
+
+    def all_gather_object(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj`` (small Python values between this run's own processes)."""
+        if not self.enabled:
+            return [obj]
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def close(self) -> None:
+        """End the process group if this context started it."""
+        if self.owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+            self.owns_group = False
+
+
+def setup(device: torch.device | None = None) -> DistContext:
+    """Join the process group described by torchrun's environment variables, if any.
+
+    Args:
+        device: the training device; CUDA selects the nccl backend, anything else gloo.
+
+    Returns:
+        The context (rank 0 of 1 when not launched by torchrun).
+    """
+    if dist.is_available() and dist.is_initialized():
+        return DistContext(
+            rank=dist.get_rank(),
+            world_size=dist.get_world_size(),
+            local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+        )
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1 or not dist.is_available():
+        return DistContext()
+    rank = int(os.environ["RANK"])
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    use_cuda = device is not None and device.type == "cuda"
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, owns_group=True)
+
+
+def env_world_size() -> int:
+    """WORLD_SIZE from the environment (1 when not launched by torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def env_local_rank() -> int:
+    """LOCAL_RANK from the environment (0 when not launched by torchrun)."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def shard_indices(indices: Sequence[int], rank: int, world_size: int, pad: bool = True) -> list[int]:
+    """This rank's share of an epoch's index order, as ``DistributedSampler`` does it.
+
+    With ``pad`` the order is first extended by wrapping around so every rank gets the same
+    number of items (and so the same number of steps: DDP needs every rank in each all-reduce).
+
+    Example:
+        >>> shard_indices([0, 1, 2, 3, 4], rank=1, world_size=2)
+        [1, 3, 0]
+    """
+    indices = list(indices)
+    if world_size <= 1:
+        return indices
+    if pad and indices:
+        total = -(-len(indices) // world_size) * world_size
+        while len(indices) < total:
+            indices += indices[: total - len(indices)]
+    return indices[rank::world_size]

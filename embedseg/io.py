@@ -1,0 +1,299 @@
+"""Safe model files and training checkpoints: safetensors for tensors, JSON for everything else.
+
+A saved model is a folder::
+
+    model/
+        config.json          {"format": "embedseg-model", "format_version": 1, "embedseg_version",
+                              "domain": {"name", "options"}, "network": {"name", "params"},
+                              "clusterer": {"name", "params"}, "training": {...}}
+        model.safetensors    the network's state dict
+
+A resume checkpoint is a folder of the same two kinds of file (``checkpoint.json`` and
+``checkpoint.safetensors``: model and optimizer tensors, RNG states). Nothing here ever
+unpickles: a folder holding a pickle payload (``*.pt``, ``*.pth``, ``*.pkl``, ``*.ckpt``, or any
+file that starts like a pickle or a ``torch.save`` archive) is refused before anything is read.
+
+Every write is atomic: the bytes go to a temporary file in the destination folder, are flushed
+to disk, then renamed over the target, so a crash leaves either the old file or the new one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from .errors import ModelFileError
+
+__all__ = [
+    "MODEL_FORMAT",
+    "MODEL_FORMAT_VERSION",
+    "CONFIG_FILE",
+    "WEIGHTS_FILE",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_save_tensors",
+    "replace_folder",
+    "check_no_pickle",
+    "read_json",
+    "read_tensors",
+    "write_model_folder",
+    "read_model_folder",
+    "to_jsonable",
+]
+
+MODEL_FORMAT = "embedseg-model"
+MODEL_FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+#: file suffixes that conventionally hold pickles; their presence alone refuses a folder.
+PICKLE_SUFFIXES = frozenset({".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".dill"})
+
+
+# -- atomic writes ------------------------------------------------------------------------------
+def _fsync_dir(folder: Path) -> None:
+    """Flush a folder's entry table so a rename inside it survives a power loss (POSIX only)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - Windows cannot open folders
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover - some file systems refuse fsync on folders
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically (NaN and infinity are rejected)."""
+    text = json.dumps(obj, indent=2, sort_keys=False, allow_nan=False)
+    atomic_write_bytes(path, (text + "\n").encode("utf-8"))
+
+
+def atomic_save_tensors(
+    path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None
+) -> None:
+    """Save named tensors as safetensors, atomically.
+
+    Tensors are copied to contiguous CPU memory first: safetensors refuses views and storage
+    shared between entries (tied weights are written twice and tied again by ``load_state_dict``).
+    """
+    from safetensors.torch import save
+
+    flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    atomic_write_bytes(path, save(flat, metadata=dict(metadata) if metadata else None))
+
+
+def replace_folder(tmp_folder: str | os.PathLike, folder: str | os.PathLike) -> None:
+    """Move a fully written ``tmp_folder`` to ``folder``, replacing what was there.
+
+    A folder cannot be renamed over a non-empty one, so the old folder is first renamed aside
+    and removed only once the new one is in place; a crash in between leaves the old one under
+    ``<name>.old`` (which :func:`read_model_folder` does not look at, so nothing half-written is
+    ever read).
+    """
+    tmp_folder, folder = Path(tmp_folder), Path(folder)
+    old = folder.with_name(folder.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(tmp_folder, folder)
+    _fsync_dir(folder.parent)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def to_jsonable(value: Any, what: str = "value") -> Any:
+    """``value`` with tuples as lists, numpy/torch scalars as numbers; raise if not JSON data."""
+    if isinstance(value, (str, bool)) or value is None:
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{what} must be JSON data; got the non-finite float {value!r}.")
+        return value
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return to_jsonable(value.item(), what)
+    if type(value).__module__ == "numpy" and hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        return to_jsonable(value.item(), what)
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise ValueError(f"{what} must be JSON data; got the non-string key {k!r}.")
+            out[k] = to_jsonable(v, f"{what}[{k!r}]")
+        return out
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v, f"{what}[{i}]") for i, v in enumerate(value)]
+    raise ValueError(
+        f"{what} must be JSON data (str, number, bool, None, list, dict). "
+        f"Got {value!r} ({type(value).__name__}) instead."
+    )
+
+
+# -- safe reading -------------------------------------------------------------------------------
+def _looks_pickled(path: Path) -> bool:
+    """True when a file starts like a pickle (protocol 2+) or is a ``torch.save`` zip archive."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return False
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return True
+    if head.startswith(b"PK\x03\x04"):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                return any(n.endswith(".pkl") for n in zf.namelist())
+        except (zipfile.BadZipFile, OSError):
+            return False
+    return False
+
+
+def check_no_pickle(folder: str | os.PathLike) -> None:
+    """Raise :class:`ModelFileError` if ``folder`` (recursively) holds a pickle payload.
+
+    Nothing in the folder is executed or deserialized: the check looks at names and the first
+    bytes of each file only.
+    """
+    folder = Path(folder)
+    for path in sorted(folder.rglob("*")):
+        if not path.is_file():
+            continue
+        if path.suffix.lower() in PICKLE_SUFFIXES or _looks_pickled(path):
+            raise ModelFileError(
+                f"Refusing to load '{folder}': '{path.relative_to(folder)}' is a pickle payload, "
+                f"which can run arbitrary code when loaded. embedseg model folders hold only "
+                f"JSON and safetensors files; remove the file if you trust the rest."
+            )
+
+
+def read_json(path: str | os.PathLike, what: str) -> dict[str, Any]:
+    """Read a JSON object, raising :class:`ModelFileError` naming the file on any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"The {what} file '{path}' is missing.")
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFileError(f"The {what} file '{path}' is not valid JSON ({exc}).") from None
+    if not isinstance(obj, dict):
+        raise ModelFileError(
+            f"The {what} file '{path}' must hold a JSON object. Got {type(obj).__name__} instead."
+        )
+    return obj
+
+
+def read_tensors(path: str | os.PathLike, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read a safetensors file (tensors, metadata) on CPU; :class:`ModelFileError` if corrupt."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"The {what} file '{path}' is missing.")
+    try:
+        tensors: dict[str, torch.Tensor] = {}
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+            for key in f.keys():
+                tensors[key] = f.get_tensor(key)
+    except Exception as exc:  # safetensors raises its own SafetensorError and OSError types
+        raise ModelFileError(
+            f"The {what} file '{path}' is not a readable safetensors file ({exc})."
+        ) from None
+    return tensors, metadata
+
+
+# -- model folders ------------------------------------------------------------------------------
+def write_model_folder(
+    path: str | os.PathLike, state_dict: Mapping[str, torch.Tensor], config: Mapping[str, Any]
+) -> Path:
+    """Write weights and config to ``path`` (a folder), replacing an earlier model atomically."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"'path' must be a folder (or not exist yet). Got the file '{path}' instead.")
+    config = to_jsonable(dict(config), "the model config")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        atomic_save_tensors(tmp / WEIGHTS_FILE, state_dict, {"format": MODEL_FORMAT})
+        atomic_write_json(tmp / CONFIG_FILE, config)
+        replace_folder(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def read_model_folder(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read and check a model folder; returns (state_dict, config). Nothing is unpickled.
+
+    Raises:
+        ModelFileError: the folder is missing, holds a pickle payload, or its config or weights
+            are missing or corrupt.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ModelFileError(f"No saved model at '{path}': the folder does not exist.")
+    if not path.is_dir():
+        raise ModelFileError(
+            f"A saved model is a folder holding '{CONFIG_FILE}' and '{WEIGHTS_FILE}'. "
+            f"Got the file '{path}' instead."
+        )
+    check_no_pickle(path)
+    config = read_json(path / CONFIG_FILE, "model config")
+    if config.get("format") != MODEL_FORMAT:
+        raise ModelFileError(
+            f"The model config '{path / CONFIG_FILE}' must have \"format\": \"{MODEL_FORMAT}\". "
+            f"Got {config.get('format')!r} instead."
+        )
+    version = config.get("format_version")
+    if not isinstance(version, int) or version > MODEL_FORMAT_VERSION or version < 1:
+        raise ModelFileError(
+            f"The model config '{path / CONFIG_FILE}' has format_version {version!r}; this "
+            f"embedseg reads versions 1 to {MODEL_FORMAT_VERSION}. Upgrade embedseg to load it."
+        )
+    for key in ("domain", "network", "clusterer"):
+        entry = config.get(key)
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise ModelFileError(
+                f"The model config '{path / CONFIG_FILE}' must have a '{key}' entry with a "
+                f"'name'. Got {entry!r} instead."
+            )
+        params_key = "options" if key == "domain" else "params"
+        if not isinstance(entry.get(params_key, {}), dict):
+            raise ModelFileError(
+                f"The '{key}.{params_key}' entry of '{path / CONFIG_FILE}' must be a JSON object. "
+                f"Got {entry.get(params_key)!r} instead."
+            )
+    state_dict, _ = read_tensors(path / WEIGHTS_FILE, "model weights")
+    return state_dict, config

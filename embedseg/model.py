@@ -1,0 +1,403 @@
+"""A trained deep-clustering model: network + domain adapter + clusterer + config.
+
+:class:`Model` is what :func:`embedseg.fit` returns and :func:`embedseg.load` brings back. It
+runs the inference half of the data flow::
+
+    items -> domain.collate -> domain.encode -> network -> clusterer -> domain.decode
+
+and exposes the domain's own entry points (``model.separate(...)`` for audio,
+``model.segment(...)`` for images): every name in ``domain.model_methods`` is a method of the
+model, bound as ``domain.NAME(model, ...)``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any, Iterable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from .domain import DOMAINS, Domain, EncodedBatch
+from .errors import ModelFileError
+from .networks import NETWORKS, embeddings_of
+
+__all__ = ["Model", "network_config", "clusterer_config", "domain_config", "build_clusterer"]
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def domain_config(domain: Domain) -> dict[str, Any]:
+    """``{"name", "options"}`` of a domain adapter; raises if its class is not registered."""
+    name = DOMAINS.name_of(type(domain)) or (type(domain).name or None)
+    if name is None or name not in DOMAINS or DOMAINS.get(name) is not type(domain):
+        raise ValueError(
+            f"The domain {type(domain).__name__} is not registered, so a saved model could not "
+            f"rebuild it. Register it with @embedseg.register_domain('name') before saving."
+        )
+    return {"name": name, "options": domain.get_config()}
+
+
+def network_config(network: nn.Module, spec: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``{"name", "params"}`` that rebuild ``network`` through the network registry.
+
+    ``spec`` (what the network was built from) is used when given. Otherwise the network's class
+    must be registered and its keyword-only constructor parameters readable, either from a
+    ``get_config()`` method or from attributes of the same names.
+
+    Raises:
+        ValueError: the network cannot be described as data (not registered, or its
+            parameters are not known).
+    """
+    if spec is not None and spec.get("name") is not None:
+        return {"name": str(spec["name"]), "params": dict(spec.get("params") or {})}
+    cls = type(network)
+    name = NETWORKS.name_of(cls)
+    if name is None:
+        raise ValueError(
+            f"The network {cls.__name__} is not in the network registry, so a saved model "
+            f"could not rebuild it. Register its class with @embedseg.register_network('name') "
+            f"(its constructor taking keyword-only parameters) and pass network='name' with "
+            f"network_params={{...}}."
+        )
+    if hasattr(network, "get_config"):
+        return {"name": name, "params": dict(network.get_config())}
+    import inspect
+
+    sig = inspect.signature(cls.__init__)
+    names = [p.name for p in sig.parameters.values() if p.kind == p.KEYWORD_ONLY]
+    missing = [n for n in names if not hasattr(network, n)]
+    if missing:
+        raise ValueError(
+            f"The parameters {missing} of the network '{name}' are not stored on the instance, so "
+            f"a saved model could not rebuild it. Pass network='{name}' with network_params={{...}} "
+            f"instead of an instance, or give the class a get_config() method."
+        )
+    return {"name": name, "params": {n: getattr(network, n) for n in names}}
+
+
+def _clusterer_registry():
+    from . import cluster
+
+    registry = getattr(cluster, "CLUSTERERS", None)
+    if registry is None:  # pragma: no cover - the cluster package always exposes its registry
+        from .cluster import registry as module
+
+        registry = module.CLUSTERERS
+    return registry
+
+
+def clusterer_config(clusterer: Any) -> dict[str, Any]:
+    """``{"name", "params"}`` that rebuild ``clusterer`` through the clusterer registry."""
+    from .io import to_jsonable
+
+    registry = _clusterer_registry()
+    name = registry.name_of(type(clusterer))
+    if name is None:
+        raise ValueError(
+            f"The clusterer {type(clusterer).__name__} is not registered, so a saved model could "
+            f"not rebuild it. Register it with @embedseg.register_clusterer('name')."
+        )
+    params = clusterer.get_params()
+    try:
+        params = to_jsonable(params, f"the parameters of clusterer '{name}'")
+    except ValueError as exc:
+        raise ValueError(
+            f"{exc} A saved model stores its clusterer as data; use a built-in clusterer or one "
+            f"whose parameters are JSON data."
+        ) from None
+    return {"name": name, "params": params}
+
+
+def build_clusterer(spec: Any, default: Mapping[str, Any] | None = None) -> Any:
+    """A clusterer from a name, a ``{"name", "params"}`` mapping, or an instance.
+
+    A bare name takes ``n_clusters`` from ``default`` (the domain's clusterer spec), since the
+    domain knows how many parts its inputs usually have.
+    """
+    from .cluster import create_clusterer
+    from .cluster.base import BaseClusterer
+
+    if isinstance(spec, BaseClusterer):
+        return spec
+    default = dict(default or {})
+    if spec is None:
+        return create_clusterer(default["name"], **dict(default.get("params") or {}))
+    if isinstance(spec, str):
+        params = {}
+        n = (default.get("params") or {}).get("n_clusters")
+        if n is not None:
+            params["n_clusters"] = n
+        return create_clusterer(spec, **params)
+    if isinstance(spec, Mapping):
+        if not isinstance(spec.get("name"), str):
+            raise ValueError(
+                f"A 'clusterer' mapping must have a 'name' (a registered clusterer) and optional "
+                f"'params'. Got {dict(spec)!r} instead."
+            )
+        extra = set(spec) - {"name", "params"}
+        if extra:
+            raise ValueError(
+                f"A 'clusterer' mapping has only 'name' and 'params' keys. Got also {sorted(extra)}."
+            )
+        return create_clusterer(spec["name"], **dict(spec.get("params") or {}))
+    raise TypeError(
+        f"'clusterer' must be a registered name, a {{'name', 'params'}} mapping or a clusterer "
+        f"instance. Got {spec!r} ({type(spec).__name__}) instead."
+    )
+
+
+class Model:
+    """A network, the domain adapter it serves, a clusterer and the config that rebuilds them.
+
+    Args:
+        network: maps ``EncodedBatch.features`` to (batch, n_points, dim) unit-norm embeddings,
+            or to a mapping with an ``"embeddings"`` entry plus extra heads.
+        domain: the domain adapter.
+        clusterer: the prototype clusterer; prediction clones it and never changes it.
+        config: ``{"domain", "network", "clusterer", "training"}`` entries (see
+            :mod:`embedseg.io`); missing entries are derived from the objects on save.
+
+    Example:
+        >>> import embedseg
+        >>> model = embedseg.load("runs/speech/model")  # doctest: +SKIP
+        >>> model.predict(mixture)                       # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        domain: Domain,
+        clusterer: Any,
+        config: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not isinstance(network, nn.Module):
+            raise TypeError(f"'network' must be a torch.nn.Module. Got {type(network).__name__} instead.")
+        if not isinstance(domain, Domain):
+            raise TypeError(f"'domain' must be an embedseg.Domain. Got {type(domain).__name__} instead.")
+        from .cluster.base import BaseClusterer
+
+        if not isinstance(clusterer, BaseClusterer):
+            raise TypeError(
+                f"'clusterer' must be an embedseg clusterer (a BaseClusterer). Got "
+                f"{type(clusterer).__name__} instead."
+            )
+        self.network = network
+        self.domain = domain
+        self.clusterer = clusterer
+        self.config: dict[str, Any] = dict(config or {})
+
+    # -- domain entry points as methods ---------------------------------------------------------
+    def __getattr__(self, name: str) -> Any:
+        # Only called for names not found normally; guard against recursion before __init__ ran.
+        domain = self.__dict__.get("domain")
+        if domain is not None and name in type(domain).model_methods:
+            return functools.partial(getattr(domain, name), self)
+        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+
+    def __dir__(self) -> Iterable[str]:
+        return sorted(set(super().__dir__()) | set(type(self.domain).model_methods))
+
+    def __repr__(self) -> str:
+        n_params = sum(p.numel() for p in self.network.parameters())
+        net = self.config.get("network", {}).get("name", type(self.network).__name__)
+        return (
+            f"Model(domain={self.domain!r}, network={net!r} ({n_params:,} parameters), "
+            f"clusterer={self.clusterer!r})"
+        )
+
+    # -- device ---------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        """The device of the network's parameters (CPU for a network without parameters)."""
+        for p in self.network.parameters():
+            return p.device
+        for b in self.network.buffers():
+            return b.device
+        return torch.device("cpu")
+
+    def to(self, device: str | torch.device) -> "Model":
+        """Move the network to ``device``; returns self."""
+        self.network.to(device)
+        return self
+
+    # -- inference ------------------------------------------------------------------------------
+    def embed(self, batch: EncodedBatch) -> Any:
+        """The network's output for an encoded batch, in eval mode and without gradients.
+
+        The network's train/eval mode is restored afterwards.
+        """
+        was_training = self.network.training
+        self.network.eval()
+        try:
+            with torch.no_grad():
+                return self.network(batch.features)
+        finally:
+            self.network.train(was_training)
+
+    def cluster(
+        self,
+        embeddings: torch.Tensor,
+        mask: torch.Tensor | None,
+        n_clusters: int | str | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Cluster embeddings with a fresh copy of the clusterer.
+
+        Args:
+            embeddings: (batch, n_points, dim) embeddings.
+            mask: (batch, n_points) bool, True for the points to cluster; None = all.
+            n_clusters: overrides the clusterer's ``n_clusters`` (an int, or ``"auto"``).
+
+        Returns:
+            ``(labels, proba)``: (batch, n_points) int64 labels, and (batch, n_points, k) soft
+            assignments where the clusterer has them, else None.
+        """
+        params = {} if n_clusters is None else {"n_clusters": n_clusters}
+        clusterer = self.clusterer.clone(**params)
+        X = embeddings.detach().float()  # (batch, n_points, dim)
+        labels = clusterer.fit_predict(X, mask)  # (batch, n_points)
+        proba = clusterer.predict_proba(X) if clusterer.has_proba else None
+        return labels, proba
+
+    def _run_batch(self, batch: Any, n_clusters: int | str | None = None) -> tuple[EncodedBatch, list[Any]]:
+        """encode -> embed -> cluster -> decode for one collated batch."""
+        encoded = self.domain.encode(batch, self.device)
+        output = self.embed(encoded)
+        # Domains whose networks have extra heads (e.g. mask inference) read them in decode.
+        encoded.context.setdefault("network_output", output)
+        embeddings = embeddings_of(output)  # (batch, n_points, dim)
+        labels, proba = self.cluster(embeddings, encoded.mask, n_clusters)
+        return encoded, self.domain.decode(encoded, labels, proba, embeddings)
+
+    def predict_items(self, items: Sequence[Any], n_clusters: int | str | None = None) -> list[Any]:
+        """Decoded outputs for dataset-style items (collate -> encode -> embed -> cluster -> decode).
+
+        Args:
+            items: domain-native items, as a dataset yields them.
+            n_clusters: overrides the clusterer's number of clusters (an int, or ``"auto"``).
+
+        Returns:
+            One output per item, in the domain's own terms.
+        """
+        if len(items) == 0:
+            return []
+        _, outputs = self._run_batch(self.domain.collate(list(items)), n_clusters)
+        return outputs
+
+    def predict(self, x: Any, **options: Any) -> Any:
+        """Inference in the domain's own terms: ``domain.predict(model, x, **options)``."""
+        return self.domain.predict(self, x, **options)
+
+    def evaluate(
+        self,
+        dataset: Any,
+        batch_size: int = 8,
+        n_clusters: int | str | None = None,
+        num_workers: int = 0,
+    ) -> dict[str, float]:
+        """Means of the domain's metrics over ``dataset`` (weighted by batch sizes).
+
+        Args:
+            dataset: a map-style or iterable dataset, or a list, of domain-native items.
+            batch_size: items per batch.
+            n_clusters: overrides the clusterer's number of clusters.
+            num_workers: DataLoader worker processes.
+
+        Returns:
+            ``{metric name: mean}``; empty when the domain defines no metrics.
+        """
+        from ._validation import check_int
+
+        check_int(batch_size, "batch_size", "Model.evaluate", 1)
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_size=batch_size, shuffle=False, collate_fn=self.domain.collate,
+            num_workers=num_workers,
+        )
+        sums: dict[str, float] = {}
+        count = 0
+        for batch in loader:
+            encoded, outputs = self._run_batch(batch, n_clusters)
+            n = encoded.batch_size
+            for key, value in self.domain.metrics(outputs, encoded).items():
+                sums[key] = sums.get(key, 0.0) + float(value) * n
+            count += n
+        return {k: v / count for k, v in sums.items()} if count else {}
+
+    # -- files ----------------------------------------------------------------------------------
+    def full_config(self) -> dict[str, Any]:
+        """The complete JSON config a saved model holds (derived entries filled in)."""
+        from .io import MODEL_FORMAT, MODEL_FORMAT_VERSION
+
+        config = {
+            "format": MODEL_FORMAT,
+            "format_version": MODEL_FORMAT_VERSION,
+            "embedseg_version": _version(),
+            "domain": domain_config(self.domain),
+            "network": network_config(self.network, self.config.get("network")),
+            "clusterer": clusterer_config(self.clusterer),
+            "training": dict(self.config.get("training") or {}),
+        }
+        return config
+
+    def save(self, path: str | os.PathLike) -> str:
+        """Save as a folder of safetensors weights and a JSON config; returns the path.
+
+        An existing model folder at ``path`` is replaced atomically.
+
+        Raises:
+            ValueError: the network, domain or clusterer cannot be described as data (e.g. an
+                unregistered network class: register it with ``embedseg.register_network``).
+        """
+        from .io import write_model_folder
+
+        config = self.full_config()
+        state = {k: v for k, v in self.network.state_dict().items()}
+        write_model_folder(path, state, config)
+        return os.fspath(path)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: Mapping[str, Any],
+        state_dict: Mapping[str, torch.Tensor] | None = None,
+        device: str | torch.device = "cpu",
+        source: str = "the model config",
+    ) -> "Model":
+        """Rebuild a model from its JSON config (and weights); names resolve via the registries.
+
+        Raises:
+            ModelFileError: a name is not registered (the message lists the valid ones), the
+                parameters do not fit, or the weights do not match the network.
+        """
+        from .cluster import create_clusterer
+        from .domain import create_domain
+        from .networks import create_network
+
+        def build(kind: str, make, name: str, params: Mapping[str, Any]):
+            try:
+                return make(name, **dict(params))
+            except (ValueError, TypeError) as exc:
+                raise ModelFileError(f"Cannot rebuild the {kind} of {source}: {exc}") from None
+
+        domain = build("domain", create_domain, config["domain"]["name"], config["domain"].get("options") or {})
+        network = build("network", create_network, config["network"]["name"], config["network"].get("params") or {})
+        clusterer = build(
+            "clusterer", create_clusterer, config["clusterer"]["name"], config["clusterer"].get("params") or {}
+        )
+        if state_dict is not None:
+            try:
+                network.load_state_dict(dict(state_dict), strict=True)
+            except RuntimeError as exc:
+                first = str(exc).strip().splitlines()
+                raise ModelFileError(
+                    f"The weights of {source} do not match the network "
+                    f"'{config['network']['name']}': {' '.join(line.strip() for line in first[:4])}"
+                ) from None
+        network.to(device)
+        network.eval()
+        return cls(network, domain, clusterer, {k: config[k] for k in config if k in ("domain", "network", "clusterer", "training")})
