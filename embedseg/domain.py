@@ -148,6 +148,25 @@ class Domain:
         return model.predict_items([x])[0]
 
     # -- command line -------------------------------------------------------------------------
+    def load_dataset(self, path: str, split: str) -> Any:
+        """The dataset stored at ``path`` (what ``embedseg fit --train PATH`` and
+        ``embedseg evaluate MODEL PATH`` read); the meaning of ``path`` is the domain's own.
+
+        Args:
+            path: a file or folder in the domain's data layout.
+            split: "train", "valid" or "test" (a domain may augment only the training split).
+
+        Returns:
+            A map-style or iterable dataset of domain-native items.
+
+        Raises:
+            NotImplementedError: the domain cannot read datasets from paths (the default).
+        """
+        raise NotImplementedError(
+            f"The domain {type(self).__name__} cannot load a dataset from a path; implement "
+            f"load_dataset(path, split) to use it from the command line."
+        )
+
     @classmethod
     def add_cli_commands(cls, subparsers: Any) -> None:
         """Add the domain's own subcommands to ``embedseg``'s argument parser (optional).

@@ -630,7 +630,8 @@ class Trainer:
             self.stale_evals += 1
             stop = cfg.patience is not None and self.stale_evals >= cfg.patience
         if self.dist.is_main:
-            row = {"step": self.step, "epoch": self.epoch, "train_loss": train_loss}
+            # The train loss curve comes from the regular log rows; an evaluation adds its own columns.
+            row = {"step": self.step, "epoch": self.epoch}
             row.update(_clean(record))
             row.update({"lr": self.optimizer.param_groups[0]["lr"], "time_s": round(self._elapsed(), 3)})
             self.log.add(row)
