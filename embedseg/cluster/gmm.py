@@ -152,13 +152,13 @@ class GaussianMixture(BaseClusterer):
         n_active = w.sum(dim=1)  # (batch,)
         center = (X * w[..., None]).sum(dim=1) / n_active[:, None]  # (batch, dim)
         Xc = X - center[:, None, :]  # (batch, n_points, dim)
-        X2 = Xc * Xc  # (batch, n_points, dim)
+        Z = self._design(Xc)  # (batch, n_points, dim or 2 * dim)
 
         best: dict[str, torch.Tensor] = {}
         for i in range(self.n_init):
-            resp = self._initial_resp(Xc, mask, counts, k, self.seed + i)  # (batch, n_points, k)
-            params = self._m_step(Xc, X2, resp * w[..., None], n_active, enabled)
-            params = self._em(Xc, X2, w, n_active, enabled, params)
+            resp = self._initial_resp(Xc, mask, counts, k, self.seed + i)  # (batch, k, n_points)
+            params = self._m_step(Z, resp * w[:, None, :], n_active, enabled)
+            params = self._em(Z, w, n_active, enabled, params)
             if not best:
                 best = params
             else:
@@ -173,21 +173,27 @@ class GaussianMixture(BaseClusterer):
         self.converged_ = best["converged"]
         self.n_iter_ = best["n_iter"]
         self.lower_bound_ = best["lower_bound"]
-        self._enabled = enabled
         # A final E-step on every point, so that labels_ equals predict(X).
-        self.labels_ = self._log_resp(X)[0].argmax(dim=-1)  # (batch, n_points)
+        log_resp, _ = self._log_resp(Z, best)  # (batch, k, n_points)
+        self.labels_ = log_resp.max(dim=1).indices  # (batch, n_points)
+
+    def _design(self, Xc: torch.Tensor) -> torch.Tensor:
+        """The per-point statistics EM needs: [x, x²] (diag, spherical) or x (full)."""
+        if self.covariance_type == "full":
+            return Xc
+        return torch.cat([Xc, Xc * Xc], dim=-1)  # (batch, n_points, 2 * dim)
 
     def _initial_resp(
         self, Xc: torch.Tensor, mask: torch.Tensor, counts: torch.Tensor, k: int, seed: int
     ) -> torch.Tensor:
-        """Initial responsibilities (batch, n_points, k); zero on disabled components."""
+        """Initial responsibilities (batch, k, n_points); zero on disabled components."""
         B, n, _ = Xc.shape
         enabled = center_valid(counts, k)  # (batch, k)
         if self.init == "random":
             g = make_generator(seed, Xc.device)
-            resp = torch.rand(B, n, k, generator=g, device=Xc.device, dtype=Xc.dtype)
-            resp = resp * enabled[:, None, :]
-            return resp / resp.sum(dim=-1, keepdim=True)
+            resp = torch.rand(B, k, n, generator=g, device=Xc.device, dtype=Xc.dtype)
+            resp = resp * enabled[:, :, None]
+            return resp / resp.sum(dim=1, keepdim=True)
         if self.init == "kmeans":
             # scikit-learn's default: one k-means run (k-means++ start), its labels one-hot.
             labels = kmeans(
@@ -199,32 +205,32 @@ class GaussianMixture(BaseClusterer):
             d2 = sq_distances(Xc, centers)  # (batch, n_points, k)
             d2 = d2.masked_fill(~enabled[:, None, :], float("inf"))
             labels = d2.argmin(dim=-1)
-        return torch.nn.functional.one_hot(labels, k).to(Xc.dtype)
+        slots = torch.arange(k, device=Xc.device)
+        return (labels[:, None, :] == slots[None, :, None]).to(Xc.dtype)  # (batch, k, n_points)
 
     def _em(
         self,
-        Xc: torch.Tensor,
-        X2: torch.Tensor,
+        Z: torch.Tensor,
         w: torch.Tensor,
         n_active: torch.Tensor,
         enabled: torch.Tensor,
         params: dict[str, torch.Tensor],
     ) -> dict[str, torch.Tensor]:
         """Run EM from ``params`` until every item converged or ``max_iter``."""
-        B = Xc.shape[0]
-        device = Xc.device
-        lower_bound = torch.full((B,), -math.inf, dtype=Xc.dtype, device=device)
+        B = Z.shape[0]
+        device = Z.device
+        lower_bound = torch.full((B,), -math.inf, dtype=Z.dtype, device=device)
         converged = torch.zeros(B, dtype=torch.bool, device=device)
         n_iter = torch.zeros(B, dtype=torch.int64, device=device)
         for _ in range(self.max_iter):
-            log_resp, log_norm = self._log_resp_centered(Xc, X2, params)
+            log_resp, log_norm = self._log_resp(Z, params)  # (batch, k, n), (batch, n)
             new_bound = (log_norm * w).sum(dim=1) / n_active  # (batch,)
             active = ~converged  # (batch,)
             n_iter += active.to(torch.int64)
             newly = active & ((new_bound - lower_bound).abs() < self.tol)
             lower_bound = torch.where(active, new_bound, lower_bound)
-            resp = log_resp.exp() * w[..., None]  # (batch, n_points, k), masked points zeroed
-            updated = self._m_step(Xc, X2, resp, n_active, enabled)
+            resp = log_resp.exp_().mul_(w[:, None, :])  # (batch, k, n), masked points zeroed
+            updated = self._m_step(Z, resp, n_active, enabled)
             params = _select(active, updated, params)
             converged = converged | newly
             if bool(converged.all()):
@@ -235,27 +241,26 @@ class GaussianMixture(BaseClusterer):
 
     def _m_step(
         self,
-        Xc: torch.Tensor,
-        X2: torch.Tensor,
+        Z: torch.Tensor,
         resp: torch.Tensor,
         n_active: torch.Tensor,
         enabled: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
-        """Weights, means, covariances and precision factors from masked responsibilities."""
-        eps = 10 * torch.finfo(Xc.dtype).eps
-        nk = resp.sum(dim=1) + eps  # (batch, k)
-        respT = resp.transpose(1, 2)  # (batch, k, n_points)
-        means = torch.bmm(respT, Xc) / nk[..., None]  # (batch, k, dim)
+        """Weights, means, covariances and precision factors from masked responsibilities
+        ``resp`` (batch, k, n_points)."""
+        eps = 10 * torch.finfo(Z.dtype).eps
+        nk = resp.sum(dim=-1) + eps  # (batch, k)
         weights = nk * enabled / n_active[:, None]  # (batch, k)
         weights = weights / weights.sum(dim=1, keepdim=True)
         ctype = self.covariance_type
         reg = self.reg_covar
         if ctype == "full":
-            d = Xc.shape[-1]
-            diff = Xc[:, None, :, :] - means[:, :, None, :]  # (batch, k, n_points, dim)
-            diff = diff * respT[..., None].sqrt()
+            d = Z.shape[-1]
+            means = torch.bmm(resp, Z) / nk[..., None]  # (batch, k, dim)
+            diff = Z[:, None, :, :] - means[:, :, None, :]  # (batch, k, n_points, dim)
+            diff = diff * resp[..., None].sqrt()
             cov = diff.transpose(-1, -2) @ diff / nk[..., None, None]  # (batch, k, dim, dim)
-            eye = torch.eye(d, dtype=Xc.dtype, device=Xc.device)
+            eye = torch.eye(d, dtype=Z.dtype, device=Z.device)
             cov = cov + reg * eye
             # Disabled components keep an identity covariance, so Cholesky never sees zeros.
             cov = torch.where(enabled[..., None, None], cov, eye)
@@ -266,9 +271,11 @@ class GaussianMixture(BaseClusterer):
                 chol, eye.expand_as(chol), upper=False
             ).transpose(-1, -2)  # (batch, k, dim, dim)
         else:
-            # E[x^2] - mean^2 (scikit-learn's expansion), on centred data.
-            avg_x2 = torch.bmm(respT, X2) / nk[..., None]  # (batch, k, dim)
-            var = avg_x2 - means * means  # (batch, k, dim)
+            d = Z.shape[-1] // 2
+            sums = torch.bmm(resp, Z) / nk[..., None]  # (batch, k, 2 * dim): E[x], E[x²]
+            means = sums[..., :d]  # (batch, k, dim)
+            # E[x²] - E[x]² (scikit-learn's expansion), accurate because the data are centred.
+            var = sums[..., d:] - means * means  # (batch, k, dim)
             if ctype == "spherical":
                 var = var.mean(dim=-1)  # (batch, k)
             cov = (var + reg).clamp_min(reg)
@@ -279,48 +286,36 @@ class GaussianMixture(BaseClusterer):
         return {"weights": weights, "means": means, "covariances": cov, "prec_chol": prec_chol}
 
     # -- log-probabilities ----------------------------------------------------------------
-    def _log_prob_centered(
-        self, Xc: torch.Tensor, X2: torch.Tensor | None, params: dict[str, torch.Tensor]
-    ) -> torch.Tensor:
-        """log N(x | mean_j, cov_j) for every point and component: (batch, n_points, k)."""
-        d = Xc.shape[-1]
+    def _log_prob(self, Z: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """log N(x | mean_j, cov_j) for every component and point: (batch, k, n_points)."""
         means, prec_chol = params["means"], params["prec_chol"]
+        d = means.shape[-1]
         const = d * math.log(2 * math.pi)
-        ctype = self.covariance_type
-        if ctype == "full":
-            y = Xc[:, None] @ prec_chol - (means[:, :, None, :] @ prec_chol)  # (batch, k, n, dim)
-            maha = (y * y).sum(dim=-1).transpose(1, 2)  # (batch, n_points, k)
+        if self.covariance_type == "full":
+            y = Z[:, None] @ prec_chol - (means[:, :, None, :] @ prec_chol)  # (batch, k, n, dim)
+            maha = (y * y).sum(dim=-1)  # (batch, k, n_points)
             log_det = prec_chol.diagonal(dim1=-2, dim2=-1).log().sum(dim=-1)  # (batch, k)
-            return -0.5 * (const + maha) + log_det[:, None, :]
-        if X2 is None:
-            X2 = Xc * Xc
-        prec = prec_chol * prec_chol  # (batch, k, dim) or (batch, k)
-        if ctype == "diag":
-            # |x - m|^2_P = x^2.P - 2 x.(m P) + m^2.P, as two batched products.
-            maha = (
-                torch.bmm(X2, prec.transpose(1, 2))
-                - 2 * torch.bmm(Xc, (means * prec).transpose(1, 2))
-                + (means * means * prec).sum(dim=-1)[:, None, :]
-            )  # (batch, n_points, k)
-            log_det = prec_chol.log().sum(dim=-1)  # (batch, k)
-        else:
-            maha = (
-                X2.sum(dim=-1, keepdim=True)
-                - 2 * torch.bmm(Xc, means.transpose(1, 2))
-                + (means * means).sum(dim=-1)[:, None, :]
-            ) * prec[:, None, :]  # (batch, n_points, k)
-            log_det = d * prec_chol.log()  # (batch, k)
-        return -0.5 * (const + maha) + log_det[:, None, :]
+            return (-0.5 * (const + maha)).add_(log_det[..., None])
+        if self.covariance_type == "spherical":
+            prec_chol = prec_chol[..., None].expand_as(means)  # (batch, k, dim)
+        prec = prec_chol * prec_chol  # (batch, k, dim)
+        # |x - m|²_P = x·(-2 m P) + x²·P + m²·P: one batched product against [x, x²].
+        coef = torch.cat([-2 * means * prec, prec], dim=-1)  # (batch, k, 2 * dim)
+        base = const + (means * means * prec).sum(dim=-1)  # (batch, k)
+        maha = torch.baddbmm(base[..., None], coef, Z.transpose(1, 2))  # (batch, k, n_points)
+        log_det = prec_chol.log().sum(dim=-1)  # (batch, k)
+        return maha.mul_(-0.5).add_(log_det[..., None])
 
-    def _log_resp_centered(
-        self, Xc: torch.Tensor, X2: torch.Tensor | None, params: dict[str, torch.Tensor]
+    def _log_resp(
+        self, Z: torch.Tensor, params: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log-responsibilities (batch, n_points, k) and log-likelihoods (batch, n_points)."""
-        weighted = self._log_prob_centered(Xc, X2, params) + params["weights"].log()[:, None, :]
-        log_norm = torch.logsumexp(weighted, dim=-1)  # (batch, n_points)
-        return weighted - log_norm[..., None], log_norm
+        """Log-responsibilities (batch, k, n_points) and log-likelihoods (batch, n_points)."""
+        weighted = self._log_prob(Z, params).add_(params["weights"].log()[..., None])
+        log_norm = torch.logsumexp(weighted, dim=1)  # (batch, n_points)
+        return weighted.sub_(log_norm[:, None, :]), log_norm
 
-    def _fitted_params(self, X: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def _log_resp_fitted(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``_log_resp`` of new points of the fitted items."""
         # The weighted mean of the means is the centre of the fitted data (as in fit); any
         # per-item shift keeps the log-probabilities exact, a central one keeps them accurate.
         shift = (self.weights_[..., None] * self.means_).sum(dim=1)  # (batch, dim)
@@ -330,18 +325,14 @@ class GaussianMixture(BaseClusterer):
             "prec_chol": self.precisions_cholesky_,
         }
         Xc = X.to(self.means_.dtype) - shift[:, None, :]  # (batch, n_points, dim)
-        return Xc, params
-
-    def _log_resp(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        Xc, params = self._fitted_params(X)
-        return self._log_resp_centered(Xc, None, params)
+        return self._log_resp(self._design(Xc), params)
 
     # -- prediction -----------------------------------------------------------------------
     def _predict(self, X: torch.Tensor) -> torch.Tensor:
-        return self._log_resp(X)[0].argmax(dim=-1)
+        return self._log_resp_fitted(X)[0].max(dim=1).indices
 
     def _predict_proba(self, X: torch.Tensor) -> torch.Tensor:
-        return self._log_resp(X)[0].exp()
+        return self._log_resp_fitted(X)[0].exp().transpose(1, 2)
 
     def score_samples(self, X: torch.Tensor) -> torch.Tensor:
         """Log-likelihood of every point under its item's mixture.
@@ -357,7 +348,7 @@ class GaussianMixture(BaseClusterer):
 
         X = check_embeddings(X, "X")
         self._check_batch(X)
-        return self._log_resp(X)[1]
+        return self._log_resp_fitted(X)[1]
 
     def score(self, X: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Mean log-likelihood per item over the points marked by ``mask``.

@@ -1,0 +1,249 @@
+"""Spectral clustering on the low-rank affinity of the embeddings, never forming n x n.
+
+Deep-clustering embeddings are trained so that their affinity V Vᵀ approximates the ideal
+partition affinity Y Yᵀ (Hershey et al. 2015), so spectral clustering of that very affinity is
+the method's natural inference step. The affinity is ``A = F Fᵀ`` for a feature map F with r
+columns (r = dim + 1 here), so everything spectral clustering needs is O(n·r²):
+
+* degrees ``d = A 1 = F (Fᵀ 1)``;
+* the normalized affinity ``D^{-1/2} A D^{-1/2} = G Gᵀ`` with ``G = D^{-1/2} F``, whose nonzero
+  eigenpairs follow from the r x r problem ``GᵀG = Q Λ Qᵀ``: ``U = G Q Λ^{-1/2}``.
+
+A 256 x 256 image (n = 65,536) is clustered in a fraction of a second on a CPU, where the n x n
+affinity alone would take 17 GB.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from .._validation import check_bool, check_choice, check_int
+from . import _ops
+from .base import BaseClusterer
+from .kmeans import kmeans
+
+__all__ = ["SpectralClustering", "spectral_embedding"]
+
+_AFFINITIES = ("shifted_cosine", "linear")
+
+
+def _feature_map(X: torch.Tensor, affinity: str) -> torch.Tensor:
+    """The map F with A = F Fᵀ: (batch, n_points, r)."""
+    if affinity == "linear":
+        return X
+    # (1 + cos)/2 = [1, x/|x|]·[1, y/|y|] / 2, so F = [1, x/|x|] / sqrt(2) with r = dim + 1.
+    unit = X / X.norm(dim=-1, keepdim=True).clamp_min(1e-12)  # (batch, n_points, dim)
+    ones = torch.ones(X.shape[:-1] + (1,), dtype=X.dtype, device=X.device)
+    return torch.cat([ones, unit], dim=-1) * math.sqrt(0.5)  # (batch, n_points, dim + 1)
+
+
+def spectral_embedding(
+    X: torch.Tensor,
+    mask: torch.Tensor,
+    n_components: int,
+    *,
+    affinity: str = "shifted_cosine",
+    normalized: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """Top eigenvectors of the (normalized) low-rank affinity of each item's active points.
+
+    Masked points take no part in the affinity; they are then placed by the same map
+    (the Nyström extension ``u(x) = d(x)^{-1/2} f(x) Q Λ^{-1/2}``, with ``d(x)`` the degree of
+    x against the active points), which for an active point gives exactly its eigenvector row.
+
+    Args:
+        X: (batch, n_points, dim) embeddings.
+        mask: (batch, n_points) bool, the points that define the affinity.
+        n_components: eigenvectors to return (the largest eigenvalues first).
+        affinity: ``"shifted_cosine"`` for A = (1 + cos)/2 (entries in [0, 1]) or ``"linear"``
+            for A = X Xᵀ as given.
+        normalized: use D^{-1/2} A D^{-1/2} (Ng, Jordan & Weiss 2001); False uses A itself.
+
+    Returns:
+        (embedding, eigenvalues, state): embedding (batch, n_points, n_components) whose columns
+        are orthonormal over the active points; eigenvalues (batch, r) in decreasing order; the
+        state that maps new points (:func:`_project`).
+
+    Raises:
+        ValueError: normalized with ``affinity="linear"`` and a non-positive degree.
+    """
+    dtype = _ops.compute_dtype(X)
+    F = _feature_map(X.to(dtype), affinity)  # (batch, n_points, r)
+    w = mask.to(dtype)[..., None]  # (batch, n_points, 1)
+    col_sum = (F * w).sum(dim=1)  # (batch, r): Fᵀ1 over the active points
+    if normalized:
+        deg = torch.bmm(F, col_sum[..., None])[..., 0]  # (batch, n_points)
+        bad = (deg <= 0) & mask
+        if bool(bad.any()):
+            b = int(torch.nonzero(bad)[0, 0])
+            raise ValueError(
+                f"SpectralClustering(normalized=True) needs positive degrees, but item {b} has "
+                f"{int(bad[b].sum())} active points with a non-positive degree under "
+                f"affinity={affinity!r}. Use affinity='shifted_cosine' or normalized=False."
+            )
+        G = F * deg.clamp_min(torch.finfo(dtype).tiny).rsqrt()[..., None]  # (batch, n_points, r)
+    else:
+        G = F
+    Ga = (G * w).double()  # (batch, n_points, r)
+    # The r x r Gram matrix in float64: its eigenvalues are those of the n x n affinity.
+    evals, evecs = torch.linalg.eigh(torch.bmm(Ga.transpose(1, 2), Ga))  # (batch, r), (batch, r, r)
+    evals, evecs = evals.flip(-1), evecs.flip(-1)  # decreasing
+    k = n_components
+    lam = evals[:, :k]  # (batch, k)
+    # Directions with (numerically) zero eigenvalue have no eigenvector in point space.
+    floor = evals[:, :1].clamp_min(0) * (evals.shape[-1] * torch.finfo(torch.float64).eps)
+    scale = torch.where(lam > floor, lam.clamp_min(torch.finfo(torch.float64).tiny).rsqrt(), 0.0)
+    proj = (evecs[:, :, :k] * scale[:, None, :]).to(dtype)  # (batch, r, k)
+    embedding = torch.bmm(G, proj)  # (batch, n_points, k)
+    state = {"col_sum": col_sum, "proj": proj}
+    return embedding, evals.to(dtype), state
+
+
+def _project(
+    X: torch.Tensor, state: dict[str, torch.Tensor], affinity: str, normalized: bool
+) -> torch.Tensor:
+    """Spectral coordinates (batch, n_points, k) of points through a fitted map."""
+    dtype = state["proj"].dtype
+    F = _feature_map(X.to(dtype), affinity)  # (batch, n_points, r)
+    if normalized:
+        deg = torch.bmm(F, state["col_sum"][..., None])[..., 0]  # (batch, n_points)
+        F = F * deg.clamp_min(torch.finfo(dtype).tiny).rsqrt()[..., None]
+    return torch.bmm(F, state["proj"])
+
+
+def _normalize_rows(U: torch.Tensor) -> torch.Tensor:
+    return U / U.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+class SpectralClustering(BaseClusterer):
+    """Spectral clustering of each item's embedding affinity, batched and low-rank.
+
+    The affinity of two embeddings x, y is by default ``(1 + cos(x, y)) / 2``: for the unit-norm
+    embeddings of deep clustering this is the trained affinity V Vᵀ shifted into [0, 1], which
+    keeps degrees positive (needed by the normalization) without changing the eigenvectors'
+    meaning. ``affinity="linear"`` uses X Xᵀ as given (non-negative features, or
+    ``normalized=False``).
+
+    With ``normalized=True`` (Ng, Jordan & Weiss 2001) the top ``k`` eigenvectors of
+    D^{-1/2} A D^{-1/2} are row-normalized and clustered by batched k-means; with
+    ``normalized=False`` the top ``k`` eigenvectors of A itself (the principal directions of
+    the feature map) are clustered as they are. The eigenvectors come from an r x r
+    eigenproblem per item (``torch.linalg.eigh`` on (batch, r, r), in float64), so the cost is
+    O(n·r²) and memory O(n·r); the n x n affinity is never formed.
+
+    Masked points take no part in the affinity; every point is then labelled through the same
+    map (Nyström extension) and the nearest spectral centroid. :meth:`predict` labels new
+    points of the fitted items the same way.
+
+    Args:
+        n_clusters: clusters per item: an int, a (batch,) int64 tensor of per-item counts, or
+            ``"auto"`` to estimate each item's count in [2, max_clusters]
+            (:func:`embedseg.cluster.auto.estimate_n_clusters`). Item b uses its top
+            ``n_clusters_[b]`` eigenvectors.
+        max_clusters: the largest count considered under ``"auto"``.
+        normalized: degree-normalized (True) or plain (False) affinity.
+        affinity: ``"shifted_cosine"`` or ``"linear"``.
+        n_init: k-means restarts on the spectral embedding (batched).
+        max_iter: k-means iterations cap.
+        seed: seed of k-means and of ``"auto"``.
+
+    Attributes:
+        labels_: (batch, n_points) int64 labels of every point.
+        n_clusters_: (batch,) int64 clusters per item.
+        eigenvalues_: (batch, r) eigenvalues of the (normalized) affinity of the active points,
+            in decreasing order (r = dim + 1 for "shifted_cosine", dim for "linear").
+        embedding_: (batch, n_points, k) spectral embedding: the top eigenvectors (orthonormal
+            columns over the active points), columns at or beyond ``n_clusters_[b]`` zeroed;
+            k-means runs on its normalized rows when ``normalized``.
+        cluster_centers_: (batch, k, k) k-means centers in the space k-means ran in.
+
+    Here ``k`` is the number of slots: ``max_clusters`` under ``"auto"``, else the largest
+    count.
+
+    Example:
+        >>> import torch
+        >>> g = torch.Generator().manual_seed(0)
+        >>> centers = torch.eye(8)[:3] * 4  # three directions
+        >>> X = centers.repeat_interleave(100, 0) + torch.randn(300, 8, generator=g)
+        >>> X = (X / X.norm(dim=-1, keepdim=True))[None]  # (1, 300, 8) unit-norm
+        >>> sc = SpectralClustering(n_clusters=3).fit(X)
+        >>> [len(set(sc.labels_[0, i:i + 100].tolist())) for i in (0, 100, 200)]
+        [1, 1, 1]
+        >>> sc.embedding_.shape
+        torch.Size([1, 300, 3])
+    """
+
+    def __init__(
+        self,
+        *,
+        n_clusters: int | str | torch.Tensor = 2,
+        max_clusters: int = 8,
+        normalized: bool = True,
+        affinity: str = "shifted_cosine",
+        n_init: int = 4,
+        max_iter: int = 100,
+        seed: int = 0,
+    ) -> None:
+        self.n_clusters = n_clusters
+        self.max_clusters = max_clusters
+        self.normalized = normalized
+        self.affinity = affinity
+        self.n_init = n_init
+        self.max_iter = max_iter
+        self.seed = seed
+
+    def get_params(self) -> dict[str, Any]:
+        """The constructor parameters, as given (a per-item count tensor becomes a list)."""
+        params = super().get_params()
+        if isinstance(params["n_clusters"], torch.Tensor):
+            params["n_clusters"] = params["n_clusters"].tolist()
+        return params
+
+    def _validate_params(self) -> None:
+        owner = type(self).__name__
+        _ops.validate_n_clusters(self.n_clusters, self.max_clusters, owner)
+        check_int(self.max_clusters, "max_clusters", owner, 1)
+        check_bool(self.normalized, "normalized", owner)
+        check_choice(self.affinity, "affinity", owner, _AFFINITIES)
+        check_int(self.n_init, "n_init", owner, 1)
+        check_int(self.max_iter, "max_iter", owner, 1)
+        check_int(self.seed, "seed", owner, 0)
+
+    def _fit(self, X: torch.Tensor, mask: torch.Tensor) -> None:
+        counts, k = _ops.resolve_n_clusters(
+            self.n_clusters, self.max_clusters, X, mask, type(self).__name__, seed=self.seed
+        )  # (batch,), slots
+        U, evals, state = spectral_embedding(
+            X, mask, k, affinity=self.affinity, normalized=self.normalized
+        )  # (batch, n_points, k)
+        # Item b keeps its top n_clusters_[b] eigenvectors; zero columns do not move k-means.
+        keep = _ops.center_valid(counts, k).to(U.dtype)  # (batch, k)
+        state["proj"] = state["proj"] * keep[:, None, :]
+        U = U * keep[:, None, :]
+        Z = _normalize_rows(U) if self.normalized else U  # (batch, n_points, k)
+        res = kmeans(
+            Z,
+            mask,
+            counts,
+            k,
+            n_init=self.n_init,
+            max_iter=self.max_iter,
+            generator=_ops.make_generator(self.seed, X.device),
+        )
+        self.embedding_ = U.to(X.dtype)
+        self.eigenvalues_ = evals.to(X.dtype)
+        self.cluster_centers_ = res.centers
+        self.labels_ = res.labels
+        self.n_clusters_ = counts
+        self._state = state
+
+    def _predict(self, X: torch.Tensor) -> torch.Tensor:
+        U = _project(X, self._state, self.affinity, self.normalized)  # (batch, n_points, k)
+        Z = _normalize_rows(U) if self.normalized else U
+        C = self.cluster_centers_.to(device=X.device, dtype=Z.dtype)  # (batch, k, k)
+        d = _ops.sq_distances(Z, C)  # (batch, n_points, k)
+        valid = _ops.center_valid(self.n_clusters_.to(X.device), C.shape[1])  # (batch, k)
+        return d.masked_fill(~valid[:, None, :], float("inf")).argmin(dim=-1)
