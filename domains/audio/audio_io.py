@@ -1,0 +1,91 @@
+"""Reading, writing and resampling audio, with clear messages for bad input."""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from embedseg.errors import require
+
+__all__ = ["load_audio", "save_audio", "resample", "as_waveform"]
+
+
+def resample(wave: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor:
+    """Resample (..., time) to ``new_rate`` with a polyphase anti-aliasing filter.
+
+    The output has ``ceil(time * new_rate / orig_rate)`` samples.
+    """
+    if orig_rate == new_rate:
+        return wave
+    signal = require("scipy.signal", "audio")
+    g = math.gcd(int(orig_rate), int(new_rate))
+    up, down = int(new_rate) // g, int(orig_rate) // g
+    out = signal.resample_poly(wave.detach().cpu().double().numpy(), up, down, axis=-1)
+    return torch.as_tensor(out, dtype=wave.dtype if wave.is_floating_point() else torch.float32, device=wave.device)
+
+
+def load_audio(path: str | os.PathLike, sample_rate: int | None = None) -> tuple[torch.Tensor, int]:
+    """Read a mono waveform from a file (wav, flac, ogg: what libsndfile reads).
+
+    Multichannel files are downmixed to mono with a warning.
+
+    Args:
+        path: the file.
+        sample_rate: resample to this rate; None keeps the file's.
+
+    Returns:
+        (waveform (time,) float32, rate).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file cannot be decoded as audio.
+    """
+    sf = require("soundfile", "audio")
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Audio file not found: '{path}'.")
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)  # (time, channels)
+    except Exception as exc:  # libsndfile raises its own error type
+        raise ValueError(f"Could not read '{path}' as audio: {exc}") from exc
+    if data.shape[1] > 1:
+        warnings.warn(f"'{path}' has {data.shape[1]} channels; downmixing to mono by averaging.", stacklevel=2)
+    wave = torch.from_numpy(np.ascontiguousarray(data.mean(axis=1)))
+    if sample_rate is not None and sample_rate != rate:
+        wave = resample(wave, rate, sample_rate)
+        rate = sample_rate
+    return wave, int(rate)
+
+
+def save_audio(path: str | os.PathLike, wave: Any, sample_rate: int) -> None:
+    """Write a (time,) or (channels, time) waveform as 16-bit PCM, scaled down if it would clip."""
+    sf = require("soundfile", "audio")
+    x = torch.as_tensor(wave).detach().cpu().float().numpy()
+    peak = float(np.abs(x).max()) if x.size else 0.0
+    if peak > 1.0:
+        x = x / peak * 0.99
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), x.T if x.ndim == 2 else x, int(sample_rate), subtype="PCM_16")
+
+
+def as_waveform(x: Any, name: str = "mixture") -> torch.Tensor:
+    """A float32 tensor from a tensor or array, rejecting what no model can separate."""
+    if isinstance(x, np.ndarray):
+        if not np.issubdtype(x.dtype, np.number):
+            raise TypeError(f"'{name}' must be a numeric array. Got dtype {x.dtype} instead.")
+        x = torch.from_numpy(np.ascontiguousarray(x))
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"'{name}' must be a tensor, an array or a file path. Got {type(x).__name__} instead.")
+    if x.is_complex() or x.dtype == torch.bool:
+        raise TypeError(f"'{name}' must be real-valued. Got dtype {x.dtype} instead.")
+    x = x.float()
+    if not bool(torch.isfinite(x).all()):
+        n_bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(f"'{name}' must contain only finite values. Got {n_bad} NaN or infinite samples.")
+    return x

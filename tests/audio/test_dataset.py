@@ -1,0 +1,64 @@
+"""MixtureDataset: wsj0-2mix-style mixtures from a speaker folder."""
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from domains.audio.dataset import MixtureDataset
+
+
+def test_items_are_deterministic_and_well_formed(tiny_corpus):
+    ds = MixtureDataset(tiny_corpus, n_sources=2, segment_seconds=2.0, seed=3, n_mixtures=10)
+    a, b = ds[4], ds[4]
+    assert torch.equal(a["mixture"], b["mixture"]) and a["speakers"] == b["speakers"]
+    assert a["sources"].shape == (2, 16000) and a["mixture"].shape == (16000,)
+    torch.testing.assert_close(a["sources"].sum(0), a["mixture"], atol=1e-6, rtol=0)
+    assert len(set(a["speakers"])) == 2
+    assert float(a["mixture"].abs().max()) <= 0.9 + 1e-6
+    other = MixtureDataset(tiny_corpus, n_sources=2, segment_seconds=2.0, seed=4, n_mixtures=10)[4]
+    assert not torch.equal(other["mixture"], a["mixture"])
+
+
+def test_relative_levels_follow_snr_range(tiny_corpus):
+    ds = MixtureDataset(tiny_corpus, segment_seconds=None, snr_range=(5, 5), n_mixtures=6)
+    for i in range(6):
+        s = ds[i]["sources"].double().numpy()
+        # levels are set on the active part; compare on whole signals loosely, exactly via the code's rule
+        from domains.audio.dataset import _active_rms
+
+        ratio = 20 * np.log10(_active_rms(s[1], 8000) / _active_rms(s[0], 8000))
+        assert abs(abs(ratio) - 5.0) < 0.05
+
+
+def test_min_mode_and_split_and_counts(tiny_corpus):
+    ds = MixtureDataset(tiny_corpus, n_sources=(2, 3), segment_seconds=None, split="test", n_mixtures=12)
+    assert ds.speaker_names == ["mb-us3", "mb-de5", "fest-rab"]
+    counts = {ds[i]["sources"].shape[0] for i in range(12)}
+    assert counts == {2, 3}
+    item = ds[0]
+    assert set(item["speakers"]) <= {"mb-us3", "mb-de5", "fest-rab"}
+
+
+def test_user_layout_with_nested_flac_and_resampling(tmp_path):
+    g = np.random.default_rng(0)
+    for spk in ("alice", "bob"):
+        (tmp_path / spk / "ch1").mkdir(parents=True)
+        sf.write(tmp_path / spk / "ch1" / "u1.flac", 0.1 * g.standard_normal(16000), 16000)
+    ds = MixtureDataset(tmp_path, sample_rate=8000, segment_seconds=None, n_mixtures=2)
+    item = ds[0]
+    assert item["sources"].shape == (2, 8000)
+    assert sorted(item["speakers"]) == ["alice", "bob"]
+
+
+def test_bad_arguments(tiny_corpus, tmp_path):
+    with pytest.raises(ValueError, match="needs at least 6 speakers"):
+        MixtureDataset(tiny_corpus, n_sources=6)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        MixtureDataset(tmp_path / "nope")
+    with pytest.raises(ValueError, match="'split' parameter of MixtureDataset"):
+        MixtureDataset(tiny_corpus, split="dev")
+    with pytest.raises(ValueError, match="'snr_range' parameter of MixtureDataset must have low <= high"):
+        MixtureDataset(tiny_corpus, snr_range=(5, 0))
+    with pytest.raises(IndexError):
+        MixtureDataset(tiny_corpus, n_mixtures=3)[3]
