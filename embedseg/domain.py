@@ -91,6 +91,14 @@ class Domain:
         """Move a collated batch to ``device`` and compute features, labels, weights, mask."""
         raise NotImplementedError(f"{type(self).__name__} must implement encode()")
 
+    def training_data(self, dataset: Any) -> Any:
+        """The training set as the trainer iterates it (default: unchanged).
+
+        A domain may wrap it here, e.g. in random augmentations of its items; the validation
+        set is never passed through this.
+        """
+        return dataset
+
     # -- model ----------------------------------------------------------------------------
     def network_spec(self, name: str | None = None, **params: Any) -> dict[str, Any]:
         """The spec ``{"name": ..., "params": {...}}`` of the network to build.

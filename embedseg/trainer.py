@@ -364,6 +364,8 @@ class Trainer:
             )
         self.train_module = module
 
+        # The domain may wrap the training set (augmentation); validation data stays as given.
+        train = self.domain.training_data(train)
         self.train_set = train
         self.valid_set = valid
         self.map_style = _is_map_style(train)
