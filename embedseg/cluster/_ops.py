@@ -203,19 +203,69 @@ def random_init(
     return gather_points(X, idx.view(B, n_groups * k_max)).view(B, n_groups, k_max, d)
 
 
+def _scores(X: torch.Tensor, centers: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """``||c||² − 2 x·c`` for every point, group and center (+inf for disabled centers): the
+    squared distance minus ``||x||²``, enough to rank centers with one matmul and no
+    per-point term.
+
+    Shape:
+        X: (batch, n, dim); centers: (batch, G, k, dim); valid: (batch, G, k);
+        result (batch, n, G, k).
+    """
+    B, G, k, d = centers.shape
+    C = centers.reshape(B, G * k, d)
+    c_sq = (C * C).sum(-1).masked_fill(~valid.reshape(B, G * k), math.inf)  # (batch, G*k)
+    s = torch.baddbmm(c_sq[:, None, :], X, C.transpose(1, 2), alpha=-2.0)  # (batch, n, G*k)
+    return s.view(B, -1, G, k)
+
+
 def _assign(
     X: torch.Tensor, centers: torch.Tensor, valid: torch.Tensor, x_sq: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Nearest valid center of every point in every group: (min sq. distance, label)."""
-    B, G, k, d = centers.shape
-    dist = sq_distances(X, centers.reshape(B, G * k, d), x_sq).view(B, -1, G, k)  # (batch, n, G, k)
-    dist = dist.masked_fill(~valid[:, None, :, :], math.inf)
-    dmin, labels = dist.min(-1)  # (batch, n, G)
-    return dmin.transpose(1, 2), labels.transpose(1, 2)  # (batch, G, n)
+    """Nearest valid center of every point in every group: (min sq. distance, label), each
+    of shape (batch, G, n)."""
+    smin, labels = _scores(X, centers, valid).min(-1)  # (batch, n, G)
+    dmin = (smin + x_sq[:, :, None]).clamp_(min=0.0)
+    return dmin.transpose(1, 2), labels.transpose(1, 2)
 
 
 def _normalize_rows(x: torch.Tensor) -> torch.Tensor:
     return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def _lloyd_step(
+    X: torch.Tensor,
+    w: torch.Tensor,
+    x_sq: torch.Tensor,
+    centers: torch.Tensor,
+    valid: torch.Tensor,
+    spherical: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One assignment + update for the items given: (new centers, labels, empty slots)."""
+    B, G, k, d = centers.shape
+    n = X.shape[1]
+    labels = _scores(X, centers, valid).argmin(-1)  # (batch, n, G)
+    # Per-group weighted one-hot; one bmm gives every group's per-cluster sums.
+    slots = torch.arange(k, device=X.device)
+    onehot = (labels[..., None] == slots).to(X.dtype)  # (batch, n, G, k)
+    onehot.mul_(w[:, :, None, None])
+    onehot = onehot.view(B, n, G * k)
+    sums = torch.bmm(onehot.transpose(1, 2), X).view(B, G, k, d)  # (batch, G, k, dim)
+    counts = onehot.sum(1).view(B, G, k)  # (batch, G, k)
+    labels = labels.transpose(1, 2)  # (batch, G, n)
+    new = sums / counts.clamp_min(1.0)[..., None]
+    if spherical:
+        new = _normalize_rows(new)
+    empty = (counts == 0) & valid  # (batch, G, k)
+    if bool(empty.any()):
+        dmin, _ = _assign(X, centers, valid, x_sq)  # (batch, G, n)
+        far = dmin.masked_fill(w[:, None, :] <= 0, -1.0)
+        top = far.topk(min(k, n), dim=-1).indices  # (batch, G, min(k, n))
+        rank = (empty.cumsum(-1) - 1).clamp(0, top.shape[-1] - 1)  # (batch, G, k)
+        pts = gather_points(X, top.gather(-1, rank).view(B, G * k)).view(B, G, k, d)
+        new = torch.where(empty[..., None], pts, new)
+    new = torch.where(valid[..., None], new, centers)
+    return new, labels, empty
 
 
 def lloyd(
@@ -231,13 +281,14 @@ def lloyd(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Batched Lloyd iterations, every item and group converging on its own.
 
-    A group has converged when the squared shift of its centers is at most its ``tol``, or
-    when its labels did not change (scikit-learn's "strict convergence"); its centers are then
-    frozen and the loop stops once every group has converged or after ``max_iter``. A valid
-    center left without points moves to the active point farthest from its own center (the
-    j-th empty center of a group to the j-th farthest point), as scikit-learn relocates empty
-    clusters. With ``spherical`` the centers are renormalized to unit norm after each update
-    (spherical k-means on unit-norm X).
+    A group has converged when the squared shift of its centers is at most its item's
+    ``tol``, or when its labels did not change (scikit-learn's "strict convergence"); its
+    centers are then frozen. Items whose groups have all converged leave the working set, so
+    late iterations only touch the items still moving; the loop stops when none is left or
+    after ``max_iter``. A valid center left without points moves to the active point farthest
+    from its own center (the j-th empty center of a group to the j-th farthest point), as
+    scikit-learn relocates empty clusters. With ``spherical`` the centers are renormalized to
+    unit norm after each update (spherical k-means on unit-norm X).
 
     Args:
         X: points in the compute dtype.
@@ -259,47 +310,44 @@ def lloyd(
         tol: (batch,). Returns (batch, G, k, dim), (batch, G, n) int64, (batch, G), (batch, G).
     """
     B, G, k, d = centers.shape
-    n = X.shape[1]
     if x_sq is None:
         x_sq = (X * X).sum(-1)  # (batch, n)
     w = mask.to(X.dtype)  # (batch, n)
-    slots = torch.arange(k, device=X.device)
-    vmask = valid[..., None]  # (batch, G, k, 1)
-    centers = torch.where(vmask, centers, torch.zeros((), dtype=X.dtype, device=X.device))
+    zero = torch.zeros((), dtype=X.dtype, device=X.device)
+    centers = torch.where(valid[..., None], centers, zero)
     converged = torch.zeros(B, G, dtype=torch.bool, device=X.device)
     n_iter = torch.zeros(B, G, dtype=torch.int64, device=X.device)
-    prev_labels: torch.Tensor | None = None
 
+    # The working set: items with a group still moving (all of them at first, without copies).
+    items: torch.Tensor | None = None
+    Xa, wa, xa_sq, va, ca, conv_a, tol_a = X, w, x_sq, valid, centers, converged, tol
+    prev: torch.Tensor | None = None
     for _ in range(max_iter):
-        dmin, labels = _assign(X, centers, valid, x_sq)  # (batch, G, n)
-        # Per-group weighted one-hot; one bmm gives every group's per-cluster sums.
-        onehot = (labels[..., None] == slots).to(X.dtype) * w[:, None, :, None]  # (batch, G, n, k)
-        onehot = onehot.permute(0, 1, 3, 2).reshape(B, G * k, n)  # (batch, G*k, n)
-        sums = torch.bmm(onehot, X).view(B, G, k, d)  # (batch, G, k, dim)
-        counts = onehot.sum(-1).view(B, G, k)  # (batch, G, k)
-        new = sums / counts.clamp_min(1.0)[..., None]
-        if spherical:
-            new = _normalize_rows(new)
-        empty = (counts == 0) & valid  # (batch, G, k)
-        if bool(empty.any()):
-            far = dmin.masked_fill(~mask[:, None, :], -1.0)  # (batch, G, n)
-            top = far.topk(min(k, n), dim=-1).indices  # (batch, G, min(k, n))
-            rank = (empty.cumsum(-1) - 1).clamp(0, top.shape[-1] - 1)  # (batch, G, k)
-            pts = gather_points(X, top.gather(-1, rank).view(B, G * k)).view(B, G, k, d)
-            new = torch.where(empty[..., None], pts, new)
-        new = torch.where(vmask, new, centers)
-        new = torch.where(converged[..., None, None], centers, new)
-        shift = ((new - centers) ** 2).sum((-1, -2))  # (batch, G)
-        n_iter += (~converged).to(torch.int64)
-        done = shift <= tol[:, None]
-        if prev_labels is not None:
-            same = ((labels == prev_labels) | ~mask[:, None, :]).all(-1)  # (batch, G)
+        new, labels, empty = _lloyd_step(Xa, wa, xa_sq, ca, va, spherical)
+        new = torch.where(conv_a[..., None, None], ca, new)
+        shift = ((new - ca) ** 2).sum((-1, -2))  # (active, G)
+        step = (~conv_a).to(torch.int64)
+        done = shift <= tol_a[:, None]
+        if prev is not None:
+            same = ((labels == prev) | (wa[:, None, :] <= 0)).all(-1)  # (active, G)
             done |= same & ~empty.any(-1)
-        converged |= done
-        centers = new
-        prev_labels = labels
-        if bool(converged.all()):
+        conv_a = conv_a | done
+        ca = new
+        prev = labels
+        if items is None:
+            centers, converged, n_iter = ca, conv_a, n_iter + step
+        else:
+            centers = centers.index_copy(0, items, ca)
+            converged = converged.index_copy(0, items, conv_a)
+            n_iter = n_iter.index_add(0, items, step)
+        moving = ~conv_a.all(1)  # (active,)
+        if not bool(moving.any()):
             break
+        if not bool(moving.all()):
+            keep = torch.nonzero(moving).flatten()
+            items = keep if items is None else items[keep]
+            Xa, wa, xa_sq = X[items], w[items], x_sq[items]
+            va, ca, conv_a, tol_a, prev = valid[items], ca[keep], conv_a[keep], tol[items], prev[keep]
 
     # Final assignment so that labels and inertia match the returned centers.
     dmin, labels = _assign(X, centers, valid, x_sq)  # (batch, G, n)

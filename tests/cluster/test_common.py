@@ -1,0 +1,272 @@
+"""Checks every registered clusterer gets: the estimator contract, batching, masking, input
+validation, "auto" and per-item counts, against ground truth and scikit-learn's ARI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from sklearn.cluster import KMeans as SkKMeans
+from sklearn.metrics import adjusted_rand_score
+
+from embedseg.cluster import (
+    CLUSTERERS,
+    BaseClusterer,
+    SklearnClusterer,
+    create_clusterer,
+    list_clusterers,
+)
+from embedseg.errors import NotFittedError
+
+NAMES = list_clusterers()
+
+
+def make(name: str, **params) -> BaseClusterer:
+    """A clusterer with sensible parameters for small easy blobs."""
+    params = {"n_clusters": 3, "seed": 0, **params}
+    if name == "sklearn":
+        return SklearnClusterer(estimator=SkKMeans(n_init=1), **params)
+    return create_clusterer(name, **params)
+
+
+def blobs(batch: int = 3, n: int = 120, dim: int = 4, k: int = 3, seed: int = 0, unit: bool = True):
+    """Well-separated blobs (float32): unit-norm embedding-like if ``unit``, else in a box."""
+    rng = np.random.default_rng(seed)
+    X = np.empty((batch, n, dim), dtype=np.float32)
+    y = np.empty((batch, n), dtype=np.int64)
+    for b in range(batch):
+        centers = np.eye(dim)[rng.permutation(dim)[:k]] * (1.0 if unit else 8.0)
+        lab = rng.permutation(np.arange(n) % k)
+        pts = centers[lab] + rng.normal(scale=0.08 if unit else 0.6, size=(n, dim))
+        if unit:
+            pts /= np.linalg.norm(pts, axis=1, keepdims=True)
+        X[b], y[b] = pts, lab
+    return torch.from_numpy(X), torch.from_numpy(y)
+
+
+def ari(a: torch.Tensor, b: torch.Tensor) -> float:
+    return adjusted_rand_score(a.cpu().numpy(), b.cpu().numpy())
+
+
+@pytest.fixture(params=NAMES)
+def name(request) -> str:
+    return request.param
+
+
+def test_fit_returns_self_and_labels_have_the_contract_shape(name):
+    X, _ = blobs()
+    est = make(name)
+    assert est.fit(X) is est
+    assert est.labels_.shape == X.shape[:2]
+    assert est.labels_.dtype == torch.int64
+    assert est.labels_.device == X.device
+    assert est.n_clusters_.shape == (X.shape[0],) and est.n_clusters_.dtype == torch.int64
+    assert bool((est.labels_ >= 0).all()) and bool((est.labels_ < est.n_clusters_[:, None]).all())
+    assert torch.equal(make(name).fit_predict(X), est.labels_)
+
+
+def test_parameters_are_stored_as_given_and_constructor_validates_nothing(name):
+    est = make(name, n_clusters="two")  # rejected at fit, as in scikit-learn
+    assert est.n_clusters == "two"
+
+
+def test_predict_before_fit_raises_not_fitted(name):
+    X, _ = blobs()
+    est = make(name)
+    with pytest.raises(NotFittedError, match="not fitted"):
+        est.predict(X)
+    if est.has_proba:
+        with pytest.raises(NotFittedError, match="not fitted"):
+            est.predict_proba(X)
+    else:
+        with pytest.raises(AttributeError):
+            est.predict_proba(X)
+
+
+@pytest.mark.parametrize(
+    "params, error",
+    [
+        ({"n_clusters": 0}, ValueError),
+        ({"n_clusters": -2}, ValueError),
+        ({"n_clusters": "two"}, ValueError),
+        ({"n_clusters": 2.5}, TypeError),
+        ({"n_clusters": True}, TypeError),
+        ({"n_clusters": "auto", "max_clusters": 1}, ValueError),
+        ({"n_clusters": torch.tensor([2.0, 3.0, 3.0])}, TypeError),
+        ({"n_clusters": torch.tensor([2, 0, 3])}, ValueError),
+    ],
+)
+def test_bad_n_clusters_is_rejected_naming_the_parameter(name, params, error):
+    X, _ = blobs()
+    param = "max_clusters" if "max_clusters" in params else "n_clusters"
+    with pytest.raises(error, match=f"'{param}'"):
+        make(name, **params).fit(X)
+
+
+_OTHER_BAD = [
+    ("n_init", 0, ValueError),
+    ("n_init", "3", TypeError),
+    ("max_iter", 0, ValueError),
+    ("metric", "manhattan", ValueError),
+    ("seed", -1, ValueError),
+    ("seed", 1.5, TypeError),
+]
+
+
+@pytest.mark.parametrize(
+    "name, param, value, error",
+    [
+        (name, param, value, error)
+        for name in NAMES
+        for param, value, error in _OTHER_BAD
+        if param in CLUSTERERS.get(name)._param_names()
+    ],
+)
+def test_other_bad_parameters_are_rejected_naming_the_parameter(name, param, value, error):
+    X, _ = blobs()
+    with pytest.raises(error, match=f"'{param}'"):
+        make(name).set_params(**{param: value}).fit(X)
+
+
+def test_batched_fit_equals_fitting_each_item_alone(name):
+    X, y = blobs(batch=4, seed=1)
+    batched = make(name).fit_predict(X)
+    for b in range(X.shape[0]):
+        alone = make(name).fit_predict(X[b : b + 1])[0]
+        assert ari(batched[b], alone) == 1.0
+        assert ari(batched[b], y[b]) == 1.0
+
+
+def test_masked_points_do_not_change_the_fit(name):
+    X, y = blobs(batch=3, n=150, seed=2)
+    g = torch.Generator().manual_seed(0)
+    mask = torch.rand(X.shape[:2], generator=g) > 0.3
+    garbage = X.clone()
+    garbage[~mask] = 50.0 * torch.randn(int((~mask).sum()), X.shape[2], generator=g)
+    clean = make(name).fit_predict(X, mask)
+    dirty = make(name).fit_predict(garbage, mask)
+    for b in range(X.shape[0]):
+        m = mask[b]
+        assert ari(clean[b][m], dirty[b][m]) == 1.0
+        assert ari(clean[b][m], y[b][m]) == 1.0
+        # masked points are still labelled, and sensibly (they are clean blob points in X)
+        assert ari(clean[b], y[b]) == 1.0
+
+
+def test_variable_length_items_padded_with_a_mask(name):
+    X, y = blobs(batch=3, n=150, seed=3)
+    lengths = [150, 90, 60]
+    mask = torch.arange(150)[None, :] < torch.tensor(lengths)[:, None]
+    labels = make(name).fit_predict(X, mask)
+    for b, n in enumerate(lengths):
+        alone = make(name).fit_predict(X[b : b + 1, :n])[0]
+        assert ari(labels[b, :n], alone) == 1.0
+        assert ari(labels[b, :n], y[b, :n]) == 1.0
+
+
+def test_get_params_set_params_clone_round_trip(name):
+    est = make(name)
+    params = est.get_params()
+    json.dumps(params)  # saved in a model's JSON config
+    twin = est.clone()
+    assert type(twin) is type(est) and twin is not est
+    assert twin.get_params() == params
+    assert not hasattr(twin, "labels_")
+    other = est.clone(n_clusters=2)
+    assert other.get_params()["n_clusters"] == 2 and est.get_params()["n_clusters"] == 3
+    assert est.set_params(seed=5) is est and est.get_params()["seed"] == 5
+    with pytest.raises(ValueError, match="Invalid parameter 'bogus'"):
+        est.set_params(bogus=1)
+    rebuilt = create_clusterer(name, **json.loads(json.dumps(params)))
+    assert rebuilt.get_params() == params
+    X, _ = blobs()
+    fitted = make(name).fit(X)
+    assert not hasattr(fitted.clone(), "labels_")
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf"])
+def test_non_finite_input_is_rejected(name, bad):
+    X, _ = blobs()
+    X[1, 5, 2] = float(bad)
+    with pytest.raises(ValueError, match="finite"):
+        make(name).fit(X)
+
+
+def test_wrong_rank_and_type_are_rejected(name):
+    X, _ = blobs()
+    with pytest.raises(ValueError, match="3 dimensions"):
+        make(name).fit(X[0])
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        make(name).fit(X.numpy())
+    with pytest.raises(TypeError, match="floating"):
+        make(name).fit(X.to(torch.int64))
+
+
+def test_bad_masks_are_rejected(name):
+    X, _ = blobs()
+    mask = torch.ones(X.shape[:2], dtype=torch.bool)
+    mask[1] = False
+    with pytest.raises(ValueError, match="at least one active point"):
+        make(name).fit(X, mask)
+    with pytest.raises(ValueError, match="'mask' must have shape"):
+        make(name).fit(X, torch.ones(X.shape[0], X.shape[1] - 1, dtype=torch.bool))
+    with pytest.raises(TypeError, match="torch.bool"):
+        make(name).fit(X, torch.ones(X.shape[:2]))
+
+
+def test_more_clusters_than_active_points_is_rejected(name):
+    X, _ = blobs()
+    mask = torch.ones(X.shape[:2], dtype=torch.bool)
+    mask[2, 2:] = False
+    with pytest.raises(ValueError, match="'n_clusters'.*active points"):
+        make(name).fit(X, mask)
+
+
+def test_auto_finds_the_number_of_clusters(name):
+    X, y = blobs(batch=3, n=150, dim=6, k=4, seed=4)
+    est = make(name, n_clusters="auto", max_clusters=6).fit(X)
+    assert est.n_clusters_.tolist() == [4, 4, 4]
+    for b in range(X.shape[0]):
+        assert ari(est.labels_[b], y[b]) == 1.0
+
+
+def test_per_item_cluster_counts(name):
+    X, _ = blobs(batch=3, n=150, dim=5, k=4, seed=5)
+    counts = torch.tensor([2, 3, 4])
+    est = make(name, n_clusters=counts).fit(X)
+    assert est.n_clusters_.tolist() == [2, 3, 4]
+    assert bool((est.labels_ < counts[:, None]).all())
+    assert [len(set(est.labels_[b].tolist())) for b in range(3)] == [2, 3, 4]
+
+
+@pytest.mark.parametrize("unit", [True, False])
+def test_quality_matches_scikit_learn_kmeans_on_blobs(name, unit):
+    X, y = blobs(batch=4, n=200, dim=5, k=3, seed=6, unit=unit)
+    ours = make(name).fit_predict(X)
+    for b in range(X.shape[0]):
+        ref = SkKMeans(n_clusters=3, random_state=0).fit_predict(X[b].numpy())
+        assert ari(ours[b], y[b]) >= adjusted_rand_score(y[b].numpy(), ref) - 0.01
+
+
+def test_float64_input_and_predict_proba_rows(name):
+    X, y = blobs(seed=7)
+    est = make(name).fit(X.double())
+    assert est.labels_.dtype == torch.int64
+    for b in range(X.shape[0]):
+        assert ari(est.labels_[b], y[b]) == 1.0
+    if est.has_proba:
+        P = est.predict_proba(X.double())
+        assert P.shape[:2] == X.shape[:2]
+        torch.testing.assert_close(P.sum(-1), torch.ones(X.shape[:2], dtype=P.dtype))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_labels_stay_on_device_and_match_cpu(name):
+    X, y = blobs()
+    labels = make(name).fit_predict(X.cuda())
+    assert labels.device.type == "cuda" and labels.dtype == torch.int64
+    for b in range(X.shape[0]):
+        assert ari(labels[b], y[b]) == 1.0
