@@ -52,13 +52,17 @@ __all__ = [
 Reduction = Literal["mean", "sum", "none"]
 _REDUCTIONS = ("mean", "sum", "none")
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
-# Rows of (batch, rows, dim) processed per block: about 2 MiB of float32, so the weighted block
-# stays in cache between the Gram update and the class sums instead of costing a full-size copy.
+# Rows of (batch, rows, dim) processed per block on the CPU: about 2 MiB of float32, so the
+# weighted block stays in cache between the Gram update and the class sums, and no full-size
+# temporary is allocated (fresh CPU memory costs a page fault per 4 KiB). On accelerators the
+# caching allocator makes temporaries cheap and kernel launches dominate: one block.
 _BLOCK_ELEMENTS = 1 << 19
 
 
-def _block_rows(batch: int, n: int, dim: int) -> int:
-    """Rows per block so that one (batch, rows, dim) block holds about _BLOCK_ELEMENTS values."""
+def _block_rows(batch: int, n: int, dim: int, device: torch.device) -> int:
+    """Rows per block: about _BLOCK_ELEMENTS values per (batch, rows, dim) block on the CPU."""
+    if device.type != "cpu":
+        return n
     return max(1, min(n, _BLOCK_ELEMENTS // max(1, batch * dim)))
 
 
@@ -71,7 +75,7 @@ class _WeightedStats(torch.autograd.Function):
         with torch.autocast(x.device.type, enabled=False):
             gram = torch.zeros(batch, dim, dim, dtype=x.dtype, device=x.device)  # (batch, dim, dim)
             sums = torch.zeros(n_keys, dim, dtype=x.dtype, device=x.device)  # (n_keys, dim)
-            rows = _block_rows(batch, n, dim)
+            rows = _block_rows(batch, n, dim, x.device)
             buf = torch.empty(batch * rows * dim, dtype=x.dtype, device=x.device)
             for start in range(0, n, rows):
                 stop = min(n, start + rows)
@@ -99,13 +103,20 @@ class _WeightedStats(torch.autograd.Function):
                 g_sums = torch.zeros(ctx.n_keys, dim, dtype=x.dtype, device=x.device)
             sym = g_gram + g_gram.transpose(1, 2)  # (batch, dim, dim)
             grad = torch.empty(batch, n, dim, dtype=x.dtype, device=x.device)  # (batch, n, dim)
-            rows = _block_rows(batch, n, dim)
+            rows = _block_rows(batch, n, dim, x.device)
+            if rows == n:
+                # One block: build the gradient in place, no second full-size buffer.
+                torch.index_select(g_sums, 0, keys.reshape(-1), out=grad.view(-1, dim))
+                grad.baddbmm_(x, sym).mul_(w[..., None])
+                return grad, None, None, None
             buf = torch.empty(batch * rows * dim, dtype=x.dtype, device=x.device)
             for start in range(0, n, rows):
                 stop = min(n, start + rows)
                 xs = x[:, start:stop]  # (batch, m, dim)
                 block = buf[: xs.numel()].view(xs.shape)  # (batch, m, dim)
-                torch.index_select(g_sums, 0, keys[:, start:stop].reshape(-1), out=block.view(-1, dim))
+                torch.index_select(
+                    g_sums, 0, keys[:, start:stop].reshape(-1), out=block.view(-1, dim)
+                )
                 block.baddbmm_(xs, sym)
                 torch.mul(block, w[:, start:stop, None], out=grad[:, start:stop])
         return grad, None, None, None
