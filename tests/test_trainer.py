@@ -1,0 +1,326 @@
+"""The shared trainer: options, exact resume, NaN handling, schedules, stopping, files."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import embedseg
+from embedseg import Domain, EncodedBatch
+from embedseg.trainer import TrainerConfig, TrainingError
+
+
+@embedseg.register_domain("toy-trainer", override=True)
+class BlobsDomain(Domain):
+    """Items: (points (n, 2), labels (n,)); two Gaussian blobs per item."""
+
+    primary_metric = "ari"
+
+    def __init__(self, *, loss_mode: str = "normal") -> None:
+        self.loss_mode = loss_mode
+
+    def get_config(self):
+        return {"loss_mode": self.loss_mode}
+
+    def collate(self, items):
+        n = max(len(p) for p, _ in items)
+        points = torch.zeros(len(items), n, 2)
+        labels = torch.full((len(items), n), -1, dtype=torch.long)
+        for i, (p, y) in enumerate(items):
+            points[i, : len(p)], labels[i, : len(y)] = p, y
+        return points, labels
+
+    def encode(self, batch, device):
+        points, labels = (t.to(device) for t in batch)
+        return EncodedBatch(points, labels >= 0, labels)
+
+    def network_spec(self, name=None, **params):
+        return {"name": name or "point_mlp", "params": {"in_features": 2, "dim": 4, "hidden": 16, **params}}
+
+    def compute_loss(self, output, batch, loss):
+        value = super().compute_loss(output, batch, loss)
+        if self.loss_mode == "nan":
+            return value * float("nan")
+        if self.loss_mode == "nan-some":  # NaN whenever the batch's first point sits in blob 1
+            return value * float("nan") if bool(batch.labels[0, 0] == 1) else value
+        if self.loss_mode == "constant":  # never improves: exercises the plateau decay
+            return value * 0 + 1.0
+        return value
+
+    def decode(self, batch, labels, proba, embeddings):
+        return [y[m] for y, m in zip(labels, batch.mask)]
+
+    def metrics(self, outputs, batch):
+        from sklearn.metrics import adjusted_rand_score
+
+        aris = [adjusted_rand_score(y[m].numpy(), o.numpy()) for o, y, m in zip(outputs, batch.labels, batch.mask)]
+        return {"ari": float(np.mean(aris)), "const": 1.0}
+
+
+def blobs(n_items: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    items = []
+    for i in range(n_items):
+        n = 12 + i % 4
+        y = torch.randint(0, 2, (n,), generator=g)
+        items.append((torch.randn(n, 2, generator=g) * 0.4 + 2.0 * y[:, None].float(), y))
+    return items
+
+
+TRAIN, VALID = blobs(20), blobs(6, seed=1)
+BASE = dict(domain="toy-trainer", batch_size=4, device="cpu", progress=False, warmup_steps=2, log_every=1)
+
+
+def weights_equal(a: embedseg.Model, b: embedseg.Model) -> bool:
+    sa, sb = a.network.state_dict(), b.network.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def read_log(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+class Crashing(list):
+    """A dataset that raises after ``after`` item reads, as a crash in the middle of an epoch."""
+
+    def __init__(self, items, after):
+        super().__init__(items)
+        self.reads, self.after = 0, after
+
+    def __getitem__(self, i):
+        self.reads += 1
+        if self.reads > self.after:
+            raise RuntimeError("simulated crash")
+        return list.__getitem__(self, i)
+
+
+# -- options --------------------------------------------------------------------------------------
+def test_unknown_option_is_rejected_listing_valid_ones():
+    with pytest.raises(TypeError, match="unknown option.*'epoch'.*Valid options:.*epochs.*max_minutes"):
+        embedseg.fit(TRAIN, domain="toy-trainer", epoch=3)
+
+
+@pytest.mark.parametrize(
+    "option, value, error, match",
+    [
+        ("lr", -1.0, ValueError, "'lr' parameter of fit must be a float in \\(0, inf\\). Got -1.0"),
+        ("epochs", 0, ValueError, "'epochs' parameter of fit must be an int in \\[1, inf\\)"),
+        ("batch_size", 2.5, TypeError, "'batch_size'"),
+        ("optimizer", "sgd", ValueError, "'optimizer'.*'adamw', 'rmsprop'. Got 'sgd'"),
+        ("precision", "fp8", ValueError, "'precision'"),
+        ("device", "tpu", ValueError, "'device'"),
+        ("loss", "dice", ValueError, "'loss'.*'affinity', 'whitened_kmeans'"),
+        ("progress", "yes", TypeError, "'progress'"),
+    ],
+)
+def test_bad_option_values(option, value, error, match):
+    with pytest.raises(error, match=match):
+        embedseg.fit(TRAIN, **{**BASE, option: value})
+
+
+def test_monitor_metric_needs_validation_data_and_existing_metric():
+    with pytest.raises(ValueError, match="needs a 'valid' dataset"):
+        embedseg.fit(TRAIN, **BASE, monitor="metric", epochs=1)
+    with pytest.raises(ValueError, match="names 'nope'.*gave only"):
+        embedseg.fit(TRAIN, valid=VALID, **BASE, monitor="nope", epochs=1)
+
+
+def test_resume_true_needs_out_dir():
+    with pytest.raises(ValueError, match="'resume' parameter of fit needs 'out_dir'"):
+        embedseg.fit(TRAIN, **BASE, resume=True)
+
+
+def test_every_config_field_is_a_fit_option():
+    from embedseg.api import FIT_OPTIONS
+
+    assert set(TrainerConfig.field_names()) <= set(FIT_OPTIONS)
+    assert {"network", "network_params", "clusterer", "domain_options"} <= set(FIT_OPTIONS)
+
+
+# -- learning ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("optimizer, loss", [("adamw", "affinity"), ("rmsprop", "whitened_kmeans")])
+def test_training_lowers_the_validation_loss_and_separates_blobs(optimizer, loss):
+    untrained = embedseg.fit(TRAIN, valid=VALID, **{**BASE, "max_steps": 1, "lr": 1e-9}, optimizer=optimizer, loss=loss)
+    first = untrained.config["training"]["best_valid"]["valid_loss"]
+    model = embedseg.fit(TRAIN, valid=VALID, **BASE, epochs=8, lr=1e-2, optimizer=optimizer, loss=loss)
+    summary = model.config["training"]
+    assert summary["loss"] == loss and summary["steps"] == 8 * 5
+    # The whitened k-means loss is bounded below by dim - n_classes (= 2 here), not by 0.
+    floor = 0.0 if loss == "affinity" else 4 - 2
+    assert summary["best_valid"]["valid_loss"] - floor < 0.5 * (first - floor)
+    assert model.evaluate(VALID)["ari"] > 0.9
+
+
+def test_iterable_dataset_trains():
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            return iter(TRAIN)
+
+    model = embedseg.fit(Stream(), **BASE, epochs=2)
+    assert model.config["training"]["steps"] == 2 * 5
+
+
+def test_model_options_network_and_clusterer():
+    from embedseg.cluster import GaussianMixture
+
+    model = embedseg.fit(
+        TRAIN, **BASE, max_steps=2, network_params={"dim": 6},
+        clusterer={"name": "gmm", "params": {"n_clusters": 3}},
+    )
+    assert model.network.head.proj.out_features == 6
+    assert isinstance(model.clusterer, GaussianMixture) and model.clusterer.n_clusters == 3
+    # A bare name keeps the domain's number of clusters.
+    model = embedseg.fit(TRAIN, **BASE, max_steps=1, clusterer="gmm")
+    assert isinstance(model.clusterer, GaussianMixture) and model.clusterer.n_clusters == 2
+
+
+def test_unsaveable_network_fails_before_training(tmp_path):
+    net = torch.nn.Sequential(torch.nn.Linear(2, 4))
+    with pytest.raises(ValueError, match="register_network"):
+        embedseg.fit(TRAIN, **BASE, network=net, out_dir=str(tmp_path))
+    assert not (tmp_path / "log.csv").exists()
+
+
+# -- resume --------------------------------------------------------------------------------------
+def test_resume_after_a_crash_reproduces_the_uninterrupted_run(tmp_path):
+    opts = dict(BASE, valid=VALID, epochs=3, checkpoint_every=3, plateau_patience=1)
+    straight = embedseg.fit(TRAIN, out_dir=str(tmp_path / "a"), **opts)
+    # 20 items / batch 4 = 5 steps per epoch; the crash comes while reading step 8's batch,
+    # so the latest checkpoint is step 6 (in the middle of the second epoch).
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        embedseg.fit(Crashing(TRAIN, after=4 * 7 + 2), out_dir=str(tmp_path / "b"), **opts)
+    latest = (tmp_path / "b" / "checkpoints" / "latest.json").read_text()
+    assert "step-00000006" in latest
+    resumed = embedseg.fit(TRAIN, out_dir=str(tmp_path / "b"), resume=True, **opts)
+    assert weights_equal(straight, resumed)
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "time_s"} for r in rows]  # noqa: E731
+    assert strip(read_log(tmp_path / "a" / "log.csv")) == strip(read_log(tmp_path / "b" / "log.csv"))
+    assert straight.config["training"]["best_step"] == resumed.config["training"]["best_step"]
+    # The saved best models are the same too.
+    assert weights_equal(embedseg.load(tmp_path / "a"), embedseg.load(tmp_path / "b"))
+
+
+def test_resume_after_a_step_budget_continues_exactly(tmp_path):
+    straight = embedseg.fit(TRAIN, **BASE, epochs=2, out_dir=str(tmp_path / "a"))
+    part = embedseg.fit(TRAIN, **BASE, epochs=2, max_steps=7, out_dir=str(tmp_path / "b"))
+    assert part.config["training"]["stopped"] == "max_steps" and part.config["training"]["steps"] == 7
+    resumed = embedseg.fit(TRAIN, **BASE, epochs=2, out_dir=str(tmp_path / "b"), resume=True)
+    assert resumed.config["training"]["steps"] == 10
+    assert weights_equal(straight, resumed)
+
+
+def test_resume_from_an_explicit_checkpoint_folder_and_bad_paths(tmp_path):
+    embedseg.fit(TRAIN, **BASE, epochs=2, out_dir=str(tmp_path / "a"))
+    ckpt = tmp_path / "a" / "checkpoints" / "step-00000005"
+    model = embedseg.fit(TRAIN, **BASE, epochs=2, resume=str(ckpt))
+    assert model.config["training"]["steps"] == 10
+    with pytest.raises(TrainingError, match="neither a checkpoint folder"):
+        embedseg.fit(TRAIN, **BASE, epochs=2, resume=str(tmp_path))
+    torch.save({"x": 1}, ckpt / "extra.pt")
+    with pytest.raises(embedseg.ModelFileError, match="pickle payload"):
+        embedseg.fit(TRAIN, **BASE, epochs=2, resume=str(ckpt))
+
+
+def test_checkpoints_are_rotated_and_written_whole(tmp_path):
+    embedseg.fit(TRAIN, **BASE, epochs=2, checkpoint_every=2, keep_checkpoints=2, out_dir=str(tmp_path))
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["latest.json", "step-00000008", "step-00000010"]
+    for name in names[1:]:
+        assert sorted(os.listdir(tmp_path / "checkpoints" / name)) == ["checkpoint.json", "checkpoint.safetensors"]
+    leftovers = [p for p in tmp_path.rglob("*") if p.name.startswith(".") or p.name.endswith(".tmp")]
+    assert leftovers == []
+
+
+# -- non-finite losses ----------------------------------------------------------------------------
+def test_repeated_nan_loss_stops_with_a_clear_message():
+    with pytest.raises(TrainingError, match="last 3 steps had a non-finite loss"):
+        embedseg.fit(TRAIN, **BASE, epochs=3, max_bad_steps=3, domain_options={"loss_mode": "nan"})
+
+
+def test_nan_steps_are_skipped_and_leave_the_weights_alone():
+    torch.manual_seed(0)
+    model = embedseg.fit(TRAIN, **BASE, epochs=2, lr=0.1, max_bad_steps=5, domain_options={"loss_mode": "nan-some"})
+    summary = model.config["training"]
+    assert 0 < summary["skipped_steps"] < summary["steps"]
+    assert all(torch.isfinite(p).all() for p in model.network.parameters())
+    # With every step non-finite nothing changes at all.
+    base = embedseg.fit(TRAIN, **BASE, max_steps=1, lr=1e-12)
+    frozen = embedseg.fit(TRAIN, **BASE, max_steps=4, max_bad_steps=10, domain_options={"loss_mode": "nan"})
+    init = {k: v for k, v in base.network.state_dict().items()}
+    for k, v in frozen.network.state_dict().items():
+        torch.testing.assert_close(v, init[k], rtol=0, atol=1e-9)
+
+
+# -- schedule, stopping ----------------------------------------------------------------------------
+def test_warmup_then_plateau_decay_of_the_learning_rate(tmp_path):
+    embedseg.fit(
+        TRAIN, **{**BASE, "warmup_steps": 4}, epochs=4, lr=0.01, plateau_patience=1, plateau_factor=0.5,
+        domain_options={"loss_mode": "constant"}, out_dir=str(tmp_path),
+    )
+    lrs = {int(r["step"]): float(r["lr"]) for r in read_log(tmp_path / "log.csv") if r["lr"]}
+    assert [lrs[s] for s in (1, 2, 3, 4, 5)] == pytest.approx([0.0025, 0.005, 0.0075, 0.01, 0.01])
+    # Epoch 1 sets the reference; every later epoch fails to improve and halves the lr.
+    assert lrs[6] == pytest.approx(0.01) and lrs[11] == pytest.approx(0.005) and lrs[16] == pytest.approx(0.0025)
+
+
+def test_early_stopping_on_a_domain_metric():
+    model = embedseg.fit(TRAIN, valid=VALID, **BASE, epochs=10, monitor="const", patience=2)
+    summary = model.config["training"]
+    assert summary["stopped"] == "early_stopping"
+    assert summary["epochs"] == 3 and summary["best_step"] == 5
+
+
+def test_best_model_by_validation_is_returned(tmp_path):
+    model = embedseg.fit(TRAIN, valid=VALID, **BASE, epochs=3, monitor="metric", out_dir=str(tmp_path))
+    summary = model.config["training"]
+    assert summary["monitor"] == "ari"
+    rows = [r for r in read_log(tmp_path / "log.csv") if r["ari"]]
+    best = max(rows, key=lambda r: float(r["ari"]))
+    assert summary["best_step"] == int(best["step"])
+    assert model.evaluate(VALID)["ari"] == pytest.approx(float(best["ari"]))
+
+
+def test_time_budget_stops_cleanly_and_keeps_a_model(tmp_path):
+    model = embedseg.fit(TRAIN, valid=VALID, **BASE, epochs=1000, max_minutes=1e-6, out_dir=str(tmp_path))
+    summary = model.config["training"]
+    assert summary["stopped"] == "max_minutes" and summary["steps"] == 1
+    assert weights_equal(model, embedseg.load(tmp_path / "model"))
+
+
+# -- files -----------------------------------------------------------------------------------------
+def test_out_dir_holds_log_curves_tensorboard_and_model(tmp_path):
+    model = embedseg.fit(TRAIN, valid=VALID, **BASE, epochs=2, tensorboard=True, out_dir=str(tmp_path))
+    rows = read_log(tmp_path / "log.csv")
+    assert list(rows[0]) == ["step", "epoch", "train_loss", "valid_loss", "ari", "const", "lr", "time_s"]
+    assert [int(r["step"]) for r in rows] == list(range(1, 11))
+    assert all(math.isfinite(float(r["train_loss"])) for r in rows)
+    assert [int(r["step"]) for r in rows if r["valid_loss"]] == [5, 10]
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert any(p.name.startswith("events.out.tfevents") for p in (tmp_path / "tensorboard").iterdir())
+    loaded = embedseg.load(tmp_path / "model")
+    assert weights_equal(model, loaded)
+    assert loaded.config["training"]["trainer"]["epochs"] == 2
+
+
+def test_without_out_dir_nothing_is_written(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    model = embedseg.fit(TRAIN, valid=VALID, **BASE, epochs=1)
+    assert os.listdir(tmp_path) == []
+    assert model.config["training"]["steps"] == 5
+
+
+def test_config_dataclass_has_a_comment_per_field():
+    import inspect
+
+    import embedseg.trainer as trainer
+
+    source = inspect.getsource(trainer.TrainerConfig)
+    for name in TrainerConfig.field_names():
+        line = next(line for line in source.splitlines() if line.strip().startswith(f"{name}:"))
+        assert "#" in line, name
