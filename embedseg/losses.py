@@ -52,11 +52,11 @@ __all__ = [
 Reduction = Literal["mean", "sum", "none"]
 _REDUCTIONS = ("mean", "sum", "none")
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
-# Rows of (batch, rows, dim) processed per block on the CPU: about 2 MiB of float32, so the
+# Rows of (batch, rows, dim) processed per block on the CPU: about 4 MiB of float32, so the
 # weighted block stays in cache between the Gram update and the class sums, and no full-size
 # temporary is allocated (fresh CPU memory costs a page fault per 4 KiB). On accelerators the
 # caching allocator makes temporaries cheap and kernel launches dominate: one block.
-_BLOCK_ELEMENTS = 1 << 19
+_BLOCK_ELEMENTS = 1 << 20
 
 
 def _block_rows(batch: int, n: int, dim: int, device: torch.device) -> int:
@@ -67,24 +67,31 @@ def _block_rows(batch: int, n: int, dim: int, device: torch.device) -> int:
 
 
 class _WeightedStats(torch.autograd.Function):
-    """(V, w, keys) -> (VᵀWV per item, weighted class sums per key), with analytic backward."""
+    """(V, w, keys) -> (VᵀWV per item, weighted class sums per key), with analytic backward.
+
+    ``w`` None means every weight is 1 (no padding): then no weighted copy is needed at all.
+    """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, w: torch.Tensor, keys: torch.Tensor, n_keys: int):
+    def forward(ctx, x: torch.Tensor, w: torch.Tensor | None, keys: torch.Tensor, n_keys: int):
         batch, n, dim = x.shape
         with torch.autocast(x.device.type, enabled=False):
-            gram = torch.zeros(batch, dim, dim, dtype=x.dtype, device=x.device)  # (batch, dim, dim)
             sums = torch.zeros(n_keys, dim, dtype=x.dtype, device=x.device)  # (n_keys, dim)
-            rows = _block_rows(batch, n, dim, x.device)
-            buf = torch.empty(batch * rows * dim, dtype=x.dtype, device=x.device)
-            for start in range(0, n, rows):
-                stop = min(n, start + rows)
-                xs = x[:, start:stop]  # (batch, m, dim)
-                # A contiguous view of the reused buffer, also for a shorter last block.
-                wx = buf[: xs.numel()].view(xs.shape)  # (batch, m, dim)
-                torch.mul(xs, w[:, start:stop, None], out=wx)
-                gram.baddbmm_(xs.transpose(1, 2), wx)
-                sums.index_add_(0, keys[:, start:stop].reshape(-1), wx.view(-1, dim))
+            if w is None:
+                gram = torch.bmm(x.transpose(1, 2), x)  # (batch, dim, dim)
+                sums.index_add_(0, keys.reshape(-1), x.reshape(-1, dim))
+            else:
+                gram = torch.zeros(batch, dim, dim, dtype=x.dtype, device=x.device)
+                rows = _block_rows(batch, n, dim, x.device)
+                buf = torch.empty(batch * rows * dim, dtype=x.dtype, device=x.device)
+                for start in range(0, n, rows):
+                    stop = min(n, start + rows)
+                    xs = x[:, start:stop]  # (batch, m, dim)
+                    # A contiguous view of the reused buffer, also for a shorter last block.
+                    wx = buf[: xs.numel()].view(xs.shape)  # (batch, m, dim)
+                    torch.mul(xs, w[:, start:stop, None], out=wx)
+                    gram.baddbmm_(xs.transpose(1, 2), wx)
+                    sums.index_add_(0, keys[:, start:stop].reshape(-1), wx.view(-1, dim))
         ctx.save_for_backward(x, w, keys)
         ctx.n_keys = n_keys
         return gram, sums
@@ -103,11 +110,13 @@ class _WeightedStats(torch.autograd.Function):
                 g_sums = torch.zeros(ctx.n_keys, dim, dtype=x.dtype, device=x.device)
             sym = g_gram + g_gram.transpose(1, 2)  # (batch, dim, dim)
             grad = torch.empty(batch, n, dim, dtype=x.dtype, device=x.device)  # (batch, n, dim)
-            rows = _block_rows(batch, n, dim, x.device)
+            rows = n if w is None else _block_rows(batch, n, dim, x.device)
             if rows == n:
-                # One block: build the gradient in place, no second full-size buffer.
+                # One pass: the gradient is built in place, no second full-size buffer.
                 torch.index_select(g_sums, 0, keys.reshape(-1), out=grad.view(-1, dim))
-                grad.baddbmm_(x, sym).mul_(w[..., None])
+                grad.baddbmm_(x, sym)
+                if w is not None:
+                    grad.mul_(w[..., None])
                 return grad, None, None, None
             buf = torch.empty(batch * rows * dim, dtype=x.dtype, device=x.device)
             for start in range(0, n, rows):
@@ -185,7 +194,7 @@ def _class_statistics(
 
     # Classes are found per item: the buffer has one row per possible id of every item, and
     # ids that an item does not use stay empty (zero rows contribute nothing to any term).
-    top = int(labels.max())
+    low, top = (int(t) for t in torch.aminmax(labels))
     if top + 1 > n:
         # Sparse large ids (e.g. instance ids of an image): renumber per item, so that the
         # buffer never exceeds n rows per item.
@@ -198,7 +207,11 @@ def _class_statistics(
     if weights is not None and weights.requires_grad and torch.is_grad_enabled():
         gram, sums = _weighted_stats_autograd(x, w, keys, batch * n_classes)
     else:
-        gram, sums = _WeightedStats.apply(x, w.detach(), keys, batch * n_classes)
+        # All weights 1 (no weights, no ignored label): the statistics need no weighted copy.
+        uniform = weights is None and low >= 0
+        gram, sums = _WeightedStats.apply(
+            x, None if uniform else w.detach(), keys, batch * n_classes
+        )
     # Any NaN or infinity in the embeddings reaches the Gram matrix (0·inf is NaN too), so a
     # check of this small tensor replaces a full pass over the embeddings.
     if not bool(torch.isfinite(gram).all()):

@@ -209,8 +209,9 @@ def test_items_without_active_weight_give_zero_loss_and_gradient(loss_fn):
 @pytest.mark.parametrize("loss_fn", LOSSES, ids=lambda f: f.__name__)
 def test_gradcheck(loss_fn):
     v, labels, weights = make_case("mixed", seed=5)
-    v = v[:, :25, :4].clone().requires_grad_()
-    labels, weights = labels[:, :25], weights[:, :25]
+    v = v[:2, :16, :3].clone().requires_grad_()
+    labels, weights = labels[:2, :16].clone(), weights[:2, :16]
+    labels[0, 12:] = -1  # padding; item 1 uses the sparse id 8
     assert torch.autograd.gradcheck(
         lambda x: loss_fn(x, labels, weights, reduction="none"), (v,), eps=1e-6, atol=1e-7
     )
@@ -261,7 +262,7 @@ def test_layouts_and_integer_dtypes(loss_fn):
 @pytest.mark.parametrize("loss_fn", LOSSES, ids=lambda f: f.__name__)
 def test_autocast_bf16_accumulates_in_float32(loss_fn):
     torch.manual_seed(0)
-    batch, n, dim = 2, 3000, 8
+    batch, n, dim = 2, 2000, 8
     layer = torch.nn.Linear(dim, dim)
     x = torch.randn(batch, n, dim)
     labels = torch.randint(0, 3, (batch, n))
@@ -272,7 +273,7 @@ def test_autocast_bf16_accumulates_in_float32(loss_fn):
         emb_bf16.retain_grad()
         loss = loss_fn(emb_bf16, labels, weights, reduction="none")
     assert loss.dtype == torch.float32
-    # The same bf16 values in float64: fp32 accumulation over n = 3000 stays within ~1e-5.
+    # The same bf16 values in float64: fp32 accumulation over n = 2000 stays within ~1e-5.
     v64 = emb_bf16.detach().double().requires_grad_()
     want = REFERENCES[loss_fn](v64, labels, weights)
     torch.testing.assert_close(loss.double(), want, rtol=2e-5, atol=1e-6)
