@@ -1,0 +1,222 @@
+"""Safe model files: atomic writes, pickle refusal, clear errors for corrupt or missing files."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+
+import pytest
+import torch
+
+import embedseg
+from embedseg import Domain, EncodedBatch, ModelFileError, Model
+from embedseg.cluster import KMeans
+from embedseg.io import (
+    atomic_write_bytes,
+    atomic_write_json,
+    check_no_pickle,
+    read_model_folder,
+    to_jsonable,
+    write_model_folder,
+)
+from embedseg.networks import PointMLP
+
+
+@embedseg.register_domain("toy-io", override=True)
+class ToyDomain(Domain):
+    def __init__(self, *, scale: float = 1.0) -> None:
+        self.scale = scale
+
+    def get_config(self):
+        return {"scale": self.scale}
+
+    def encode(self, batch, device):
+        return EncodedBatch(batch.to(device) * self.scale, torch.ones(batch.shape[:2], dtype=torch.bool, device=device))
+
+    def network_spec(self, name=None, **params):
+        return {"name": name or "point_mlp", "params": {"in_features": 2, **params}}
+
+    def decode(self, batch, labels, proba, embeddings):
+        return list(labels)
+
+
+@pytest.fixture
+def saved(tmp_path):
+    torch.manual_seed(0)
+    model = Model(PointMLP(in_features=2), ToyDomain(scale=2.0), KMeans(n_clusters=2),
+                  {"network": {"name": "point_mlp", "params": {"in_features": 2}}})
+    path = tmp_path / "model"
+    model.save(path)
+    return model, path
+
+
+class Exploit:
+    """A pickle that would create a file when unpickled."""
+
+    def __init__(self, target):
+        self.target = target
+
+    def __reduce__(self):
+        return (open, (self.target, "w"))
+
+
+# -- writing ---------------------------------------------------------------------------------------
+def test_atomic_writes_replace_and_leave_no_temporary_files(tmp_path):
+    path = tmp_path / "sub" / "x.json"
+    atomic_write_json(path, {"a": (1, 2)})
+    atomic_write_bytes(path, b'{"b": 1}')
+    assert json.loads(path.read_text()) == {"b": 1}
+    assert os.listdir(path.parent) == ["x.json"]
+    with pytest.raises(ValueError):
+        atomic_write_json(path, {"a": float("nan")})
+    assert json.loads(path.read_text()) == {"b": 1}  # the failed write left the old file
+    assert os.listdir(path.parent) == ["x.json"]
+
+
+def test_model_folder_layout_and_round_trip(saved):
+    model, path = saved
+    assert sorted(os.listdir(path)) == ["config.json", "model.safetensors"]
+    config = json.loads((path / "config.json").read_text())
+    assert config["format"] == "embedseg-model" and config["format_version"] == 1
+    assert config["domain"] == {"name": "toy-io", "options": {"scale": 2.0}}
+    assert config["network"] == {"name": "point_mlp", "params": {"in_features": 2}}
+    assert config["clusterer"]["name"] == "kmeans" and config["clusterer"]["params"]["n_clusters"] == 2
+    loaded = embedseg.load(path)
+    assert loaded.domain.scale == 2.0
+    x = torch.randn(2, 9, 2)
+    batch = loaded.domain.encode(x, "cpu")
+    torch.testing.assert_close(model.embed(batch), loaded.embed(batch), rtol=0, atol=0)
+
+
+def test_saving_again_replaces_the_folder_atomically(saved):
+    model, path = saved
+    torch.nn.init.zeros_(model.network.head.proj.bias)
+    model.save(path)
+    assert sorted(os.listdir(path)) == ["config.json", "model.safetensors"]
+    assert not any(p.name.endswith((".old", ".tmp")) for p in path.parent.iterdir())
+    assert torch.equal(embedseg.load(path).network.head.proj.bias, torch.zeros(16))
+
+
+def test_to_jsonable():
+    import numpy as np
+
+    assert to_jsonable({"a": (1, np.float32(2.5)), "b": torch.tensor(3)}) == {"a": [1, 2.5], "b": 3}
+    with pytest.raises(ValueError, match="JSON data"):
+        to_jsonable({"f": object()})
+    with pytest.raises(ValueError, match="non-finite"):
+        to_jsonable([float("inf")])
+
+
+# -- pickle is refused -----------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["extra.pt", "weights.pth", "state.pkl", "x.ckpt", "y.pickle"])
+def test_pickle_files_are_refused_by_name(saved, name):
+    _, path = saved
+    (path / name).write_bytes(b"not even a real pickle")
+    with pytest.raises(ModelFileError, match=f"'{name}' is a pickle payload"):
+        embedseg.load(path)
+
+
+def test_pickle_payload_is_refused_and_never_runs(saved, tmp_path):
+    _, path = saved
+    target = tmp_path / "pwned"
+    (path / "extra.bin").write_bytes(pickle.dumps(Exploit(str(target)), protocol=4))
+    with pytest.raises(ModelFileError, match="'extra.bin' is a pickle payload"):
+        embedseg.load(path)
+    assert not target.exists()
+
+
+def test_torch_save_archive_in_place_of_the_weights_is_refused(saved):
+    model, path = saved
+    torch.save(model.network.state_dict(), path / "model.safetensors")
+    with pytest.raises(ModelFileError, match="'model.safetensors' is a pickle payload"):
+        embedseg.load(path)
+
+
+def test_pickle_in_a_subfolder_is_refused(saved):
+    _, path = saved
+    (path / "sub").mkdir()
+    (path / "sub" / "data").write_bytes(pickle.dumps({"a": 1}, protocol=2))
+    with pytest.raises(ModelFileError, match="pickle payload"):
+        check_no_pickle(path)
+
+
+# -- missing or corrupt files ---------------------------------------------------------------------
+def test_missing_folder_or_a_file_instead(tmp_path):
+    with pytest.raises(ModelFileError, match="does not exist"):
+        embedseg.load(tmp_path / "nope")
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ModelFileError, match="is a folder holding 'config.json'"):
+        embedseg.load(tmp_path / "f")
+
+
+def test_missing_config(saved):
+    _, path = saved
+    (path / "config.json").unlink()
+    with pytest.raises(ModelFileError, match="model config file '.*config.json' is missing"):
+        embedseg.load(path)
+
+
+def test_missing_weights(saved):
+    _, path = saved
+    (path / "model.safetensors").unlink()
+    with pytest.raises(ModelFileError, match="model weights file '.*model.safetensors' is missing"):
+        embedseg.load(path)
+
+
+def test_corrupt_config(saved):
+    _, path = saved
+    (path / "config.json").write_text('{"format": "embedseg-model", ')
+    with pytest.raises(ModelFileError, match="config.json' is not valid JSON"):
+        embedseg.load(path)
+    (path / "config.json").write_text("[1, 2]")
+    with pytest.raises(ModelFileError, match="must hold a JSON object"):
+        embedseg.load(path)
+
+
+def test_truncated_weights(saved):
+    _, path = saved
+    data = (path / "model.safetensors").read_bytes()
+    (path / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelFileError, match="model.safetensors' is not a readable safetensors file"):
+        embedseg.load(path)
+
+
+def edit_config(path, **changes):
+    config = json.loads((path / "config.json").read_text())
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            config[key].update(value)
+        else:
+            config[key] = value
+    (path / "config.json").write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize(
+    "changes, match",
+    [
+        ({"format": "other"}, 'must have "format": "embedseg-model"'),
+        ({"format_version": 99}, "format_version 99.*Upgrade embedseg"),
+        ({"network": "point_mlp"}, "must have a 'network' entry with a 'name'"),
+        ({"domain": {"options": [1]}}, "'domain.options' entry .* must be a JSON object"),
+        ({"domain": {"name": "lidar"}}, "Unknown domain 'lidar'. Valid domains: .*'audio'.*'toy-io'"),
+        ({"network": {"name": "resnet"}}, "Unknown network 'resnet'. Valid networks: .*'point_mlp'"),
+        ({"clusterer": {"name": "dbscan"}}, "Unknown clusterer 'dbscan'. Valid clusterers: .*'kmeans'"),
+        ({"network": {"params": {"in_features": 2, "dim": 32}}}, "weights of the model .* do not match the network"),
+        ({"network": {"params": {"in_features": 2, "depth": 3}}}, "Cannot rebuild the network"),
+    ],
+)
+def test_bad_config_entries_give_clear_errors(saved, changes, match):
+    _, path = saved
+    edit_config(path, **changes)
+    with pytest.raises(ModelFileError, match=match):
+        embedseg.load(path)
+
+
+def test_load_accepts_a_training_run_folder(saved, tmp_path):
+    model, path = saved
+    run = tmp_path / "run"
+    write_model_folder(run / "model", model.network.state_dict(), model.full_config())
+    state, config = read_model_folder(run / "model")
+    assert set(state) == set(model.network.state_dict())
+    assert isinstance(embedseg.load(run), Model)

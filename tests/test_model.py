@@ -1,0 +1,190 @@
+"""embedseg.Model: inference pipeline, clustering overrides, domain methods, save and load."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import adjusted_rand_score
+
+import embedseg
+from embedseg import Domain, EncodedBatch, Model
+from embedseg.cluster import KMeans
+
+
+@embedseg.register_domain("toy-model", override=True)
+class BlobsDomain(Domain):
+    """Items: (points (n, 2), labels (n,)); decodes to per-item label tensors."""
+
+    primary_metric = "ari"
+    model_methods = ("count_parts",)
+
+    def collate(self, items):
+        n = max(len(p) for p, _ in items)
+        points = torch.zeros(len(items), n, 2)
+        labels = torch.full((len(items), n), -1, dtype=torch.long)
+        for i, (p, y) in enumerate(items):
+            points[i, : len(p)], labels[i, : len(y)] = p, y
+        return points, labels
+
+    def encode(self, batch, device):
+        points, labels = (t.to(device) for t in batch)
+        return EncodedBatch(points, labels >= 0, labels)
+
+    def network_spec(self, name=None, **params):
+        return {"name": name or "point_mlp", "params": {"in_features": 2, "dim": 4, "hidden": 16, **params}}
+
+    def decode(self, batch, labels, proba, embeddings):
+        return [y[m] for y, m in zip(labels, batch.mask)]
+
+    def metrics(self, outputs, batch):
+        aris = [adjusted_rand_score(y[m].numpy(), o.numpy()) for o, y, m in zip(outputs, batch.labels, batch.mask)]
+        return {"ari": float(np.mean(aris)), "n_points": float(np.mean([len(o) for o in outputs]))}
+
+    def count_parts(self, model, points, n_clusters=None):
+        """A domain entry point exposed on the model."""
+        return int(model.predict_items([(points, torch.zeros(len(points), dtype=torch.long))], n_clusters)[0].max()) + 1
+
+
+def blobs(n_items: int, seed: int = 0, k: int = 2):
+    g = torch.Generator().manual_seed(seed)
+    items = []
+    for i in range(n_items):
+        n = 10 + 3 * (i % 3)
+        y = torch.randint(0, k, (n,), generator=g)
+        items.append((torch.randn(n, 2, generator=g) * 0.3 + 3.0 * y[:, None].float(), y))
+    return items
+
+
+@pytest.fixture(scope="module")
+def trained():
+    return embedseg.fit(blobs(24), domain="toy-model", valid=blobs(6, 1), epochs=4, batch_size=4,
+                        lr=1e-2, device="cpu", progress=False)
+
+
+def test_fit_returns_a_model_in_eval_mode(trained):
+    assert isinstance(trained, Model)
+    assert not trained.network.training
+    assert trained.device == torch.device("cpu")
+    assert trained.config["network"] == {"name": "point_mlp", "params": {"in_features": 2, "dim": 4, "hidden": 16}}
+    assert "Model(domain=BlobsDomain()" in repr(trained)
+
+
+def test_save_load_gives_the_same_predictions(trained, tmp_path):
+    items = blobs(7, seed=5)
+    path = trained.save(tmp_path / "m")
+    loaded = embedseg.load(path)
+    assert isinstance(loaded.domain, BlobsDomain) and isinstance(loaded.clusterer, KMeans)
+    assert loaded.clusterer.get_params() == trained.clusterer.get_params()
+    for a, b in zip(trained.network.state_dict().values(), loaded.network.state_dict().values()):
+        assert torch.equal(a, b)
+    for a, b in zip(trained.predict_items(items), loaded.predict_items(items)):
+        assert torch.equal(a, b)
+    assert trained.evaluate(items) == loaded.evaluate(items)
+    full = trained.full_config()
+    assert full["format"] == "embedseg-model" and full["format_version"] == 1
+    assert full["embedseg_version"] == embedseg.__version__
+    assert full["domain"] == {"name": "toy-model", "options": {}}
+    assert full["clusterer"]["name"] == "kmeans"
+
+
+def test_predictions_separate_the_blobs(trained):
+    items = blobs(8, seed=3)
+    for out, (_, y) in zip(trained.predict_items(items), items):
+        assert out.dtype == torch.int64 and out.shape == y.shape
+        assert adjusted_rand_score(y.numpy(), out.numpy()) > 0.9
+
+
+def test_evaluate_weights_batches_by_their_size(trained):
+    items = blobs(7, seed=4)  # batches of 3, 3 and 1 items
+    per_item = [trained.evaluate([item], batch_size=1) for item in items]
+    by_three = trained.evaluate(items, batch_size=3)
+    for key in ("ari", "n_points"):
+        assert by_three[key] == pytest.approx(np.mean([m[key] for m in per_item]))
+    assert trained.evaluate([], batch_size=2) == {}
+
+
+def test_cluster_clones_the_prototype_and_takes_an_override(trained):
+    items = blobs(3, seed=6, k=3)
+    batch = trained.domain.encode(trained.domain.collate(items), trained.device)
+    embeddings = trained.embed(batch)
+    before = trained.clusterer.get_params()
+    labels, proba = trained.cluster(embeddings, batch.mask, n_clusters=3)
+    assert labels.shape == batch.mask.shape and int(labels.max()) == 2
+    assert trained.clusterer.get_params() == before and not hasattr(trained.clusterer, "labels_")
+    labels2, _ = trained.cluster(embeddings, batch.mask)
+    assert int(labels2.max()) == 1
+    assert proba is None or proba.shape[:2] == labels.shape
+
+
+def test_embed_is_gradient_free_and_restores_the_mode(trained):
+    batch = trained.domain.encode(trained.domain.collate(blobs(2)), "cpu")
+    trained.network.train()
+    try:
+        out = trained.embed(batch)
+        assert trained.network.training and not out.requires_grad
+        torch.testing.assert_close(out.norm(dim=-1), torch.ones(out.shape[:2]))
+    finally:
+        trained.network.eval()
+
+
+def test_domain_methods_are_model_methods(trained):
+    points, _ = blobs(1, seed=9, k=2)[0]
+    assert trained.count_parts(points) == trained.domain.count_parts(trained, points)
+    assert trained.count_parts(points, n_clusters=3) == 3
+    assert "count_parts" in dir(trained)
+    with pytest.raises(AttributeError, match="no attribute 'separate'"):
+        trained.separate
+
+
+def test_predict_goes_through_the_domain(trained):
+    item = blobs(1, seed=2)[0]
+    assert torch.equal(trained.predict(item), trained.predict_items([item])[0])
+    with pytest.raises(TypeError, match="unexpected options"):
+        trained.predict(item, n_sources=2)
+    assert trained.predict_items([]) == []
+
+
+def test_constructor_checks_its_arguments(trained):
+    with pytest.raises(TypeError, match="'network' must be a torch.nn.Module"):
+        Model("net", trained.domain, trained.clusterer, {})
+    with pytest.raises(TypeError, match="'domain' must be an embedseg.Domain"):
+        Model(trained.network, "toy-model", trained.clusterer, {})
+    with pytest.raises(TypeError, match="'clusterer' must be an embedseg clusterer"):
+        Model(trained.network, trained.domain, "kmeans", {})
+
+
+def test_saving_an_unregistered_network_says_how_to_fix_it(trained, tmp_path):
+    net = torch.nn.Linear(2, 4)
+    model = Model(net, trained.domain, trained.clusterer, {})
+    with pytest.raises(ValueError, match="embedseg.register_network"):
+        model.save(tmp_path / "m")
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_registered_network_instance_is_described_from_its_attributes(trained, tmp_path):
+    from embedseg.networks import PointMLP
+
+    class Described(PointMLP):
+        def __init__(self, *, in_features: int = 2, dim: int = 4):
+            super().__init__(in_features=in_features, dim=dim)
+            self.in_features, self.dim = in_features, dim
+
+    embedseg.register_network("toy-described", Described, override=True)
+    model = Model(Described(dim=3), trained.domain, trained.clusterer, {})
+    model.save(tmp_path / "m")
+    loaded = embedseg.load(tmp_path / "m")
+    assert isinstance(loaded.network, Described) and loaded.network.dim == 3
+
+
+def test_unregistered_domain_cannot_be_saved(trained, tmp_path):
+    class Local(BlobsDomain):
+        pass
+
+    model = Model(trained.network, Local(), trained.clusterer, dict(trained.config))
+    with pytest.raises(ValueError, match="register_domain"):
+        model.save(tmp_path / "m")
+
+
+def test_to_moves_the_network(trained):
+    assert trained.to("cpu") is trained and trained.device.type == "cpu"
