@@ -1,0 +1,324 @@
+"""Batched k-means: the building blocks against float64 references, the algorithm against
+scikit-learn, and the KMeans estimator's own features."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.cluster import KMeans as SkKMeans
+from sklearn.metrics import adjusted_rand_score
+
+from embedseg.cluster import CLUSTERERS, KMeans, create_clusterer, list_clusterers, register_clusterer
+from embedseg.cluster import _ops
+from embedseg.cluster.kmeans import kmeans
+
+
+def gaussian_items(batch, n, dim, k, spread, seed, unit=False):
+    """Items of k Gaussian clusters of unequal sizes around random centers (float32)."""
+    rng = np.random.default_rng(seed)
+    X = np.empty((batch, n, dim), dtype=np.float32)
+    y = np.empty((batch, n), dtype=np.int64)
+    for b in range(batch):
+        centers = rng.normal(size=(k, dim))
+        if unit:
+            centers /= np.linalg.norm(centers, axis=1, keepdims=True)
+        lab = rng.choice(k, size=n, p=rng.dirichlet(np.full(k, 3.0)))
+        pts = centers[lab] + rng.normal(scale=spread, size=(n, dim))
+        if unit:
+            pts /= np.linalg.norm(pts, axis=1, keepdims=True)
+        X[b], y[b] = pts, lab
+    return torch.from_numpy(X), torch.from_numpy(y)
+
+
+def separated_items(batch, n, dim, k, seed):
+    """Balanced, clearly separated clusters around scaled basis vectors (float32)."""
+    rng = np.random.default_rng(seed)
+    y = np.stack([rng.permutation(np.arange(n) % k) for _ in range(batch)])
+    X = 5.0 * np.eye(dim)[y] + rng.normal(scale=0.3, size=(batch, n, dim))
+    return torch.from_numpy(X.astype(np.float32)), torch.from_numpy(y)
+
+
+def ari(a, b) -> float:
+    return adjusted_rand_score(np.asarray(a), np.asarray(b))
+
+
+# -- building blocks ------------------------------------------------------------------------
+
+
+def test_sq_distances_match_float64_pairwise():
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(3, 50, 7, generator=g)
+    C = torch.randn(3, 4, 7, generator=g)
+    ref = torch.cdist(X.double(), C.double()) ** 2
+    torch.testing.assert_close(_ops.sq_distances(X, C).double(), ref, rtol=1e-4, atol=1e-4)
+    assert bool((_ops.sq_distances(X, X) >= 0).all())  # clamped despite rounding
+
+
+def test_gather_points_and_center_valid():
+    X = torch.arange(24.0).view(2, 4, 3)
+    idx = torch.tensor([[3, 0], [1, 1]])
+    assert torch.equal(_ops.gather_points(X, idx), torch.stack([X[0, [3, 0]], X[1, [1, 1]]]))
+    valid = _ops.center_valid(torch.tensor([1, 3]), 4)
+    assert valid.tolist() == [[True, False, False, False], [True, True, True, False]]
+
+
+def test_masked_mean_variance_matches_numpy():
+    g = torch.Generator().manual_seed(1)
+    X = torch.randn(2, 30, 4, generator=g, dtype=torch.float64)
+    mask = torch.rand(2, 30, generator=g) > 0.4
+    got = _ops.masked_mean_variance(X, mask)
+    for b in range(2):
+        assert got[b].item() == pytest.approx(np.var(X[b][mask[b]].numpy(), axis=0).mean())
+
+
+def test_subsample_takes_distinct_active_points():
+    mask = torch.zeros(3, 100, dtype=torch.bool)
+    mask[0] = True
+    mask[1, :40] = True
+    mask[2, ::7] = True
+    idx, sub = _ops.subsample_active(mask, 30, _ops.make_generator(0, mask.device))
+    assert idx.shape == (3, 30)
+    assert sub[:2].all() and bool(torch.equal(sub, torch.gather(mask, 1, idx)))
+    assert int(sub[2].sum()) == int(mask[2].sum()) == 15  # fewer active points than asked
+    for b in range(3):
+        assert len(set(idx[b].tolist())) == 30
+
+
+def test_kmeans_plusplus_picks_distinct_active_points():
+    # Five distinct locations with repeats: greedy D² seeding of 5 centers must find all five,
+    # and never a masked point (placed far away, where D² would otherwise attract it).
+    base = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0], [5.0, 5.0]])
+    X = base.repeat(8, 1)[None].repeat(2, 1, 1)  # (2, 40, 2)
+    X = torch.cat([X, torch.full((2, 5, 2), 1000.0)], dim=1)
+    mask = torch.ones(2, 45, dtype=torch.bool)
+    mask[:, 40:] = False
+    C = _ops.kmeans_plusplus(X, mask, 5, 3, _ops.make_generator(0, X.device))
+    assert C.shape == (2, 3, 5, 2)
+    for b in range(2):
+        for g in range(3):
+            got = sorted(map(tuple, C[b, g].tolist()))
+            assert got == sorted(map(tuple, base.tolist()))
+
+
+def test_lloyd_reaches_a_fixed_point_against_float64_brute_force():
+    X, _ = gaussian_items(3, 200, 5, 4, 1.0, seed=2)
+    X = X.double()
+    mask = torch.rand(3, 200, generator=torch.Generator().manual_seed(0)) > 0.2
+    res = kmeans(X, mask, torch.tensor([4, 3, 2]), 4, n_init=2, max_iter=300, tol=0.0,
+                 generator=_ops.make_generator(0, X.device))
+    for b, k in enumerate([4, 3, 2]):
+        C = res.centers[b, :k]
+        d = torch.cdist(X[b], C) ** 2  # (n, k) float64 reference
+        assert torch.equal(res.labels[b], d.argmin(1))
+        m = mask[b]
+        for c in range(k):
+            members = X[b][m & (res.labels[b] == c)]
+            torch.testing.assert_close(C[c], members.mean(0))
+        assert res.inertia[b].item() == pytest.approx(d[m].min(1).values.sum().item(), rel=1e-9)
+        assert bool((res.centers[b, k:] == 0).all())
+
+
+def test_empty_cluster_moves_to_the_farthest_point():
+    # One center starts far from every point: it gets nothing, so it must be moved to the
+    # point farthest from its own center (the outlier at 20), as scikit-learn relocates.
+    X = torch.tensor([[[0.0], [0.1], [0.2], [1.0], [1.1], [20.0]]])
+    mask = torch.ones(1, 6, dtype=torch.bool)
+    centers = torch.tensor([[[[0.5], [-100.0]]]])  # (batch, G, k, dim)
+    valid = torch.ones(1, 1, 2, dtype=torch.bool)
+    C, labels, inertia, n_iter = _ops.lloyd(X, mask, centers, valid, max_iter=1, tol=torch.zeros(1))
+    assert C[0, 0, 1].item() == 20.0
+    C, labels, inertia, n_iter = _ops.lloyd(X, mask, centers, valid, max_iter=50, tol=torch.zeros(1))
+    assert labels[0, 0].tolist() == [0, 0, 0, 0, 0, 1]
+    assert sorted(C[0, 0, :, 0].tolist()) == pytest.approx([0.48, 20.0])
+
+
+def test_several_empty_clusters_get_distinct_points():
+    X = torch.tensor([[[0.0], [1.0], [5.0], [9.0], [10.0]]])
+    centers = torch.tensor([[[[5.0], [-50.0], [-60.0]]]])
+    valid = torch.ones(1, 1, 3, dtype=torch.bool)
+    _, labels, _, _ = _ops.lloyd(X, torch.ones(1, 5, dtype=torch.bool), centers, valid,
+                                 max_iter=50, tol=torch.zeros(1))
+    assert len(set(labels[0, 0].tolist())) == 3
+
+
+# -- the algorithm against scikit-learn -----------------------------------------------------
+
+
+@pytest.mark.parametrize("unit, spread", [(False, 0.6), (True, 0.25)])
+def test_ari_at_least_scikit_learn_on_overlapping_clusters(unit, spread):
+    X, y = gaussian_items(10, 300, 6, 4, spread, seed=4, unit=unit)
+    ours = KMeans(n_clusters=4, seed=0).fit_predict(X)
+    ari_ours = np.mean([ari(y[b], ours[b]) for b in range(10)])
+    ari_sk = np.mean([
+        ari(y[b], SkKMeans(n_clusters=4, random_state=0).fit_predict(X[b].numpy())) for b in range(10)
+    ])
+    assert 0.5 < ari_sk < 0.95  # neither trivial nor hopeless
+    assert ari_ours >= ari_sk - 0.01
+
+
+def test_inertia_equals_scikit_learn_on_separated_clusters():
+    X, _ = separated_items(3, 200, 5, 5, seed=4)
+    km = KMeans(n_clusters=5, seed=0, tol=0.0).fit(X.double())
+    for b in range(3):
+        sk = SkKMeans(n_clusters=5, random_state=0, tol=0.0).fit(X[b].double().numpy())
+        assert km.inertia_[b].item() == pytest.approx(sk.inertia_, rel=1e-9)
+
+
+def test_mean_inertia_matches_scikit_learn_on_overlapping_clusters():
+    # Local optima differ item by item with the random draws; on average the two must agree.
+    X, _ = gaussian_items(12, 200, 5, 5, 0.8, seed=4)
+    km = KMeans(n_clusters=5, n_init=4, seed=0).fit(X.double())
+    sk = [SkKMeans(n_clusters=5, n_init=4, random_state=0).fit(X[b].double().numpy()).inertia_
+          for b in range(12)]
+    assert km.inertia_.mean().item() <= np.mean(sk) * 1.005
+
+
+def test_restarts_keep_the_best_inertia():
+    X, _ = gaussian_items(6, 300, 4, 6, 1.2, seed=5)
+    Xc = X.double()
+    mask = torch.ones(X.shape[:2], dtype=torch.bool)
+    # The same draws as kmeans() makes: its restarts are these groups, run side by side.
+    centers = _ops.kmeans_plusplus(Xc, mask, 6, 4, _ops.make_generator(0, X.device))
+    valid = torch.ones(6, 4, 6, dtype=torch.bool)
+    _, labels, inertia, _ = _ops.lloyd(Xc, mask, centers, valid, max_iter=50, tol=torch.zeros(6))
+    res = kmeans(Xc, mask, torch.full((6,), 6), 6, n_init=4, max_iter=50, tol=0.0,
+                 generator=_ops.make_generator(0, X.device))
+    torch.testing.assert_close(res.inertia, inertia.min(1).values)
+    assert torch.equal(res.labels, labels[torch.arange(6), inertia.argmin(1)])
+    assert bool((inertia.max(1).values > inertia.min(1).values).any())  # restarts did differ
+
+
+# -- the estimator --------------------------------------------------------------------------
+
+
+def test_predict_assigns_to_the_nearest_center_and_matches_labels():
+    X, _ = gaussian_items(3, 150, 3, 3, 0.3, seed=6)
+    km = KMeans(n_clusters=3).fit(X)
+    assert torch.equal(km.predict(X), km.labels_)
+    new = torch.randn(3, 20, 3, generator=torch.Generator().manual_seed(1))
+    d = torch.cdist(new.double(), km.cluster_centers_.double())
+    assert torch.equal(km.predict(new), d.argmin(-1))
+
+
+def test_predict_proba_is_a_softmax_of_negative_squared_distances():
+    X, _ = gaussian_items(2, 100, 3, 3, 0.5, seed=7)
+    km = KMeans(n_clusters=3, soft_temperature=0.7).fit(X.double())
+    d = torch.cdist(X.double(), km.cluster_centers_.double()) ** 2
+    torch.testing.assert_close(km.predict_proba(X.double()), torch.softmax(-d / 0.7, -1))
+    # default: the isotropic Gaussian posterior, temperature 2 sigma² from the fit
+    km = KMeans(n_clusters=3).fit(X.double())
+    sigma2 = km.inertia_ / (100 * 3)
+    d = torch.cdist(X.double(), km.cluster_centers_.double()) ** 2
+    ref = torch.softmax(-d / (2 * sigma2[:, None, None]), -1)
+    torch.testing.assert_close(km.predict_proba(X.double()), ref)
+    assert torch.equal(km.predict_proba(X).argmax(-1), km.labels_)
+
+
+def test_per_item_counts_disable_the_extra_centers():
+    X, _ = gaussian_items(3, 120, 4, 4, 0.2, seed=8)
+    km = KMeans(n_clusters=torch.tensor([2, 4, 3])).fit(X)
+    assert km.cluster_centers_.shape == (3, 4, 4)
+    assert bool((km.cluster_centers_[0, 2:] == 0).all()) and bool((km.cluster_centers_[2, 3:] == 0).all())
+    P = km.predict_proba(X)
+    assert bool((P[0, :, 2:] == 0).all()) and bool((P[2, :, 3:] == 0).all())
+    torch.testing.assert_close(P.sum(-1), torch.ones(3, 120))
+    assert km.get_params()["n_clusters"] == [2, 4, 3]
+    assert km.clone().fit(X).n_clusters_.tolist() == [2, 4, 3]
+    with pytest.raises(ValueError, match="one count per item"):
+        KMeans(n_clusters=torch.tensor([2, 3])).fit(X)
+
+
+def test_cosine_metric_is_spherical_kmeans():
+    X, y = gaussian_items(3, 200, 6, 3, 0.15, seed=9, unit=True)
+    km = KMeans(n_clusters=3, metric="cosine").fit(X)
+    torch.testing.assert_close(km.cluster_centers_.norm(dim=-1), torch.ones(3, 3))
+    for b in range(3):
+        assert ari(y[b], km.labels_[b]) == 1.0
+    # invariant to the points' norms
+    scale = torch.rand(3, 200, 1, generator=torch.Generator().manual_seed(2)) * 5 + 0.1
+    assert torch.equal(KMeans(n_clusters=3, metric="cosine").fit_predict(X * scale), km.labels_)
+    cos = (X[:, :, None, :] * km.cluster_centers_[:, None]).sum(-1).gather(2, km.labels_[..., None])[..., 0]
+    torch.testing.assert_close(km.inertia_, (1 - cos).sum(1), rtol=1e-4, atol=1e-3)
+
+
+def test_random_init_also_works():
+    X, y = separated_items(3, 150, 3, 3, seed=10)
+    km = KMeans(n_clusters=3, init="random", n_init=5).fit(X)
+    for b in range(3):
+        assert ari(y[b], km.labels_[b]) == 1.0
+
+
+def test_iteration_cap_and_tolerance():
+    X, _ = gaussian_items(2, 300, 4, 5, 1.0, seed=11)
+    assert KMeans(n_clusters=5, max_iter=1).fit(X).n_iter_.tolist() == [1, 1]
+    loose = KMeans(n_clusters=5, tol=10.0).fit(X).n_iter_
+    tight = KMeans(n_clusters=5, tol=0.0, max_iter=300).fit(X).n_iter_
+    assert bool((loose <= tight).all()) and int(loose.max()) <= 2
+
+
+def test_same_seed_same_result_and_low_precision_inputs():
+    X, y = separated_items(2, 150, 4, 3, seed=12)
+    a = KMeans(n_clusters=3, seed=3).fit(X)
+    b = KMeans(n_clusters=3, seed=3).fit(X)
+    assert torch.equal(a.labels_, b.labels_) and torch.equal(a.cluster_centers_, b.cluster_centers_)
+    for dtype in (torch.float16, torch.bfloat16):
+        km = KMeans(n_clusters=3).fit(X.to(dtype))
+        assert km.cluster_centers_.dtype == dtype and km.inertia_.dtype == torch.float32
+        assert ari(y[0], km.labels_[0]) == 1.0
+
+
+def test_auto_uses_the_estimated_counts():
+    X, _ = gaussian_items(2, 200, 3, 3, 0.05, seed=13)
+    km = KMeans(n_clusters="auto", max_clusters=5).fit(X)
+    assert km.n_clusters_.tolist() == [3, 3]
+    assert km.cluster_centers_.shape == (2, 5, 3)
+
+
+def test_messages_follow_scikit_learn():
+    X, _ = gaussian_items(1, 30, 2, 2, 0.1, seed=14)
+    with pytest.raises(ValueError, match=r"The 'n_init' parameter of KMeans must be an int in \[1, inf\)\. Got 0 instead\."):
+        KMeans(n_init=0).fit(X)
+    with pytest.raises(ValueError, match=r"The 'metric' parameter of KMeans must be one of 'euclidean', 'cosine'"):
+        KMeans(metric="l1").fit(X)
+    with pytest.raises(ValueError, match="'init'"):
+        KMeans(init="kmeans++").fit(X)
+    with pytest.raises(ValueError, match="'tol'"):
+        KMeans(tol=-1.0).fit(X)
+    with pytest.raises(ValueError, match="'soft_temperature'"):
+        KMeans(soft_temperature=0.0).fit(X)
+    with pytest.raises(ValueError, match="'n_clusters' parameter of KMeans must be an int in \\[1, inf\\), 'auto'"):
+        KMeans(n_clusters="many").fit(X)
+    km = KMeans(n_clusters=2).fit(X)
+    with pytest.raises(ValueError, match="batch size it was fitted with"):
+        km.predict(torch.cat([X, X]))
+
+
+# -- the registry ---------------------------------------------------------------------------
+
+
+def test_registry_lists_creates_and_rejects_unknown_names():
+    assert {"kmeans", "gmm", "spectral", "sklearn"} <= set(list_clusterers())
+    km = create_clusterer("KMeans", n_clusters=4)
+    assert isinstance(km, KMeans) and km.n_clusters == 4
+    with pytest.raises(ValueError, match="Unknown clusterer 'kmedoids'. Valid clusterers: 'gmm', 'kmeans'"):
+        create_clusterer("kmedoids")
+    with pytest.raises(ValueError, match="Invalid parameters \\['k'\\].*Valid parameters: n_clusters"):
+        create_clusterer("kmeans", k=3)
+
+
+def test_register_a_user_clusterer_and_duplicates():
+    @register_clusterer("tiny-kmeans")
+    class TinyKMeans(KMeans):
+        pass
+
+    try:
+        assert "tiny-kmeans" in list_clusterers()
+        assert isinstance(create_clusterer("tiny-kmeans", n_clusters=2), TinyKMeans)
+        with pytest.raises(ValueError, match="already registered"):
+            register_clusterer("tiny-kmeans", KMeans)
+        register_clusterer("tiny-kmeans", KMeans, override=True)
+        assert type(create_clusterer("tiny-kmeans")) is KMeans
+    finally:
+        CLUSTERERS.unregister("tiny-kmeans")
+    assert "tiny-kmeans" not in list_clusterers()
