@@ -170,12 +170,13 @@ def _check_inputs(
             f"Got a tensor on {labels.device} instead."
         )
     if weights is not None:
-        weights = check_weights(weights, embeddings.shape[:2])
-        if weights.device != embeddings.device:
+        # The device first: the value checks below would otherwise compare across devices.
+        if isinstance(weights, torch.Tensor) and weights.device != embeddings.device:
             raise ValueError(
                 f"'weights' must be on the device of 'embeddings' ({embeddings.device}). "
                 f"Got a tensor on {weights.device} instead."
             )
+        weights = check_weights(weights, embeddings.shape[:2])
     return embeddings, labels, weights
 
 
@@ -189,6 +190,7 @@ def _class_statistics(
     """
     batch, n, dim = embeddings.shape
     x = embeddings.float() if embeddings.dtype in _LOW_PRECISION else embeddings
+    labels = labels.long()  # index arithmetic in int64 whatever the integer dtype given
     active = labels >= 0  # (batch, n)
     w = active.to(x.dtype) if weights is None else weights.to(x.dtype) * active  # (batch, n)
 

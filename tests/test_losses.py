@@ -393,6 +393,16 @@ def test_bad_input_messages(loss_fn):
             loss_fn(x, y_pad)
 
 
+@pytest.mark.parametrize("loss_fn", LOSSES, ids=lambda f: f.__name__)
+def test_tensors_on_another_device_are_rejected(loss_fn):
+    v = unit((2, 10, 3), dtype=torch.float32)
+    y = torch.zeros(2, 10, dtype=torch.long)
+    with pytest.raises(ValueError, match="'labels' must be on the device of 'embeddings'"):
+        loss_fn(v, y.to("meta"))
+    with pytest.raises(ValueError, match="'weights' must be on the device of 'embeddings'"):
+        loss_fn(v, y, torch.ones(2, 10, device="meta"))
+
+
 def test_weight_helper_bad_input():
     mag = torch.rand(2, 10)
     with pytest.raises(ValueError, match="'magnitude' .* must be >= 0"):
@@ -409,6 +419,24 @@ def test_weight_helper_bad_input():
         magnitude_weights(mag, mask=torch.ones(2, 10))
     with pytest.raises(ValueError, match=r"'mask' must have shape \(2, 10\)"):
         voice_activity_weights(mag, mask=torch.ones(2, 3, dtype=torch.bool))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("loss_fn", LOSSES, ids=lambda f: f.__name__)
+def test_cuda_matches_cpu(loss_fn):
+    v, labels, weights = make_case("mixed", seed=10)
+    v = v.float()
+    for w in (None, weights.float()):
+        x_cpu = v.clone().requires_grad_()
+        x_gpu = v.cuda().requires_grad_()
+        w_gpu = None if w is None else w.cuda()
+        a = loss_fn(x_cpu, labels, w, reduction="none")
+        b = loss_fn(x_gpu, labels.cuda(), w_gpu, reduction="none")
+        torch.testing.assert_close(b.cpu(), a.detach(), rtol=1e-4, atol=1e-5)
+        a.sum().backward()
+        b.sum().backward()
+        torch.testing.assert_close(x_gpu.grad.cpu(), x_cpu.grad, rtol=1e-3, atol=1e-5)
 
 
 def test_docstring_examples():
