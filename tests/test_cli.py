@@ -1,0 +1,158 @@
+"""The ``embedseg`` command: fit, evaluate, info, list, domain commands, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import embedseg
+from embedseg import Domain, EncodedBatch
+from embedseg import cli
+from embedseg.domain import DOMAINS
+
+
+@embedseg.register_domain("toy-cli", override=True)
+class NpzDomain(Domain):
+    """Items come from an .npz file with ``points`` (items, n, 2) and ``labels`` (items, n)."""
+
+    def load_dataset(self, path, split):
+        data = np.load(path)
+        return [(torch.from_numpy(p), torch.from_numpy(y)) for p, y in zip(data["points"], data["labels"])]
+
+    def collate(self, items):
+        return torch.stack([p for p, _ in items]).float(), torch.stack([y for _, y in items]).long()
+
+    def encode(self, batch, device):
+        points, labels = (t.to(device) for t in batch)
+        return EncodedBatch(points, torch.ones_like(labels, dtype=torch.bool), labels)
+
+    def network_spec(self, name=None, **params):
+        return {"name": name or "point_mlp", "params": {"in_features": 2, "dim": 4, "hidden": 16, **params}}
+
+    def decode(self, batch, labels, proba, embeddings):
+        return list(labels)
+
+    def metrics(self, outputs, batch):
+        from sklearn.metrics import adjusted_rand_score
+
+        return {"ari": float(np.mean([adjusted_rand_score(y, o) for o, y in zip(outputs, batch.labels)]))}
+
+    @classmethod
+    def add_cli_commands(cls, subparsers):
+        p = subparsers.add_parser("toycount", help="count points")
+        p.add_argument("path")
+        p.set_defaults(func=lambda args: print(len(cls().load_dataset(args.path, "test"))) or 0)
+
+
+@embedseg.register_domain("toy-cli-nodata", override=True)
+class NoDataDomain(NpzDomain):
+    load_dataset = Domain.load_dataset
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, (16, 10))
+    points = rng.normal(0, 0.3, (16, 10, 2)) + 2.0 * labels[..., None]
+    path = tmp_path_factory.mktemp("data") / "blobs.npz"
+    np.savez(path, points=points.astype(np.float32), labels=labels)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def run(data, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("run"))
+    code = cli.main([
+        "fit", "--domain", "toy-cli", "--train", data, "--valid", data, "--out", out, "--epochs", "3",
+        "--batch-size", "4", "--lr", "0.01", "--device", "cpu", "--no-progress", "--network-param", "dim=5",
+        "--clusterer", "gmm", "--clusterer-param", "n_clusters=2", "--no-plot",
+    ])
+    assert code == 0
+    return out
+
+
+def test_fit_trains_and_saves(run):
+    model = embedseg.load(run)
+    assert model.network.head.proj.out_features == 5
+    assert model.config["clusterer"]["name"] == "gmm"
+    assert model.config["training"]["steps"] == 12 and model.config["training"]["trainer"]["lr"] == 0.01
+    assert not os.path.exists(os.path.join(run, "curves.png"))
+
+
+def test_evaluate_prints_the_metrics(run, data, capsys):
+    assert cli.main(["evaluate", run, data, "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    model = embedseg.load(run)
+    assert metrics == pytest.approx(model.evaluate(model.domain.load_dataset(data, "test")))
+    assert metrics["ari"] > 0.9
+    assert cli.main(["evaluate", run, data, "--n-clusters", "3"]) == 0
+    assert capsys.readouterr().out.startswith("ari")
+
+
+def test_info_describes_the_model(run, capsys):
+    assert cli.main(["info", run]) == 0
+    out = capsys.readouterr().out
+    assert "domain:     toy-cli" in out and "network:    point_mlp" in out and "clusterer:  gmm" in out
+    assert "12 steps, 3 epochs" in out
+    assert cli.main(["info", os.path.join(run, "model"), "--json"]) == 0
+    config = json.loads(capsys.readouterr().out)
+    assert config["format"] == "embedseg-model" and config["n_parameters"] > 0
+
+
+def test_list(capsys):
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "toy-cli" in out and "point_mlp" in out and "kmeans" in out
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"embedseg {embedseg.__version__}"
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["info", "/nonexistent/model"], "No saved model at '/nonexistent/model'"),
+        (["fit", "--domain", "lidar", "--train", "x", "--out", "y"], "Unknown domain 'lidar'. Valid domains:"),
+        (["fit", "--domain", "toy-cli-nodata", "--train", "x", "--out", "y"], "cannot load a dataset from a path"),
+        (["fit", "--domain", "toy-cli", "--train", "DATA", "--out", "OUT", "--lr", "-1"], "'lr' parameter of fit"),
+        (["evaluate", "RUN", "DATA", "--n-clusters", "many"], "'--n-clusters' must be an int or 'auto'"),
+    ],
+)
+def test_errors_are_one_line_and_exit_2(argv, match, data, run, tmp_path, capsys):
+    argv = [{"DATA": data, "OUT": str(tmp_path), "RUN": run}.get(a, a) for a in argv]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("embedseg: error: ") and err.count("\n") == 1 and "Traceback" not in err
+    import re
+
+    assert re.search(match, err), err
+
+
+def test_domain_commands_are_added_and_a_missing_extra_is_skipped(data, monkeypatch, capsys):
+    DOMAINS.register("toy-missing-extra", "embedseg_no_such_module:Domain", override=True)
+    try:
+        monkeypatch.setattr(cli, "BUILTIN_DOMAINS", ("toy-missing-extra", "toy-cli"))
+        assert cli.main(["toycount", data]) == 0
+        assert capsys.readouterr().out.strip() == "16"
+        parser = cli.build_parser()
+        assert "toycount" in parser.format_help()
+    finally:
+        DOMAINS.unregister("toy-missing-extra")
+
+
+def test_console_script_runs():
+    exe = os.path.join(os.path.dirname(sys.executable), "embedseg")
+    proc = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == f"embedseg {embedseg.__version__}"
+    proc = subprocess.run([exe, "info", "/nonexistent"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.startswith("embedseg: error: No saved model")
