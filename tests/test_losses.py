@@ -281,7 +281,8 @@ def test_autocast_bf16_accumulates_in_float32(loss_fn):
     assert emb_bf16.grad.dtype == torch.bfloat16
     want.sum().backward()
     # The gradient is rounded once to bf16 (8 bits of mantissa).
-    torch.testing.assert_close(emb_bf16.grad.double(), v64.grad, rtol=1e-2, atol=1e-2 * float(v64.grad.abs().max()))
+    scale = float(v64.grad.abs().max())
+    torch.testing.assert_close(emb_bf16.grad.double(), v64.grad, rtol=1e-2, atol=1e-2 * scale)
 
 
 def test_bf16_accumulation_beats_bf16_arithmetic():
@@ -374,7 +375,7 @@ def test_bad_input_messages(loss_fn):
         ((v, y, -torch.ones(2, 10)), ValueError, "'weights' must be >= 0"),
         ((v, y, torch.ones(2, 9)), ValueError, r"'weights' must have shape \(2, 10\)"),
         ((v, y, torch.ones(2, 10, dtype=torch.long)), TypeError, "'weights' must have a floating"),
-        ((v, y, torch.full((2, 10), float("nan"))), ValueError, "'weights' must contain only finite"),
+        ((v, y, torch.full((2, 10), torch.nan)), ValueError, "'weights' must contain only finite"),
     ]
     for args, exc, match in cases:
         with pytest.raises(exc, match=match):
