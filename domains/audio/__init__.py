@@ -2,6 +2,34 @@
 
 Public pieces: :class:`AudioDomain` (the adapter registered as "audio"), :class:`MixtureDataset`
 (wsj0-2mix-style mixtures from any ``root/<speaker>/*.wav`` folder), :func:`build_speech_corpus`
-(a multi-voice speech corpus synthesized from Debian packages), the STFT features and the
-separation metrics.
+(a multi-voice speech corpus synthesized from Debian packages), the networks ("dc_blstm",
+"dc_compact"), the STFT features and the separation metrics.
 """
+
+from __future__ import annotations
+
+from .corpus import SPLITS, VOICES, build_speech_corpus, wordnet_sentences
+from .dataset import MixtureDataset
+from .domain import AudioDomain
+from .features import STFTConfig, istft, stft
+from .metrics import bss_eval_sources, oracle_separation, sdr, separation_scores, si_sdr
+from .networks import BLSTMEmbedding, CompactBLSTMEmbedding
+
+__all__ = [
+    "AudioDomain",
+    "MixtureDataset",
+    "build_speech_corpus",
+    "wordnet_sentences",
+    "VOICES",
+    "SPLITS",
+    "BLSTMEmbedding",
+    "CompactBLSTMEmbedding",
+    "STFTConfig",
+    "stft",
+    "istft",
+    "bss_eval_sources",
+    "sdr",
+    "si_sdr",
+    "separation_scores",
+    "oracle_separation",
+]

@@ -105,7 +105,17 @@ def _gram(xc: torch.Tensor, n_fft: int, filter_length: int) -> torch.Tensor:
 def _quad(G: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     """dᵀ G⁻¹ d for G (..., n, n) and right-hand sides d (..., m, n): returns (..., m)."""
     rhs = d.transpose(-1, -2)  # (..., n, m)
-    x = torch.linalg.solve(G, rhs)  # (..., n, m): one factorization for all right-hand sides
+    # G is a Gram matrix (symmetric positive semi-definite): Cholesky, one factorization for
+    # all right-hand sides. Where it is numerically singular (a reference with almost no
+    # content), a tiny ridge relative to its diagonal keeps the projection well defined.
+    chol, info = torch.linalg.cholesky_ex(G)
+    if bool((info > 0).any()):
+        n = G.shape[-1]
+        ridge = 1e-10 * G.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1e-300)  # (...,)
+        eye = torch.eye(n, dtype=G.dtype, device=G.device)
+        fixed = G + ridge[..., None, None] * eye
+        chol = torch.where((info > 0)[..., None, None], torch.linalg.cholesky_ex(fixed)[0], chol)
+    x = torch.cholesky_solve(rhs, chol)  # (..., n, m)
     return (x * rhs).sum(-2)
 
 

@@ -1,0 +1,107 @@
+"""Embedding networks for spectrograms: the paper's BLSTM and a compact CPU-friendly variant,
+each optionally with a Chimera++ mask-inference head (Wang, Le Roux, Hershey 2018).
+
+Input: features (batch, frames, freqs). Output: unit-norm embeddings (batch, frames * freqs,
+dim) for bin index ``frame * freqs + freq``; with a mask head, a dict
+``{"embeddings": ..., "masks": (batch, n_masks, frames, freqs)}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from embedseg._validation import check_float, check_int
+from embedseg.networks import normalize_embeddings, register_network
+
+__all__ = ["BLSTMEmbedding", "CompactBLSTMEmbedding"]
+
+
+@register_network("dc_blstm")
+class BLSTMEmbedding(nn.Module):
+    """Deep clustering's BLSTM (Hershey et al. 2015): stacked bidirectional LSTMs over frames,
+    then a per-frame linear map to ``freqs * dim`` values, tanh and unit norm per bin.
+
+    The paper's configuration is 2 layers of 300 units per direction (later work: 4 x 600),
+    embedding dimension 20 to 40.
+
+    Args:
+        n_freqs: frequency bins per frame (129 for a 256-point FFT).
+        dim: embedding dimension.
+        hidden: LSTM units per direction.
+        layers: stacked BLSTM layers.
+        dropout: dropout between layers (training only).
+        mask_sources: with > 0, a Chimera++ mask-inference head giving that many softmax
+            masks per bin, trained jointly with the embeddings.
+
+    Shape:
+        features (batch, frames, n_freqs) -> embeddings (batch, frames * n_freqs, dim).
+
+    Example:
+        >>> net = BLSTMEmbedding(n_freqs=129, dim=20, hidden=32, layers=1)
+        >>> net(torch.zeros(2, 10, 129)).shape
+        torch.Size([2, 1290, 20])
+    """
+
+    def __init__(
+        self,
+        *,
+        n_freqs: int = 129,
+        dim: int = 40,
+        hidden: int = 300,
+        layers: int = 2,
+        dropout: float = 0.3,
+        mask_sources: int = 0,
+    ) -> None:
+        super().__init__()
+        owner = type(self).__name__
+        self.n_freqs = check_int(n_freqs, "n_freqs", owner, 1)
+        self.dim = check_int(dim, "dim", owner, 2)
+        self.hidden = check_int(hidden, "hidden", owner, 1)
+        self.layers = check_int(layers, "layers", owner, 1)
+        self.dropout = check_float(dropout, "dropout", owner, 0.0, 1.0, closed="left")
+        self.mask_sources = check_int(mask_sources, "mask_sources", owner, 0)
+        self.blstm = nn.LSTM(
+            n_freqs, hidden, num_layers=layers, batch_first=True, bidirectional=True,
+            dropout=dropout if layers > 1 else 0.0,
+        )
+        self.drop = nn.Dropout(dropout)
+        self.embed = nn.Linear(2 * hidden, n_freqs * dim)
+        self.mask_head = nn.Linear(2 * hidden, n_freqs * mask_sources) if mask_sources else None
+
+    def forward(self, features: torch.Tensor) -> Any:
+        b, t, f = features.shape
+        if f != self.n_freqs:
+            raise ValueError(f"'features' must have {self.n_freqs} frequency bins (batch, frames, freqs). Got shape {tuple(features.shape)}.")
+        h, _ = self.blstm(features)  # (batch, frames, 2 * hidden)
+        h = self.drop(h)
+        v = torch.tanh(self.embed(h)).reshape(b, t * f, self.dim)  # (batch, frames * freqs, dim)
+        v = normalize_embeddings(v)
+        if self.mask_head is None:
+            return v
+        logits = self.mask_head(h).reshape(b, t, f, self.mask_sources)  # (batch, frames, freqs, C)
+        masks = torch.softmax(logits.float(), dim=-1).permute(0, 3, 1, 2)  # (batch, C, frames, freqs)
+        return {"embeddings": v, "masks": masks}
+
+
+@register_network("dc_compact")
+class CompactBLSTMEmbedding(BLSTMEmbedding):
+    """The CPU-friendly default: the same architecture, 2 x 160 BLSTM units, dimension 20.
+
+    About 5x fewer operations per frame than :class:`BLSTMEmbedding`'s defaults, so it trains
+    in minutes on a laptop and separates far faster than real time on two CPU cores.
+    """
+
+    def __init__(
+        self,
+        *,
+        n_freqs: int = 129,
+        dim: int = 20,
+        hidden: int = 160,
+        layers: int = 2,
+        dropout: float = 0.2,
+        mask_sources: int = 0,
+    ) -> None:
+        super().__init__(n_freqs=n_freqs, dim=dim, hidden=hidden, layers=layers, dropout=dropout, mask_sources=mask_sources)
