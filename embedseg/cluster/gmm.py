@@ -18,6 +18,7 @@ import torch
 from .._validation import check_choice, check_float, check_int
 from ._ops import (
     center_valid,
+    compute_dtype,
     kmeans_plusplus,
     make_generator,
     resolve_n_clusters,
@@ -45,7 +46,8 @@ class GaussianMixture(BaseClusterer):
 
     The data of each item are centred on their (masked) mean before fitting, which keeps the
     expanded quadratic forms of the diagonal and spherical paths accurate in float32;
-    ``means_`` are reported in the original coordinates. Computation runs in X's dtype.
+    ``means_`` are reported in the original coordinates. Computation runs in float64 for
+    float64 input and in float32 otherwise.
 
     Args:
         n_clusters: components per item: an int, a (batch,) int64 tensor of per-item counts,
@@ -148,6 +150,7 @@ class GaussianMixture(BaseClusterer):
             self.n_clusters, self.max_clusters, X, mask, type(self).__name__, self.seed
         )  # (batch,), slots
         enabled = center_valid(counts, k)  # (batch, k)
+        X = X.to(compute_dtype(X))  # half precision is too coarse for EM statistics
         w = mask.to(X.dtype)  # (batch, n_points)
         n_active = w.sum(dim=1)  # (batch,)
         center = (X * w[..., None]).sum(dim=1) / n_active[:, None]  # (batch, dim)
@@ -311,7 +314,10 @@ class GaussianMixture(BaseClusterer):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-responsibilities (batch, k, n_points) and log-likelihoods (batch, n_points)."""
         weighted = self._log_prob(Z, params).add_(params["weights"].log()[..., None])
-        log_norm = torch.logsumexp(weighted, dim=1)  # (batch, n_points)
+        # log-sum-exp over the components; the enabled ones are finite, so the max is too
+        # (and torch.logsumexp's handling of infinite maxima costs more than the sum itself).
+        top = weighted.amax(dim=1, keepdim=True)  # (batch, 1, n_points)
+        log_norm = (weighted - top).exp_().sum(dim=1).log_().add_(top[:, 0])  # (batch, n_points)
         return weighted.sub_(log_norm[:, None, :]), log_norm
 
     def _log_resp_fitted(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -96,11 +96,14 @@ def spectral_embedding(
     evals, evecs = torch.linalg.eigh(torch.bmm(Ga.transpose(1, 2), Ga))  # (batch, r), (batch, r, r)
     evals, evecs = evals.flip(-1), evecs.flip(-1)  # decreasing
     k = n_components
-    lam = evals[:, :k]  # (batch, k)
+    lam = evals[:, :k]  # (batch, min(k, r))
     # Directions with (numerically) zero eigenvalue have no eigenvector in point space.
     floor = evals[:, :1].clamp_min(0) * (evals.shape[-1] * torch.finfo(torch.float64).eps)
     scale = torch.where(lam > floor, lam.clamp_min(torch.finfo(torch.float64).tiny).rsqrt(), 0.0)
-    proj = (evecs[:, :, :k] * scale[:, None, :]).to(dtype)  # (batch, r, k)
+    proj = (evecs[:, :, :k] * scale[:, None, :]).to(dtype)  # (batch, r, min(k, r))
+    if proj.shape[-1] < k:
+        # More clusters than the affinity's rank: the missing eigenvectors are zero.
+        proj = torch.nn.functional.pad(proj, (0, k - proj.shape[-1]))  # (batch, r, k)
     embedding = torch.bmm(G, proj)  # (batch, n_points, k)
     state = {"col_sum": col_sum, "proj": proj}
     return embedding, evals.to(dtype), deg, state
