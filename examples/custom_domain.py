@@ -124,10 +124,10 @@ def make_clouds(n_items: int, n_rings: int = 2, seed: int = 0) -> list[tuple[np.
 
 def main() -> None:
     torch.set_num_threads(min(4, torch.get_num_threads()))
-    train, valid, test = make_clouds(256, seed=0), make_clouds(32, seed=1), make_clouds(64, seed=2)
+    train, valid, test = make_clouds(192, seed=0), make_clouds(32, seed=1), make_clouds(64, seed=2)
     with tempfile.TemporaryDirectory() as out:
         model = embedseg.fit(
-            train, domain="rings", valid=valid, epochs=4, batch_size=16, lr=3e-3,
+            train, domain="rings", valid=valid, epochs=3, batch_size=16, lr=3e-3,
             device="cpu", out_dir=out, progress=False, seed=0,
         )
         learned = model.evaluate(test)["ari"]
