@@ -1,0 +1,470 @@
+"""The image domain adapter: instance segmentation by deep clustering of pixel embeddings.
+
+Items are ``{"image": (C, H, W) | (H, W) | (H, W, C), "labels": (H, W) instance map}`` dicts or
+``(image, labels)`` tuples (labels may be absent at inference). Features are percentile-
+normalized intensities (plus optional coordinate channels); targets are instance ids with the
+background as its own part or ignored; weights balance small and large instances. Decoding
+handles hundreds of instances (see :mod:`domains.image.decode`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from embedseg._validation import check_bool, check_choice, check_float, check_int
+from embedseg.domain import Domain, EncodedBatch
+from embedseg.networks import embeddings_of
+
+from .decode import decode_instances
+from .folder import Augmented, _item_pair, make_augmentation
+from .imageio import normalize_intensity, to_channels, to_image_tensor, to_label_tensor
+from .metrics import instance_metrics
+
+if TYPE_CHECKING:  # pragma: no cover
+    from embedseg.model import Model
+
+__all__ = ["ImageDomain"]
+
+
+def _sequential(labels: torch.Tensor) -> torch.Tensor:
+    """Ids mapped to 0..n (0 kept for background) so that gaps and 16-bit ids cost nothing."""
+    ids, inverse = torch.unique(labels, return_inverse=True)
+    if ids.numel() and int(ids[0]) != 0:
+        inverse = inverse + 1
+    return inverse.reshape(labels.shape)
+
+
+# Registered as "image" by embedseg.domain (by module path, imported on first use).
+class ImageDomain(Domain):
+    """Instance segmentation of 2-D images (gray, RGB, RGBA; 8-bit, 16-bit or float).
+
+    Args:
+        channels: 1 (RGB is averaged to gray) or 3 (gray is repeated); alpha is dropped.
+        coords: add two normalized coordinate channels (y, x) to the features.
+        background: "part" (background is one more part of the partition the embeddings learn)
+            or "ignore" (only instances shape the embeddings; the foreground head alone finds
+            background).
+        weighting: "balanced" (each pixel weighs 1/sqrt(size of its part), so every part
+            contributes equally to the affinity loss whatever its size; Wang et al. 2018) or
+            "none".
+        augment: wrap map-style training sets in flips, rotations and intensity changes.
+        epoch_items: with ``augment``, small training sets are repeated (each repeat freshly
+            augmented) so that one epoch holds at least this many items.
+        n_groups: embedding groups of the over-segmentation before region merging.
+        fg_threshold: foreground probability above which a pixel belongs to an object.
+        merge_threshold: cosine similarity above which adjacent fragments merge.
+        min_size: instances smaller than this (pixels) are merged or dropped.
+        tile_size: images with a side above this are segmented tile by tile.
+        tile_overlap: overlap of neighbouring tiles (pixels); each tile keeps its centre.
+        percentiles: the (low, high) intensity percentiles mapped to 0 and 1.
+
+    Example:
+        >>> import embedseg
+        >>> from domains.image import SyntheticScenes
+        >>> model = embedseg.fit(SyntheticScenes(64), domain="image", max_minutes=2)  # doctest: +SKIP
+        >>> model.segment(image)  # (H, W) int64 labels                                 # doctest: +SKIP
+    """
+
+    name: ClassVar[str] = "image"
+    default_loss: ClassVar[str] = "affinity"
+    primary_metric: ClassVar[str | None] = "ap50"
+    primary_metric_higher_is_better: ClassVar[bool] = True
+    model_methods: ClassVar[tuple[str, ...]] = ("segment", "segment_batch")
+
+    def __init__(
+        self,
+        *,
+        channels: int = 1,
+        coords: bool = False,
+        background: str = "part",
+        weighting: str = "balanced",
+        augment: bool = True,
+        epoch_items: int = 512,
+        n_groups: int = 12,
+        fg_threshold: float = 0.5,
+        merge_threshold: float = 0.75,
+        min_size: int = 16,
+        tile_size: int = 512,
+        tile_overlap: int = 64,
+        percentiles: tuple[float, float] = (1.0, 99.8),
+    ) -> None:
+        owner = "ImageDomain"
+        check_choice(channels, "channels", owner, (1, 3))
+        check_bool(coords, "coords", owner)
+        check_choice(background, "background", owner, ("part", "ignore"))
+        check_choice(weighting, "weighting", owner, ("balanced", "none"))
+        check_bool(augment, "augment", owner)
+        check_int(epoch_items, "epoch_items", owner, 1)
+        check_int(n_groups, "n_groups", owner, 1)
+        check_float(fg_threshold, "fg_threshold", owner, 0.0, 1.0)
+        check_float(merge_threshold, "merge_threshold", owner, -1.0, 1.0)
+        check_int(min_size, "min_size", owner, 1)
+        check_int(tile_size, "tile_size", owner, 32)
+        check_int(tile_overlap, "tile_overlap", owner, 0, tile_size // 2 - 1)
+        if not (isinstance(percentiles, (tuple, list)) and len(percentiles) == 2):
+            raise TypeError(
+                f"The 'percentiles' parameter of {owner} must be a (low, high) pair. Got {percentiles!r} instead."
+            )
+        lo = check_float(percentiles[0], "percentiles[0]", owner, 0.0, 100.0)
+        check_float(percentiles[1], "percentiles[1]", owner, lo, 100.0, closed="right")
+        self.channels = channels
+        self.coords = coords
+        self.background = background
+        self.weighting = weighting
+        self.augment = augment
+        self.epoch_items = epoch_items
+        self.n_groups = n_groups
+        self.fg_threshold = fg_threshold
+        self.merge_threshold = merge_threshold
+        self.min_size = min_size
+        self.tile_size = tile_size
+        self.tile_overlap = tile_overlap
+        self.percentiles = tuple(percentiles)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "channels": self.channels,
+            "coords": self.coords,
+            "background": self.background,
+            "weighting": self.weighting,
+            "augment": self.augment,
+            "epoch_items": self.epoch_items,
+            "n_groups": self.n_groups,
+            "fg_threshold": self.fg_threshold,
+            "merge_threshold": self.merge_threshold,
+            "min_size": self.min_size,
+            "tile_size": self.tile_size,
+            "tile_overlap": self.tile_overlap,
+            "percentiles": list(self.percentiles),
+        }
+
+    # -- data -----------------------------------------------------------------------------------
+    def prepare_image(self, image: Any, name: str = "image") -> torch.Tensor:
+        """(C, H, W) float32 features of one raw image: channel conversion + normalization."""
+        x = to_channels(to_image_tensor(image, name), self.channels)
+        return normalize_intensity(x, *self.percentiles)
+
+    def training_data(self, dataset: Any) -> Any:
+        """The training set as the trainer should see it: augmented and, when small, repeated.
+
+        Iterable datasets and ``augment=False`` pass through unchanged.
+        """
+        if not self.augment or isinstance(dataset, torch.utils.data.IterableDataset):
+            return dataset
+        if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")) or len(dataset) == 0:
+            return dataset
+        repeats = max(1, math.ceil(self.epoch_items / len(dataset)))
+        return Augmented(dataset, make_augmentation(), repeats=repeats)
+
+    def load_dataset(self, path: str, split: str) -> Any:
+        """An :class:`~domains.image.InstanceFolder` at ``path`` (``images/`` + ``masks/``);
+        the training split is augmented by :meth:`training_data`, not here."""
+        from .folder import InstanceFolder
+
+        return InstanceFolder(path)
+
+    def collate(self, items: Sequence[Any]) -> dict[str, Any]:
+        """Normalize, convert and pad items to one batch.
+
+        Returns:
+            ``{"image": (B, C, H, W) float32, "valid": (B, H, W) bool, "labels": (B, H, W)
+            int64 with ids 0..n per item (0 = background, -1 = padding) or None, "sizes":
+            [(h, w), ...]}``.
+        """
+        items = list(items)
+        if not items:
+            raise ValueError("'items' must hold at least one image.")
+        images, labels = [], []
+        for i, item in enumerate(items):
+            raw_image, raw_labels = _item_pair(item)
+            x = self.prepare_image(raw_image, f"items[{i}]['image']")
+            images.append(x)
+            if raw_labels is None:
+                labels.append(None)
+            else:
+                lab = to_label_tensor(raw_labels, tuple(x.shape[-2:]), f"items[{i}]['labels']")
+                labels.append(_sequential(lab))
+        annotated = [lab is not None for lab in labels]
+        if any(annotated) and not all(annotated):
+            raise ValueError("Either every item in a batch has 'labels' or none has.")
+        h = max(x.shape[1] for x in images)
+        w = max(x.shape[2] for x in images)
+        n = len(images)
+        image = torch.zeros(n, self.channels, h, w)
+        valid = torch.zeros(n, h, w, dtype=torch.bool)
+        lab_out = torch.full((n, h, w), -1, dtype=torch.int64) if all(annotated) else None
+        for i, x in enumerate(images):
+            image[i, :, : x.shape[1], : x.shape[2]] = x
+            valid[i, : x.shape[1], : x.shape[2]] = True
+            if lab_out is not None:
+                lab_out[i, : x.shape[1], : x.shape[2]] = labels[i]
+        sizes = [(int(x.shape[1]), int(x.shape[2])) for x in images]
+        return {"image": image, "valid": valid, "labels": lab_out, "sizes": sizes}
+
+    def _features(self, image: torch.Tensor) -> torch.Tensor:
+        """Network input: the image, plus coordinate channels when enabled."""
+        if not self.coords:
+            return image
+        b, _, h, w = image.shape
+        ys = torch.linspace(-1, 1, h, device=image.device)
+        xs = torch.linspace(-1, 1, w, device=image.device)
+        grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij"))  # (2, H, W)
+        return torch.cat([image, grid.expand(b, -1, -1, -1)], dim=1)  # (B, C + 2, H, W)
+
+    def encode(self, batch: dict[str, Any], device: torch.device) -> EncodedBatch:
+        image = batch["image"].to(device, non_blocking=True)  # (B, C, H, W)
+        valid = batch["valid"].to(device, non_blocking=True)  # (B, H, W)
+        b, _, h, w = image.shape
+        mask = valid.reshape(b, h * w)  # (B, N)
+        context: dict[str, Any] = {"sizes": batch["sizes"], "shape": (h, w)}
+        labels = weights = None
+        if batch.get("labels") is not None:
+            gt = batch["labels"].to(device, non_blocking=True)  # (B, H, W)
+            context["gt"] = gt
+            labels = gt.reshape(b, h * w).clone()  # (B, N)
+            context["fg_target"] = (labels > 0).float()
+            if self.background == "ignore":
+                labels[labels == 0] = -1
+            labels[~mask] = -1
+            weights = self._weights(labels) if self.weighting == "balanced" else None
+        return EncodedBatch(
+            features=self._features(image), mask=mask, labels=labels, weights=weights, context=context
+        )
+
+    @staticmethod
+    def _weights(labels: torch.Tensor) -> torch.Tensor:
+        """1/sqrt(part size) per pixel, normalized to mean 1 over each item's labelled pixels."""
+        b, n = labels.shape
+        n_parts = int(labels.max()) + 1 if labels.numel() else 1
+        active = labels >= 0  # (B, N)
+        flat = (labels.clamp_min(0) + torch.arange(b, device=labels.device)[:, None] * n_parts).flatten()
+        counts = torch.zeros(b * n_parts, device=labels.device)
+        counts.index_add_(0, flat, active.flatten().float())
+        w = counts[flat].reshape(b, n).clamp_min(1.0).rsqrt() * active  # (B, N)
+        mean = w.sum(1, keepdim=True) / active.sum(1, keepdim=True).clamp_min(1)  # (B, 1)
+        return w / mean.clamp_min(1e-12)
+
+    # -- model ----------------------------------------------------------------------------------
+    def network_spec(self, name: str | None = None, **params: Any) -> dict[str, Any]:
+        """``image_unet`` by default, sized for this domain's channels; ``params`` override."""
+        in_channels = self.channels + (2 if self.coords else 0)
+        if name is None or name == "image_unet":
+            full = {"in_channels": in_channels, "dim": 16, "size": "cpu", "foreground": True}
+            full.update(params)
+            return {"name": "image_unet", "params": full}
+        return {"name": name, "params": dict(params)}
+
+    def clusterer_spec(self) -> dict[str, Any]:
+        return {"name": "kmeans", "params": {"n_clusters": self.n_groups, "n_init": 1, "max_iter": 30, "seed": 0}}
+
+    def compute_loss(self, output: Any, batch: EncodedBatch, loss: str) -> torch.Tensor:
+        """The embedding loss plus, with a foreground head, binary cross-entropy on valid pixels."""
+        total = super().compute_loss(output, batch, loss)
+        if isinstance(output, dict) and "foreground" in output and "fg_target" in batch.context:
+            logits = output["foreground"].float()  # (B, N)
+            bce = F.binary_cross_entropy_with_logits(logits, batch.context["fg_target"], reduction="none")
+            m = batch.mask.float()
+            total = total + (bce * m).sum() / m.sum().clamp_min(1.0)
+        return total
+
+    # -- inference ------------------------------------------------------------------------------
+    def _foreground(self, output: Any) -> torch.Tensor | None:
+        if isinstance(output, dict) and "foreground" in output:
+            return torch.sigmoid(output["foreground"].float())  # (B, N)
+        return None
+
+    def decode(
+        self,
+        batch: EncodedBatch,
+        labels: torch.Tensor,
+        proba: torch.Tensor | None,
+        embeddings: torch.Tensor,
+    ) -> list[torch.Tensor]:
+        """One (h, w) int64 label map per item (padding cropped), 0 = background."""
+        h, w = batch.context["shape"]
+        fg = self._foreground(batch.context.get("network_output"))
+        out = []
+        for i, (hi, wi) in enumerate(batch.context["sizes"]):
+            emb = embeddings[i].reshape(h, w, -1)[:hi, :wi]  # (hi, wi, dim)
+            grp = labels[i].reshape(h, w)[:hi, :wi]
+            fgi = None if fg is None else fg[i].reshape(h, w)[:hi, :wi]
+            lab = decode_instances(
+                emb.reshape(hi * wi, -1),
+                (hi, wi),
+                grp,
+                fgi,
+                fg_threshold=self.fg_threshold,
+                merge_threshold=self.merge_threshold,
+                min_size=self.min_size,
+                n_instances=batch.context.get("n_instances"),
+            )
+            out.append(torch.from_numpy(lab))
+        return out
+
+    def metrics(self, outputs: Sequence[Any], batch: EncodedBatch) -> dict[str, float]:
+        """Batch means of AP50, F1, mean AP (0.5:0.9), PQ, mean matched IoU and ARI."""
+        gt = batch.context.get("gt")
+        if gt is None:
+            return {}
+        sums: dict[str, float] = {}
+        for i, (pred, (hi, wi)) in enumerate(zip(outputs, batch.context["sizes"])):
+            m = instance_metrics(gt[i, :hi, :wi].cpu().numpy(), np.asarray(pred))
+            for k in ("ap50", "f1", "ap", "pq", "mean_matched_iou", "ari"):
+                sums[k] = sums.get(k, 0.0) + m[k]
+        return {k: v / len(outputs) for k, v in sums.items()}
+
+    def predict(self, model: "Model", x: Any, **options: Any) -> torch.Tensor:
+        """``model.predict(image)`` is :meth:`segment`."""
+        return self.segment(model, x, **options)
+
+    def _embed_image(self, model: "Model", x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Embeddings (H*W, dim) and foreground probabilities (H*W,) of one prepared image,
+        tile by tile when a side exceeds ``tile_size``."""
+        c, h, w = x.shape
+        device = model.device
+        net = model.network
+        was_training = net.training
+        net.eval()
+        try:
+            with torch.no_grad():
+                if max(h, w) <= self.tile_size:
+                    out = net(self._features(x[None].to(device)))
+                    emb = embeddings_of(out)[0]
+                    fg = self._foreground(out)
+                    return emb, None if fg is None else fg[0]
+                return self._embed_tiled(net, x.to(device))
+        finally:
+            net.train(was_training)
+
+    def _embed_tiled(self, net: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Tiles of ``tile_size`` overlapping by ``tile_overlap``; each contributes its centre
+        (the network is translation-equivariant away from tile borders, so centres agree)."""
+        _, h, w = x.shape
+        t, o = self.tile_size, self.tile_overlap
+        step = t - o
+
+        def starts(n: int) -> list[int]:
+            if n <= t:
+                return [0]
+            s = list(range(0, n - t, step)) + [n - t]
+            return sorted(set(s))
+
+        emb_out = torch.zeros(0)
+        fg_out: torch.Tensor | None = None
+        ys, xs = starts(h), starts(w)
+        for y0 in ys:
+            for x0 in xs:
+                tile = x[:, y0 : y0 + t, x0 : x0 + t]
+                out = net(self._features(tile[None]))
+                th, tw = tile.shape[1:]
+                emb = embeddings_of(out)[0].reshape(th, tw, -1)  # (th, tw, dim)
+                fg = self._foreground(out)
+                if emb_out.numel() == 0:
+                    emb_out = torch.zeros(h, w, emb.shape[-1], device=x.device)
+                    fg_out = torch.zeros(h, w, device=x.device) if fg is not None else None
+                # Keep the centre: drop half the overlap on sides that have a neighbour.
+                top = 0 if y0 == 0 else o // 2
+                left = 0 if x0 == 0 else o // 2
+                bottom = th if y0 + th >= h else th - o // 2
+                right = tw if x0 + tw >= w else tw - o // 2
+                emb_out[y0 + top : y0 + bottom, x0 + left : x0 + right] = emb[top:bottom, left:right]
+                if fg_out is not None:
+                    fgt = fg[0].reshape(th, tw)
+                    fg_out[y0 + top : y0 + bottom, x0 + left : x0 + right] = fgt[top:bottom, left:right]
+        return emb_out.reshape(h * w, -1), None if fg_out is None else fg_out.reshape(h * w)
+
+    def _groups(self, model: "Model", emb: torch.Tensor, fg: torch.Tensor | None) -> torch.Tensor:
+        """Over-segmentation of one image's pixels into embedding groups with the model's
+        clusterer, fitted on (a sample of) the foreground pixels."""
+        n = emb.shape[0]
+        active = torch.ones(n, dtype=torch.bool, device=emb.device) if fg is None else fg > self.fg_threshold
+        n_active = int(active.sum())
+        groups = torch.zeros(n, dtype=torch.int64, device=emb.device)
+        if n_active == 0:
+            return groups
+        k = model.clusterer.get_params().get("n_clusters", self.n_groups)
+        k = k if isinstance(k, int) else self.n_groups
+        k = min(k, n_active)
+        pts = emb[active].float()  # (n_active, dim)
+        clusterer = model.clusterer.clone(n_clusters=k) if "n_clusters" in model.clusterer.get_params() else model.clusterer.clone()
+        # Fitting on a fixed-size sample keeps large images fast; every pixel is then assigned.
+        limit = 40_000
+        if n_active > limit:
+            gen = torch.Generator(device="cpu").manual_seed(0)
+            idx = torch.randperm(n_active, generator=gen)[:limit].to(emb.device)
+            clusterer.fit(pts[idx][None])
+            try:
+                groups[active] = clusterer.predict(pts[None])[0]
+                return groups
+            except NotImplementedError:
+                clusterer = clusterer.clone()
+        groups[active] = clusterer.fit_predict(pts[None])[0]
+        return groups
+
+    def segment(
+        self,
+        model: "Model",
+        image: Any,
+        n_instances: int | None = None,
+    ) -> torch.Tensor:
+        """Instance labels of one image of any size.
+
+        Args:
+            model: a trained image model.
+            image: (H, W), (C, H, W) or (H, W, C) array or tensor; any dtype and range.
+            n_instances: the number of instances wanted; None = automatic.
+
+        Returns:
+            (H, W) int64 tensor on the CPU: 0 = background, instances 1..n.
+
+        Raises:
+            ValueError, TypeError: a malformed image (wrong rank, NaN, empty) or bad
+                ``n_instances``.
+        """
+        if n_instances is not None:
+            check_int(n_instances, "n_instances", "segment", 0)
+        x = self.prepare_image(image)
+        _, h, w = x.shape
+        emb, fg = self._embed_image(model, x)
+        groups = self._groups(model, emb, fg)
+        lab = decode_instances(
+            emb,
+            (h, w),
+            groups,
+            fg,
+            fg_threshold=self.fg_threshold,
+            merge_threshold=self.merge_threshold,
+            min_size=self.min_size,
+            n_instances=n_instances,
+        )
+        return torch.from_numpy(lab)
+
+    def segment_batch(
+        self, model: "Model", images: Sequence[Any], n_instances: int | Sequence[int | None] | None = None
+    ) -> list[torch.Tensor]:
+        """:meth:`segment` for a sequence of images (sizes may differ).
+
+        Args:
+            images: a sequence of images, or a (B, C, H, W) / (B, H, W) array or tensor.
+            n_instances: one count for all, one per image, or None.
+        """
+        # A stacked array or tensor is a batch along its first axis.
+        images = list(images)
+        counts = list(n_instances) if isinstance(n_instances, (list, tuple)) else [n_instances] * len(images)
+        if len(counts) != len(images):
+            raise ValueError(
+                f"'n_instances' must give one count per image ({len(images)}). Got {len(counts)} instead."
+            )
+        return [self.segment(model, img, n) for img, n in zip(images, counts)]
+
+    # -- command line ---------------------------------------------------------------------------
+    @classmethod
+    def add_cli_commands(cls, subparsers: Any) -> None:
+        from .cli import add_segment_command
+
+        add_segment_command(subparsers)

@@ -1,0 +1,124 @@
+import numpy as np
+import pytest
+
+from domains.image.decode import decode_instances, relabel_sequential
+from domains.image.metrics import matching
+
+
+def _grid_scene(n_side=12, cell=10, gap=2, dim=8, n_colors=4, seed=0):
+    """n_side^2 square objects on a grid; neighbours get different embedding 'colors' out of
+    n_colors, so far-apart objects share embeddings, as a trained network would produce."""
+    rng = np.random.default_rng(seed)
+    size = n_side * cell
+    labels = np.zeros((size, size), dtype=np.int64)
+    colors = np.linalg.qr(rng.normal(size=(dim, dim)))[0][: n_colors + 1]  # orthonormal
+    emb = np.tile(colors[0], (size, size, 1))
+    k = 0
+    for i in range(n_side):
+        for j in range(n_side):
+            k += 1
+            sl = (slice(i * cell, (i + 1) * cell - gap * ((i + j) % 2)), slice(j * cell, (j + 1) * cell - gap * (i % 2)))
+            labels[sl] = k
+            emb[sl] = colors[1 + (i % 2) * 2 + (j % 2)]
+    emb = emb + rng.normal(scale=0.15, size=emb.shape)
+    emb /= np.linalg.norm(emb, axis=-1, keepdims=True)
+    return labels, emb.reshape(-1, dim)
+
+
+def _groups_by_nearest_color(emb, n_groups, seed=0):
+    """A stand-in over-segmentation: nearest of n_groups centers drawn from the embeddings
+    (farthest-point picks), as k-means would give."""
+    rng = np.random.default_rng(seed)
+    centers = [emb[rng.integers(len(emb))]]
+    for _ in range(n_groups - 1):
+        d = np.min(np.stack([1 - emb @ c for c in centers]), axis=0)
+        centers.append(emb[np.argmax(d)])
+    return np.argmax(emb @ np.stack(centers).T, axis=1)
+
+
+def test_recovers_144_touching_objects_where_plain_kmeans_cannot():
+    labels, emb = _grid_scene()
+    fg = (labels > 0).ravel().astype(float)
+    groups = _groups_by_nearest_color(emb, 8)
+    pred = decode_instances(emb, labels.shape, groups, fg, min_size=5)
+    m = matching(labels, pred, 0.5)
+    assert m["n_true"] == 144
+    assert m["ap"] > 0.98
+    # Clustering alone (no connectivity) cannot tell apart objects that share a color.
+    assert len(np.unique(groups[fg > 0])) < 20
+
+
+def test_kmeans_split_inside_an_object_is_merged_back():
+    labels = np.zeros((20, 40), dtype=np.int64)
+    labels[2:18, 2:18] = 1
+    labels[2:18, 18:38] = 2  # touching
+    emb = np.zeros((20, 40, 4))
+    emb[..., 0] = 1
+    emb[labels == 1] = [0, 1, 0, 0]
+    emb[labels == 2] = [0, 0, 1, 0]
+    # Over-segmentation cuts object 1 into three groups along rows.
+    groups = np.where(labels == 2, 3, 0) + np.where(labels == 1, np.arange(20)[:, None] // 7, 0)
+    groups = np.broadcast_to(groups, labels.shape).copy()
+    pred = decode_instances(emb.reshape(-1, 4), labels.shape, groups.ravel(), (labels > 0).ravel(), min_size=4)
+    assert matching(labels, pred, 0.9)["tp"] == 2
+    assert pred.max() == 2
+
+
+def test_small_fragments_join_neighbours_or_vanish():
+    labels = np.zeros((30, 30), dtype=np.int64)
+    labels[5:25, 5:25] = 1
+    emb = np.zeros((30, 30, 3))
+    emb[..., 0] = 1
+    emb[labels == 1] = [0, 1, 0]
+    groups = (labels > 0).astype(int)
+    groups[10:12, 10:12] = 5  # a 4-pixel speck inside the object, in its own group
+    fg = (labels > 0).astype(float)
+    fg[0:2, 0:2] = 1.0  # a 4-pixel isolated false detection
+    pred = decode_instances(emb.reshape(-1, 3), labels.shape, groups.ravel(), fg.ravel(), min_size=10)
+    assert pred.max() == 1
+    assert (pred == 1).sum() == 400
+    assert pred[0, 0] == 0
+
+
+@pytest.mark.parametrize("n", [2, 3, 5])
+def test_given_number_of_instances(n):
+    labels, emb = _grid_scene(n_side=2, cell=20, gap=0)  # 4 touching squares
+    fg = (labels > 0).ravel().astype(float)
+    groups = _groups_by_nearest_color(emb, 4)
+    auto = decode_instances(emb, labels.shape, groups, fg)
+    assert auto.max() == 4
+    pred = decode_instances(emb, labels.shape, groups, fg, n_instances=n)
+    assert pred.max() == n
+
+
+def test_without_foreground_uses_the_border_group_as_background():
+    labels, emb = _grid_scene(n_side=3, cell=20, gap=4)
+    # A background margin around the grid, with the background embedding (the first color).
+    emb = emb.reshape(60, 60, -1)
+    background = emb[labels == 0].mean(0)
+    labels = np.pad(labels, 8)
+    emb = np.pad(emb, ((8, 8), (8, 8), (0, 0)))
+    emb[labels == 0] = background / np.linalg.norm(background)
+    emb = emb.reshape(-1, emb.shape[-1])
+    groups = _groups_by_nearest_color(emb, 5)
+    pred = decode_instances(emb, labels.shape, groups, None)
+    assert matching(labels, pred, 0.5)["ap"] > 0.8
+
+
+def test_empty_foreground_and_zero_instances():
+    emb = np.ones((16, 2)) / np.sqrt(2)
+    assert decode_instances(emb, (4, 4), np.zeros(16, int), np.zeros(16)).max() == 0
+    assert decode_instances(emb, (4, 4), np.zeros(16, int), np.ones(16), n_instances=0).max() == 0
+
+
+def test_relabel_sequential_raster_order():
+    x = np.array([[0, 7, 7], [3, 0, 9]])
+    np.testing.assert_array_equal(relabel_sequential(x), [[0, 1, 1], [2, 0, 3]])
+
+
+def test_bad_parameters():
+    emb = np.ones((4, 2))
+    with pytest.raises(ValueError, match="merge_threshold"):
+        decode_instances(emb, (2, 2), np.zeros(4, int), None, merge_threshold=2.0)
+    with pytest.raises(ValueError, match="n_instances"):
+        decode_instances(emb, (2, 2), np.zeros(4, int), None, n_instances=-1)
