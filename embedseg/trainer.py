@@ -440,6 +440,12 @@ class Trainer:
         rng_state = None
         if checkpoint is not None:
             log_rows, rng_state = self._load_checkpoint(checkpoint)
+        elif self.out_dir is not None and self.dist.is_main and (self.out_dir / "checkpoints").is_dir():
+            # A fresh run in a used out_dir replaces that run: its checkpoints would otherwise
+            # outrank this run's in the rotation and be picked up by a later resume.
+            warnings.warn(f"Starting a fresh run in '{self.out_dir}': its earlier checkpoints are removed.")
+            shutil.rmtree(self.out_dir / "checkpoints")
+        self.dist.barrier()
         self.log = _Log(self.out_dir / "log.csv" if self.out_dir is not None and self.dist.is_main else None, log_rows)
         self.writer = None
         if cfg.tensorboard and self.out_dir is not None and self.dist.is_main:
@@ -699,7 +705,8 @@ class Trainer:
         self.last_checkpoint_step = self.step
         if self.out_dir is None:
             return
-        torch_states = self.dist.all_gather_tensor(torch.get_rng_state())  # (world, n) uint8
+        # Gathered through the device: nccl moves CUDA tensors only.
+        torch_states = self.dist.all_gather_tensor(torch.get_rng_state().to(self.device)).cpu()  # (world, n) uint8
         if not self.dist.is_main:
             return
         from .io import atomic_save_tensors, atomic_write_json, replace_folder

@@ -324,3 +324,18 @@ def test_config_dataclass_has_a_comment_per_field():
     for name in TrainerConfig.field_names():
         line = next(line for line in source.splitlines() if line.strip().startswith(f"{name}:"))
         assert "#" in line, name
+
+
+def test_a_fresh_run_in_a_used_out_dir_replaces_its_checkpoints(tmp_path):
+    embedseg.fit(TRAIN, **BASE, epochs=3, out_dir=str(tmp_path))
+    with pytest.warns(UserWarning, match="earlier checkpoints are removed"):
+        embedseg.fit(TRAIN, **BASE, epochs=1, out_dir=str(tmp_path))
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["latest.json", "step-00000005"]
+    assert [int(r["step"]) for r in read_log(tmp_path / "log.csv")] == [1, 2, 3, 4, 5]
+
+
+def test_progress_bar_shows_loss_rate_and_eta(capsys):
+    embedseg.fit(TRAIN, **{**BASE, "progress": True}, epochs=2)
+    err = capsys.readouterr().err
+    assert "training" in err and "10/10" in err and "loss=" in err and ("step/s" in err or "s/step" in err) and "<" in err
