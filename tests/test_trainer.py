@@ -339,3 +339,26 @@ def test_progress_bar_shows_loss_rate_and_eta(capsys):
     embedseg.fit(TRAIN, **{**BASE, "progress": True}, epochs=2)
     err = capsys.readouterr().err
     assert "training" in err and "10/10" in err and "loss=" in err and ("step/s" in err or "s/step" in err) and "<" in err
+
+
+def test_compile_flag_trains_the_compiled_module(monkeypatch):
+    real_compile = torch.compile
+    compiled = []
+
+    def eager_compile(module, **kwargs):  # the eager backend: no C++ toolchain, same graph capture
+        compiled.append(module)
+        return real_compile(module, backend="eager")
+
+    monkeypatch.setattr(torch, "compile", eager_compile)
+    plain = embedseg.fit(TRAIN, **BASE, epochs=1)
+    model = embedseg.fit(TRAIN, **BASE, epochs=1, compile=True)
+    assert compiled == [model.network]
+    assert list(model.network.state_dict()) == list(plain.network.state_dict())  # no "_orig_mod." prefix
+    for a, b in zip(plain.network.parameters(), model.network.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_half_precision_on_cpu_falls_back_to_fp32():
+    with pytest.warns(UserWarning, match="needs CUDA; training in fp32"):
+        model = embedseg.fit(TRAIN, **BASE, max_steps=1, precision="bf16")
+    assert model.config["training"]["precision"] == "fp32"
