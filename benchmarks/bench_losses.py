@@ -146,6 +146,9 @@ def main() -> None:
         f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"{args.threads} threads; median of {args.repeats} interleaved repeats"
     )
+    # Other processes on the machine distort timings (most of all with several threads);
+    # the load average tells whether the figures were taken on a quiet machine.
+    print("load average at start: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     print(f"agreement with the reference (max relative difference): "
           f"{max(check_agreement(v, labels, None), check_agreement(v, labels, vad)):.1e}")
     print()
@@ -180,6 +183,7 @@ def main() -> None:
             f"{'yes' if ratio >= TARGET_RATIO else 'NO'} |"
         )
     print(f"| whitened k-means loss, unweighted | {t_wk * 1e3:.1f} | | | |")
+    print("load average at end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
 
     if torch.cuda.is_available() and not args.no_cuda:
         device = torch.device("cuda")
