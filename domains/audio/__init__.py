@@ -13,7 +13,7 @@ from .dataset import MixtureDataset
 from .domain import AudioDomain
 from .features import STFTConfig, istft, stft
 from .metrics import bss_eval_sources, oracle_separation, sdr, separation_scores, si_sdr
-from .networks import BLSTMEmbedding, CompactBLSTMEmbedding
+from .networks import BLSTMEmbedding, CompactBLSTMEmbedding, DilatedConvEmbedding
 
 __all__ = [
     "AudioDomain",
@@ -24,6 +24,7 @@ __all__ = [
     "SPLITS",
     "BLSTMEmbedding",
     "CompactBLSTMEmbedding",
+    "DilatedConvEmbedding",
     "STFTConfig",
     "stft",
     "istft",

@@ -1,5 +1,6 @@
 """Embedding networks for spectrograms: the paper's BLSTM and a compact CPU-friendly variant,
-each optionally with a Chimera++ mask-inference head (Wang, Le Roux, Hershey 2018).
+a dilated temporal convolutional network, each optionally with a Chimera++ mask-inference
+head (Wang, Le Roux, Hershey 2018).
 
 Input: features (batch, frames, freqs). Output: unit-norm embeddings (batch, frames * freqs,
 dim) for bin index ``frame * freqs + freq``; with a mask head, a dict
@@ -16,7 +17,7 @@ from torch import nn
 from embedseg._validation import check_float, check_int
 from embedseg.networks import normalize_embeddings, register_network
 
-__all__ = ["BLSTMEmbedding", "CompactBLSTMEmbedding"]
+__all__ = ["BLSTMEmbedding", "CompactBLSTMEmbedding", "DilatedConvEmbedding"]
 
 
 @register_network("dc_blstm")
@@ -105,3 +106,86 @@ class CompactBLSTMEmbedding(BLSTMEmbedding):
         mask_sources: int = 0,
     ) -> None:
         super().__init__(n_freqs=n_freqs, dim=dim, hidden=hidden, layers=layers, dropout=dropout, mask_sources=mask_sources)
+
+
+class _ConvBlock(nn.Module):
+    """Dilated residual block: conv over time, PReLU, layer norm over channels per frame."""
+
+    def __init__(self, channels: int, dilation: int, kernel: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(channels, channels, kernel, dilation=dilation, padding=dilation * (kernel - 1) // 2)
+        self.act = nn.PReLU(channels)
+        self.norm = nn.LayerNorm(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.act(self.conv(x))  # (batch, channels, frames)
+        return x + self.norm(y.transpose(1, 2)).transpose(1, 2)
+
+
+@register_network("dc_tcn")
+class DilatedConvEmbedding(nn.Module):
+    """A non-causal temporal convolutional network (dilated residual 1-D convolutions over
+    frames, frequency bins as input channels), then the same per-bin tanh + unit-norm head.
+
+    Convolutions run as large matrix products over all frames at once, so on CPU this trains
+    and infers several times faster than a BLSTM of similar size, with a receptive field of
+    ``1 + repeats * (kernel - 1) * sum(2**i for i < blocks)`` frames (253 frames, 2 s, by
+    default).
+
+    Args:
+        n_freqs: frequency bins per frame.
+        dim: embedding dimension.
+        channels: width of the residual stream.
+        blocks: dilated blocks per repeat (dilations 1, 2, 4, ...).
+        repeats: repeats of the dilation cycle.
+        kernel: temporal kernel size (odd).
+        mask_sources: with > 0, a Chimera++ mask-inference head with that many masks.
+
+    Shape:
+        features (batch, frames, n_freqs) -> embeddings (batch, frames * n_freqs, dim).
+
+    Example:
+        >>> net = DilatedConvEmbedding(n_freqs=129, dim=20, channels=16, blocks=2, repeats=1)
+        >>> net(torch.zeros(2, 10, 129)).shape
+        torch.Size([2, 1290, 20])
+    """
+
+    def __init__(
+        self,
+        *,
+        n_freqs: int = 129,
+        dim: int = 20,
+        channels: int = 192,
+        blocks: int = 6,
+        repeats: int = 2,
+        kernel: int = 3,
+        mask_sources: int = 0,
+    ) -> None:
+        super().__init__()
+        owner = type(self).__name__
+        self.n_freqs = check_int(n_freqs, "n_freqs", owner, 1)
+        self.dim = check_int(dim, "dim", owner, 2)
+        self.channels = check_int(channels, "channels", owner, 1)
+        self.blocks = check_int(blocks, "blocks", owner, 1)
+        self.repeats = check_int(repeats, "repeats", owner, 1)
+        self.kernel = check_int(kernel, "kernel", owner, 1)
+        if kernel % 2 == 0:
+            raise ValueError(f"The 'kernel' parameter of {owner} must be an odd int. Got {kernel} instead.")
+        self.mask_sources = check_int(mask_sources, "mask_sources", owner, 0)
+        self.inp = nn.Conv1d(n_freqs, channels, 1)
+        self.body = nn.Sequential(*[_ConvBlock(channels, 2**i, kernel) for _ in range(repeats) for i in range(blocks)])
+        self.embed = nn.Conv1d(channels, n_freqs * dim, 1)
+        self.mask_head = nn.Conv1d(channels, n_freqs * mask_sources, 1) if mask_sources else None
+
+    def forward(self, features: torch.Tensor) -> Any:
+        b, t, f = features.shape
+        if f != self.n_freqs:
+            raise ValueError(f"'features' must have {self.n_freqs} frequency bins (batch, frames, freqs). Got shape {tuple(features.shape)}.")
+        h = self.body(self.inp(features.transpose(1, 2)))  # (batch, channels, frames)
+        v = torch.tanh(self.embed(h)).transpose(1, 2).reshape(b, t * f, self.dim)  # (batch, frames * freqs, dim)
+        v = normalize_embeddings(v)
+        if self.mask_head is None:
+            return v
+        logits = self.mask_head(h).transpose(1, 2).reshape(b, t, f, self.mask_sources)
+        masks = torch.softmax(logits.float(), dim=-1).permute(0, 3, 1, 2)  # (batch, C, frames, freqs)
+        return {"embeddings": v, "masks": masks}

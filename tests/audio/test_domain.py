@@ -1,0 +1,183 @@
+"""AudioDomain: encode, decode, losses, metrics, Model.separate, saving, the commands."""
+
+import warnings
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import embedseg
+from embedseg.api import build_model
+from domains.audio import AudioDomain, MixtureDataset
+from domains.audio.features import STFTConfig, ideal_binary_labels, stft
+from domains.audio.metrics import oracle_separation, separation_scores
+
+SMALL_NET = {"hidden": 12, "layers": 1, "dim": 8}
+
+
+@pytest.fixture(scope="module")
+def items(tiny_corpus):
+    ds = MixtureDataset(tiny_corpus, segment_seconds=None, n_mixtures=4, seed=5)
+    return [ds[i] for i in range(4)]
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_model("audio", network_params=SMALL_NET)
+
+
+def test_collate_pads_lengths_and_counts():
+    d = AudioDomain()
+    a = {"mixture": torch.randn(1000), "sources": torch.randn(2, 1000)}
+    b = {"mixture": torch.randn(700), "sources": torch.randn(3, 700)}
+    batch = d.collate([a, b])
+    assert batch["mixture"].shape == (2, 1000) and batch["lengths"].tolist() == [1000, 700]
+    assert batch["sources"].shape == (2, 3, 1000) and batch["n_sources"].tolist() == [2, 3]
+    assert torch.all(batch["sources"][0, 2] == 0) and torch.all(batch["mixture"][1, 700:] == 0)
+    with pytest.raises(ValueError, match="'sources' of item 0 must have shape"):
+        d.collate([{"mixture": torch.randn(10), "sources": torch.randn(2, 9)}])
+
+
+def test_encode_targets_weights_and_masks(items):
+    d = AudioDomain()
+    enc = d.encode(d.collate(items), "cpu")
+    b, t, f = enc.features.shape
+    assert (b, f) == (4, 129) and enc.mask.shape == enc.labels.shape == enc.weights.shape == (4, t * f)
+    # labels: the dominant source, computed independently per item, ignoring inactive bins
+    for i, it in enumerate(items):
+        own = ideal_binary_labels(stft(it["sources"][None]))[0]
+        n = own.shape[0]
+        lab = enc.labels[i, :n]
+        active = enc.mask[i, :n]
+        assert torch.equal(lab[active], own[active]) and torch.all(lab[~active] == -1)
+        assert not enc.mask[i, n:].any()  # padding frames are never active
+    assert torch.equal(enc.weights, enc.mask.float())
+    mag = AudioDomain(weights="magnitude").encode(d.collate(items), "cpu").weights
+    assert torch.all(mag[~enc.mask] == 0)
+    torch.testing.assert_close(mag.sum(1), enc.mask.sum(1).float())
+
+
+def test_oracle_labels_decode_to_the_oracle_ibm(items, model):
+    d = model.domain
+    enc = d.encode(d.collate(items[:2]), "cpu")
+    # every bin labelled by its dominant source: decoding must reproduce the oracle IBM
+    full = ideal_binary_labels(enc.context["source_specs"])  # (batch, frames * freqs)
+    dummy = torch.zeros(2, enc.mask.shape[1], 2)
+    outs = d.decode(enc, full, None, dummy)
+    for i, it in enumerate(items[:2]):
+        oracle = oracle_separation(it["mixture"][None], it["sources"][None], "ibm")[0]
+        assert outs[i].shape == it["sources"].shape
+        torch.testing.assert_close(outs[i], oracle, atol=1e-5, rtol=0)
+
+
+def test_silent_bins_share_and_soft_masks(items):
+    d = AudioDomain(silent_bins="share", soft_masks=True)
+    enc = d.encode(d.collate(items[:1]), "cpu")
+    n = enc.mask.shape[1]
+    proba = torch.zeros(1, n, 2)
+    proba[..., 0] = 0.7
+    proba[..., 1] = 0.3
+    out = d.decode(enc, torch.zeros(1, n, dtype=torch.long) + torch.arange(2).repeat(n // 2 + 1)[:n], proba, torch.zeros(1, n, 2))[0]
+    mix = items[0]["mixture"]
+    torch.testing.assert_close(out.sum(0), mix, atol=1e-4, rtol=0)  # masks still sum to one
+
+
+def test_compute_loss_with_and_without_mask_head(items):
+    d = AudioDomain()
+    enc = d.encode(d.collate(items[:2]), "cpu")
+    net = embedseg.create_network("dc_compact", mask_sources=2, **SMALL_NET)
+    out = net(enc.features)
+    dc = d.compute_loss(out["embeddings"], enc, "affinity").detach()
+    both = d.compute_loss(out, enc, "affinity").detach()
+    assert float(both) > float(dc) > 0
+    # oracle IBM masks give a smaller mask loss than their swap (permutation invariance)
+    ibm = torch.nn.functional.one_hot(ideal_binary_labels(enc.context["source_specs"]), 2).float()
+    t, f = enc.features.shape[1:]
+    ibm = ibm.reshape(2, t, f, 2).permute(0, 3, 1, 2)
+    good = d._mask_loss(ibm, enc)
+    torch.testing.assert_close(good, d._mask_loss(ibm.flip(1), enc))
+    assert float(good) < float(d._mask_loss(torch.full_like(ibm, 0.5), enc))
+
+
+def test_metrics_match_direct_computation(items, model):
+    d = model.domain
+    outs = model.predict_items(items[:2])
+    enc = d.encode(d.collate(items[:2]), "cpu")
+    got = d.metrics(outs, enc)
+    want = [separation_scores(it["sources"][None].double(), o[None].double(), it["mixture"][None].double()) for it, o in zip(items[:2], outs)]
+    assert got["sdri"] == pytest.approx(np.mean([float(w["sdri"].mean()) for w in want]), abs=1e-6)
+    assert got["si_sdri"] == pytest.approx(np.mean([float(w["si_sdri"].mean()) for w in want]), abs=1e-6)
+    assert got["count_accuracy"] == 1.0
+
+
+def test_separate_shapes_rates_and_kinds(model, items):
+    mix = items[0]["mixture"]
+    one = model.separate(mix, n_sources=2)
+    assert isinstance(one, torch.Tensor) and one.shape == (2, mix.shape[0])
+    torch.testing.assert_close(one.sum(0), mix, atol=1e-4, rtol=0)  # binary masks partition the mixture
+    batch = model.separate(np.stack([mix.numpy(), mix.numpy()]), n_sources=3)
+    assert isinstance(batch, np.ndarray) and batch.shape == (2, 3, mix.shape[0])
+    up = torch.from_numpy(np.interp(np.arange(2 * len(mix)) / 2, np.arange(len(mix)), mix.numpy())).float()
+    at16k = model.separate(up, n_sources=2, sample_rate=16000)
+    assert at16k.shape == (2, up.shape[0])
+    auto = model.separate(mix)  # "auto": between 2 and max_sources
+    assert 2 <= auto.shape[0] <= model.domain.max_sources
+
+
+def test_separate_files_and_stereo(model, items, tmp_path):
+    mix = items[1]["mixture"].numpy()
+    path = tmp_path / "stereo.wav"
+    sf.write(path, np.stack([mix, mix], 1), 16000)
+    with pytest.warns(UserWarning, match="downmixing to mono"):
+        out = model.separate(str(path), n_sources=2)
+    assert out.shape == (2, len(mix))
+
+
+def test_separate_rejects_bad_input(model):
+    with pytest.raises(ValueError, match="finite"):
+        model.separate(torch.tensor([0.1, float("nan")] * 1000))
+    with pytest.raises(ValueError, match="silent or constant"):
+        model.separate(torch.full((4000,), 0.3))
+    with pytest.raises(ValueError, match="at least one STFT frame"):
+        model.separate(torch.randn(100))
+    with pytest.raises(ValueError, match="more than the input can hold"):
+        x = torch.zeros(2000)
+        x[1000] = 1.0  # a click: a handful of active bins
+        model.separate(x, n_sources=5000)
+    with pytest.raises(TypeError, match="'mixture' must be a tensor, an array or a file path"):
+        model.separate([0.1, 0.2])
+    with pytest.raises(ValueError, match="'n_sources' parameter of separate"):
+        model.separate(torch.randn(4000), n_sources=0)
+    clipped = torch.randn(8000, generator=torch.Generator().manual_seed(0)).clamp(-0.3, 0.3) / 0.3
+    with pytest.warns(UserWarning, match="clipped"):
+        model.separate(clipped, n_sources=2)
+
+
+def test_save_load_roundtrip_and_cli(model, items, tmp_path):
+    path = model.save(tmp_path / "m")
+    loaded = embedseg.load(path)
+    assert loaded.domain.get_config() == model.domain.get_config()
+    mix = items[0]["mixture"]
+    torch.testing.assert_close(loaded.separate(mix, n_sources=2), model.separate(mix, n_sources=2))
+    from embedseg.cli import main
+
+    wav = tmp_path / "mix.wav"
+    sf.write(wav, mix.numpy(), 8000)
+    assert main(["separate", str(path), str(wav), "--out", str(tmp_path / "out"), "--n-sources", "2"]) == 0
+    a, rate = sf.read(tmp_path / "out" / "mix_s1.wav")
+    assert rate == 8000 and a.shape == (len(mix),)
+    with pytest.raises(SystemExit):  # argparse rejects the count before anything runs
+        main(["separate", str(path), str(wav), "--out", str(tmp_path / "o2"), "--n-sources", "0"])
+
+
+def test_fit_reduces_the_loss(items):
+    model = embedseg.fit(items, domain="audio", network_params=SMALL_NET, epochs=8, batch_size=4, lr=5e-3, seed=0, progress=False, device="cpu")
+    d = model.domain
+    enc = d.encode(d.collate(items), "cpu")
+    trained = float(d.compute_loss(model.embed(enc), enc, "affinity"))
+    torch.manual_seed(0)
+    fresh = build_model("audio", network_params=SMALL_NET)
+    before = float(d.compute_loss(fresh.embed(enc), enc, "affinity"))
+    assert trained < before

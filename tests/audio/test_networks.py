@@ -1,0 +1,72 @@
+"""The audio embedding networks, over every audio network in the registry."""
+
+import pytest
+import torch
+
+import embedseg
+from domains.audio import networks  # noqa: F401  (registers the audio networks)
+
+SMALL_PARAMS = {
+    "dc_blstm": {"hidden": 8, "layers": 2, "dim": 6, "n_freqs": 17},
+    "dc_compact": {"hidden": 8, "layers": 2, "dim": 6, "n_freqs": 17},
+    "dc_tcn": {"channels": 8, "blocks": 3, "repeats": 2, "dim": 6, "n_freqs": 17},
+}
+AUDIO_NETWORKS = sorted(SMALL_PARAMS)
+SMALL = SMALL_PARAMS["dc_compact"]
+
+
+@pytest.mark.parametrize("name", AUDIO_NETWORKS)
+def test_registered_and_unit_norm(name):
+    assert name in embedseg.list_networks()
+    net = embedseg.create_network(name, **SMALL_PARAMS[name]).eval()
+    out = net(torch.randn(3, 5, 17))
+    assert out.shape == (3, 5 * 17, 6)
+    torch.testing.assert_close(out.norm(dim=-1), torch.ones(3, 85))
+
+
+@pytest.mark.parametrize("name", AUDIO_NETWORKS)
+def test_mask_head_gives_softmax_masks_and_gradients(name):
+    net = embedseg.create_network(name, mask_sources=3, **SMALL_PARAMS[name])
+    x = torch.randn(2, 4, 17)
+    out = net(x)
+    assert set(out) == {"embeddings", "masks"}
+    assert out["masks"].shape == (2, 3, 4, 17)
+    torch.testing.assert_close(out["masks"].sum(1), torch.ones(2, 4, 17))
+    (out["embeddings"].sum() + out["masks"][:, 0].sum()).backward()
+    assert all(p.grad is not None for p in net.parameters())
+
+
+@pytest.mark.parametrize("name", AUDIO_NETWORKS)
+def test_items_are_independent_of_batch_mates(name):
+    net = embedseg.create_network(name, **SMALL_PARAMS[name]).eval()
+    x = torch.randn(2, 6, 17)
+    torch.testing.assert_close(net(x)[:1], net(x[:1]))
+
+
+def test_tcn_receptive_field_is_as_documented():
+    net = embedseg.create_network("dc_tcn", channels=4, blocks=3, repeats=1, dim=3, n_freqs=5).eval()
+    x = torch.randn(1, 40, 5)
+    y = x.clone()
+    y[0, 0] += 1.0  # change the first frame only
+    diff = (net(x) - net(y)).reshape(40, 5, 3).abs().amax((1, 2))
+    reach = 1 + 1 + 2 + 4  # kernel 3, dilations 1, 2, 4: frames 0..7 see frame 0
+    assert bool((diff[:reach] > 0).all()) and bool((diff[reach:] == 0).all())
+
+
+def test_defaults_match_the_documented_sizes():
+    paper = embedseg.create_network("dc_blstm")
+    assert (paper.hidden, paper.layers, paper.dim, paper.n_freqs) == (300, 2, 40, 129)
+    compact = embedseg.create_network("dc_compact")
+    assert (compact.hidden, compact.dim) == (160, 20)
+
+
+def test_bad_parameters_and_input():
+    with pytest.raises(ValueError, match="'dim' parameter of BLSTMEmbedding"):
+        embedseg.create_network("dc_blstm", dim=1)
+    with pytest.raises(TypeError, match="'hidden' parameter of CompactBLSTMEmbedding"):
+        embedseg.create_network("dc_compact", hidden=1.5)
+    with pytest.raises(ValueError, match="'kernel' parameter of DilatedConvEmbedding must be an odd int"):
+        embedseg.create_network("dc_tcn", kernel=4)
+    net = embedseg.create_network("dc_compact", **SMALL)
+    with pytest.raises(ValueError, match="must have 17 frequency bins"):
+        net(torch.zeros(1, 3, 16))
