@@ -193,42 +193,45 @@ def _class_statistics(
     batch, n, dim = embeddings.shape
     x = embeddings.float() if embeddings.dtype in _LOW_PRECISION else embeddings
     labels = labels.long()  # index arithmetic in int64 whatever the integer dtype given
-    active = labels >= 0  # (batch, n)
-    w = active.to(x.dtype) if weights is None else weights.to(x.dtype) * active  # (batch, n)
+    device, dtype = x.device, x.dtype
 
     # Classes are found per item: the buffer has one row per possible id of every item, and
     # ids that an item does not use stay empty (zero rows contribute nothing to any term).
     low, top = (int(t) for t in torch.aminmax(labels))
+    # Every weight 1 (no weights, nothing ignored): no weight tensor is needed at all, which
+    # saves the weighted copy and several passes over (batch, n).
+    uniform = weights is None and low >= 0
+    active = None if uniform else labels >= 0  # (batch, n)
     if top + 1 > n:
         # Sparse large ids (e.g. instance ids of an image): renumber per item, so that the
         # buffer never exceeds n rows per item.
         labels = _dense_labels(labels)
         top = int(labels.max())
     n_classes = max(top, 0) + 1
-    offsets = torch.arange(batch, device=x.device)[:, None] * n_classes  # (batch, 1)
-    keys = labels.clamp(min=0) + offsets  # (batch, n); ignored elements have zero weight
+    n_keys = batch * n_classes
+    offsets = torch.arange(batch, device=device)[:, None] * n_classes  # (batch, 1)
 
-    if weights is not None and weights.requires_grad and torch.is_grad_enabled():
-        gram, sums = _weighted_stats_autograd(x, w, keys, batch * n_classes)
+    if uniform:
+        keys = labels + offsets  # (batch, n)
+        gram, sums = _WeightedStats.apply(x, None, keys, n_keys)
+        counts = torch.bincount(keys.reshape(-1), minlength=n_keys).to(dtype)  # (n_keys,)
+        total = torch.full((batch,), n, dtype=dtype, device=device)  # (batch,)
     else:
-        # All weights 1 (no weights, no ignored label): the statistics need no weighted copy.
-        uniform = weights is None and low >= 0
-        gram, sums = _WeightedStats.apply(
-            x, None if uniform else w.detach(), keys, batch * n_classes
-        )
+        w = active.to(dtype) if weights is None else weights.to(dtype) * active  # (batch, n)
+        keys = labels.clamp(min=0) + offsets  # (batch, n); ignored elements have zero weight
+        if weights is not None and weights.requires_grad and torch.is_grad_enabled():
+            gram, sums = _weighted_stats_autograd(x, w, keys, n_keys)
+        else:
+            gram, sums = _WeightedStats.apply(x, w.detach(), keys, n_keys)
+        counts = torch.zeros(n_keys, dtype=dtype, device=device).index_add(
+            0, keys.reshape(-1), w.reshape(-1)
+        )  # (n_keys,)
+        total = w.sum(1)  # (batch,)
     # Any NaN or infinity in the embeddings reaches the Gram matrix (0·inf is NaN too), so a
     # check of this small tensor replaces a full pass over the embeddings.
     if not bool(torch.isfinite(gram).all()):
         check_tensor(embeddings, "embeddings", finite=True)
-    counts = torch.zeros(batch * n_classes, dtype=x.dtype, device=x.device).index_add(
-        0, keys.reshape(-1), w.reshape(-1)
-    )  # (batch * n_classes,)
-    return (
-        gram,
-        sums.view(batch, n_classes, dim),
-        counts.view(batch, n_classes),
-        w.sum(1),
-    )
+    return gram, sums.view(batch, n_classes, dim), counts.view(batch, n_classes), total
 
 
 def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:

@@ -254,6 +254,13 @@ def test_layouts_and_integer_dtypes(loss_fn):
     torch.testing.assert_close(
         loss_fn(v, labels.to(torch.int16), weights.float(), reduction="none"), want
     )
+    for w in (weights, None):  # the weighted and the all-ones path
+        strided_labels = labels.T.contiguous().T
+        assert not strided_labels.is_contiguous()
+        torch.testing.assert_close(
+            loss_fn(strided, strided_labels, w, reduction="none"),
+            loss_fn(v, labels, w, reduction="none"),
+        )
 
 
 # ----------------------------------------------------------------------------- mixed precision
