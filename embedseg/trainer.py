@@ -668,9 +668,15 @@ class Trainer:
     def _elapsed(self) -> float:
         return self.elapsed_before + (time.monotonic() - self.start_time)
 
-    def _plot(self) -> None:
+    def _plot(self, final: bool = False) -> None:
         if not (self.config.plot and self.out_dir is not None and self.dist.is_main):
             return
+        # Drawing costs about a second; during training the curves are refreshed at most twice a
+        # minute, and always at the end.
+        now = time.monotonic()
+        if not final and now - getattr(self, "_last_plot", -math.inf) < 30.0:
+            return
+        self._last_plot = now
         try:
             from .plotting import plot_training_curves
         except ImportError:  # pragma: no cover - matplotlib is an optional extra
@@ -983,5 +989,5 @@ class Trainer:
         self.model.config["training"] = self._summary(stopped)
         if self.dist.is_main and self.out_dir is not None:
             self.model.save(self.out_dir / "model")
-            self._plot()
+            self._plot(final=True)
         return self.model

@@ -22,7 +22,6 @@ import tempfile
 
 import numpy as np
 import torch
-from sklearn.cluster import KMeans as SkKMeans
 from sklearn.metrics import adjusted_rand_score
 from torch import nn
 
@@ -123,7 +122,7 @@ def make_clouds(n_items: int, n_rings: int = 2, seed: int = 0) -> list[tuple[np.
 
 
 def main() -> None:
-    torch.set_num_threads(min(4, torch.get_num_threads()))
+    torch.set_num_threads(1)  # the network is tiny: one thread beats the cost of syncing several
     train, valid, test = make_clouds(192, seed=0), make_clouds(32, seed=1), make_clouds(64, seed=2)
     with tempfile.TemporaryDirectory() as out:
         model = embedseg.fit(
@@ -131,8 +130,10 @@ def main() -> None:
             device="cpu", out_dir=out, progress=False, seed=0,
         )
         learned = model.evaluate(test)["ari"]
-        raw = np.mean([adjusted_rand_score(y, SkKMeans(2, n_init=10, random_state=0).fit_predict(p))
-                       for p, y in test])
+        # The baseline: the same batched k-means, on the raw coordinates instead of embeddings.
+        batch = model.domain.encode(model.domain.collate(test), "cpu")
+        raw_labels = embedseg.KMeans(n_clusters=2, n_init=10).fit_predict(batch.features["points"], batch.mask)
+        raw = np.mean(model.domain.metrics(model.domain.decode(batch, raw_labels, None, None), batch)["ari"])
         print(f"held-out ARI  k-means on raw points: {raw:.3f}   embedseg: {learned:.3f}")
         model.save(f"{out}/rings-model")
         again = embedseg.load(f"{out}/rings-model")

@@ -22,6 +22,15 @@ from embedseg.io import (
 )
 from embedseg.networks import PointMLP
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny networks train faster on one thread, and the CI machine is shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 
 @embedseg.register_domain("toy-io", override=True)
 class ToyDomain(Domain):
