@@ -400,4 +400,5 @@ class Model:
                 ) from None
         network.to(device)
         network.eval()
-        return cls(network, domain, clusterer, {k: config[k] for k in config if k in ("domain", "network", "clusterer", "training")})
+        kept = {k: config[k] for k in ("domain", "network", "clusterer", "training") if k in config}
+        return cls(network, domain, clusterer, kept)

@@ -33,7 +33,6 @@ from __future__ import annotations
 import csv
 import io as _io
 import itertools
-import json
 import math
 import os
 import random
@@ -782,25 +781,30 @@ class Trainer:
         for old in kept[: -self.config.keep_checkpoints]:
             shutil.rmtree(old, ignore_errors=True)
 
+    @staticmethod
+    def _latest_in(run: Path) -> Path | None:
+        """The checkpoint that ``run/checkpoints/latest.json`` names, or None without one."""
+        from .io import read_json
+
+        pointer = run / "checkpoints" / "latest.json"
+        if not pointer.is_file():
+            return None
+        name = read_json(pointer, "checkpoint pointer").get("checkpoint")
+        if not isinstance(name, str) or "/" in name or "\\" in name or name.startswith("."):
+            raise TrainingError(f"The checkpoint pointer '{pointer}' names no checkpoint: {name!r}.")
+        return pointer.parent / name
+
     def _find_checkpoint(self) -> Path | None:
         cfg = self.config
         if cfg.resume is False:
             return None
         if cfg.resume is True:
-            pointer = self.out_dir / "checkpoints" / "latest.json"
-            if not pointer.is_file():
-                return None  # nothing to resume yet: a fresh run (handy for preemptible jobs)
-            from .io import read_json
-
-            name = read_json(pointer, "checkpoint pointer").get("checkpoint")
-            if not isinstance(name, str) or "/" in name or "\\" in name or name.startswith("."):
-                raise TrainingError(f"The checkpoint pointer '{pointer}' names no checkpoint: {name!r}.")
-            return pointer.parent / name
+            # Nothing to resume yet means a fresh run (handy for jobs that may be preempted).
+            return self._latest_in(self.out_dir)
         path = Path(cfg.resume)
-        if (path / "checkpoints" / "latest.json").is_file():
-            from .io import read_json
-
-            return path / "checkpoints" / read_json(path / "checkpoints" / "latest.json", "checkpoint pointer")["checkpoint"]
+        latest = self._latest_in(path)
+        if latest is not None:
+            return latest
         if not (path / CHECKPOINT_JSON).is_file():
             raise TrainingError(
                 f"The 'resume' path '{path}' is neither a checkpoint folder (with {CHECKPOINT_JSON}) "

@@ -16,6 +16,7 @@ from embedseg import Domain, EncodedBatch
 from embedseg import cli
 from embedseg.domain import DOMAINS
 
+
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
     """Tiny networks train faster on one thread, and the CI machine is shared."""
@@ -23,7 +24,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
 
 
 @embedseg.register_domain("toy-cli", override=True)

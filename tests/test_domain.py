@@ -16,6 +16,7 @@ from embedseg.domain import DOMAINS, resolve_domain
 from embedseg.losses import affinity_loss
 from embedseg.networks import list_networks
 
+
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
     """Tiny networks train faster on one thread, and the CI machine is shared."""
@@ -25,13 +26,13 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-
 class Minimal(Domain):
     """The smallest useful domain: encode, decode and network_spec; items are (points, labels)."""
 
     def encode(self, batch, device):
         points, labels = batch  # default_collate stacks equal-size items
-        return EncodedBatch(points.to(device), torch.ones_like(labels, dtype=torch.bool, device=device), labels.to(device))
+        mask = torch.ones(labels.shape, dtype=torch.bool, device=device)
+        return EncodedBatch(points.to(device), mask, labels.to(device))
 
     def network_spec(self, name=None, **params):
         return {"name": name or "point_mlp", "params": {"in_features": 2, "dim": 3, **params}}

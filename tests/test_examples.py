@@ -33,5 +33,5 @@ def test_custom_domain_adapter_is_small():
     source = (EXAMPLES / "custom_domain.py").read_text()
     start = source.index("class RingsDomain")
     end = source.index("# -- a network", start)
-    lines = [l for l in source[start:end].splitlines() if l.strip()]
+    lines = [line for line in source[start:end].splitlines() if line.strip()]
     assert len(lines) < 80

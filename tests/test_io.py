@@ -22,6 +22,7 @@ from embedseg.io import (
 )
 from embedseg.networks import PointMLP
 
+
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
     """Tiny networks train faster on one thread, and the CI machine is shared."""
@@ -29,7 +30,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
 
 
 @embedseg.register_domain("toy-io", override=True)

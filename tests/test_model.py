@@ -11,6 +11,7 @@ import embedseg
 from embedseg import Domain, EncodedBatch, Model
 from embedseg.cluster import KMeans
 
+
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
     """Tiny networks train faster on one thread, and the CI machine is shared."""
@@ -18,7 +19,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
 
 
 @embedseg.register_domain("toy-model", override=True)
