@@ -153,15 +153,14 @@ class GaussianMixture(BaseClusterer):
         X = X.to(compute_dtype(X))  # half precision is too coarse for EM statistics
         w = mask.to(X.dtype)  # (batch, n_points)
         n_active = w.sum(dim=1)  # (batch,)
-        center = (X * w[..., None]).sum(dim=1) / n_active[:, None]  # (batch, dim)
+        center = torch.bmm(w[:, None, :], X)[:, 0] / n_active[:, None]  # (batch, dim)
         Xc = X - center[:, None, :]  # (batch, n_points, dim)
-        Z = self._design(Xc)  # (batch, n_points, dim or 2 * dim)
 
         best: dict[str, torch.Tensor] = {}
         for i in range(self.n_init):
             resp = self._initial_resp(Xc, mask, counts, k, self.seed + i)  # (batch, k, n_points)
-            params = self._m_step(Z, resp * w[:, None, :], n_active, enabled)
-            params = self._em(Z, w, n_active, enabled, params)
+            params = self._m_step(Xc, resp * w[:, None, :], n_active, enabled)
+            params = self._em(Xc, w, n_active, enabled, params)
             if not best:
                 best = params
             else:
@@ -177,14 +176,7 @@ class GaussianMixture(BaseClusterer):
         self.n_iter_ = best["n_iter"]
         self.lower_bound_ = best["lower_bound"]
         # A final E-step on every point, so that labels_ equals predict(X).
-        log_resp, _ = self._log_resp(Z, best)  # (batch, k, n_points)
-        self.labels_ = log_resp.max(dim=1).indices  # (batch, n_points)
-
-    def _design(self, Xc: torch.Tensor) -> torch.Tensor:
-        """The per-point statistics EM needs: [x, x²] (diag, spherical) or x (full)."""
-        if self.covariance_type == "full":
-            return Xc
-        return torch.cat([Xc, Xc * Xc], dim=-1)  # (batch, n_points, 2 * dim)
+        self.labels_ = self._log_resp(Xc, best)[0].max(dim=1).indices  # (batch, n_points)
 
     def _initial_resp(
         self, Xc: torch.Tensor, mask: torch.Tensor, counts: torch.Tensor, k: int, seed: int
@@ -192,48 +184,51 @@ class GaussianMixture(BaseClusterer):
         """Initial responsibilities (batch, k, n_points); zero on disabled components."""
         B, n, _ = Xc.shape
         enabled = center_valid(counts, k)  # (batch, k)
+        gen = make_generator(seed, Xc.device)
         if self.init == "random":
-            g = make_generator(seed, Xc.device)
-            resp = torch.rand(B, k, n, generator=g, device=Xc.device, dtype=Xc.dtype)
+            resp = torch.rand(B, k, n, generator=gen, device=Xc.device, dtype=Xc.dtype)
             resp = resp * enabled[:, :, None]
             return resp / resp.sum(dim=1, keepdim=True)
         if self.init == "kmeans":
             # scikit-learn's default: one k-means run (k-means++ start), its labels one-hot.
             labels = kmeans(
-                Xc, mask, counts, k, n_init=1, max_iter=300, tol=1e-4,
-                generator=make_generator(seed, Xc.device),
+                Xc, mask, counts, k, n_init=1, max_iter=300, tol=1e-4, generator=gen
             ).labels  # (batch, n_points)
         else:
-            centers = kmeans_plusplus(Xc, mask, k, 1, make_generator(seed, Xc.device))[:, 0]
+            centers = kmeans_plusplus(Xc, mask, k, 1, gen)[:, 0]  # (batch, k, dim)
             d2 = sq_distances(Xc, centers)  # (batch, n_points, k)
-            d2 = d2.masked_fill(~enabled[:, None, :], float("inf"))
-            labels = d2.argmin(dim=-1)
+            labels = d2.masked_fill_(~enabled[:, None, :], float("inf")).min(dim=-1).indices
         slots = torch.arange(k, device=Xc.device)
         return (labels[:, None, :] == slots[None, :, None]).to(Xc.dtype)  # (batch, k, n_points)
 
     def _em(
         self,
-        Z: torch.Tensor,
+        Xc: torch.Tensor,
         w: torch.Tensor,
         n_active: torch.Tensor,
         enabled: torch.Tensor,
         params: dict[str, torch.Tensor],
     ) -> dict[str, torch.Tensor]:
         """Run EM from ``params`` until every item converged or ``max_iter``."""
-        B = Z.shape[0]
-        device = Z.device
-        lower_bound = torch.full((B,), -math.inf, dtype=Z.dtype, device=device)
+        B = Xc.shape[0]
+        device = Xc.device
+        lower_bound = torch.full((B,), -math.inf, dtype=Xc.dtype, device=device)
         converged = torch.zeros(B, dtype=torch.bool, device=device)
         n_iter = torch.zeros(B, dtype=torch.int64, device=device)
         for _ in range(self.max_iter):
-            log_resp, log_norm = self._log_resp(Z, params)  # (batch, k, n), (batch, n)
-            new_bound = (log_norm * w).sum(dim=1) / n_active  # (batch,)
+            if self.covariance_type == "full":
+                log_resp, log_norm = self._log_resp(Xc, params)  # (batch, k, n), (batch, n)
+                log_lik = (log_norm * w).sum(dim=1)  # (batch,)
+                resp = log_resp.exp_().mul_(w[:, None, :])  # masked points zeroed
+                updated = self._m_step(Xc, resp, n_active, enabled)
+            else:
+                log_lik, nk, moments = self._e_m_pass(Xc, w, params)
+                updated = self._from_moments(nk, moments, n_active, enabled)
+            new_bound = log_lik / n_active  # (batch,)
             active = ~converged  # (batch,)
             n_iter += active.to(torch.int64)
             newly = active & ((new_bound - lower_bound).abs() < self.tol)
             lower_bound = torch.where(active, new_bound, lower_bound)
-            resp = log_resp.exp_().mul_(w[:, None, :])  # (batch, k, n), masked points zeroed
-            updated = self._m_step(Z, resp, n_active, enabled)
             params = _select(active, updated, params)
             converged = converged | newly
             if bool(converged.all()):
@@ -242,83 +237,146 @@ class GaussianMixture(BaseClusterer):
         params.update(lower_bound=lower_bound, converged=converged, n_iter=n_iter)
         return params
 
+    # -- M-step ---------------------------------------------------------------------------
     def _m_step(
-        self,
-        Z: torch.Tensor,
-        resp: torch.Tensor,
-        n_active: torch.Tensor,
-        enabled: torch.Tensor,
+        self, Xc: torch.Tensor, resp: torch.Tensor, n_active: torch.Tensor, enabled: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        """Weights, means, covariances and precision factors from masked responsibilities
-        ``resp`` (batch, k, n_points)."""
-        eps = 10 * torch.finfo(Z.dtype).eps
-        nk = resp.sum(dim=-1) + eps  # (batch, k)
-        weights = nk * enabled / n_active[:, None]  # (batch, k)
-        weights = weights / weights.sum(dim=1, keepdim=True)
-        ctype = self.covariance_type
-        reg = self.reg_covar
-        if ctype == "full":
-            d = Z.shape[-1]
-            means = torch.bmm(resp, Z) / nk[..., None]  # (batch, k, dim)
-            diff = Z[:, None, :, :] - means[:, :, None, :]  # (batch, k, n_points, dim)
-            diff = diff * resp[..., None].sqrt()
-            cov = diff.transpose(-1, -2) @ diff / nk[..., None, None]  # (batch, k, dim, dim)
-            eye = torch.eye(d, dtype=Z.dtype, device=Z.device)
-            cov = cov + reg * eye
-            # Disabled components keep an identity covariance, so Cholesky never sees zeros.
-            cov = torch.where(enabled[..., None, None], cov, eye)
-            chol, info = torch.linalg.cholesky_ex(cov)  # (batch, k, dim, dim)
-            if bool((info != 0).any()):
-                raise ValueError(_ILL_DEFINED)
-            prec_chol = torch.linalg.solve_triangular(
-                chol, eye.expand_as(chol), upper=False
-            ).transpose(-1, -2)  # (batch, k, dim, dim)
-        else:
-            d = Z.shape[-1] // 2
-            sums = torch.bmm(resp, Z) / nk[..., None]  # (batch, k, 2 * dim): E[x], E[x²]
-            means = sums[..., :d]  # (batch, k, dim)
-            # E[x²] - E[x]² (scikit-learn's expansion), accurate because the data are centred.
-            var = sums[..., d:] - means * means  # (batch, k, dim)
-            if ctype == "spherical":
-                var = var.mean(dim=-1)  # (batch, k)
-            cov = (var + reg).clamp_min(reg)
-            cov = torch.where(enabled[..., None] if ctype == "diag" else enabled, cov, 1.0)
-            if bool((cov <= 0).any()):
-                raise ValueError(_ILL_DEFINED)
-            prec_chol = cov.rsqrt()
-        return {"weights": weights, "means": means, "covariances": cov, "prec_chol": prec_chol}
+        """Parameters from masked responsibilities ``resp`` (batch, k, n_points)."""
+        nk = resp.sum(dim=-1)  # (batch, k)
+        if self.covariance_type != "full":
+            moments = torch.cat([torch.bmm(resp, Xc), torch.bmm(resp, Xc * Xc)], dim=-1)
+            return self._from_moments(nk, moments, n_active, enabled)
+        nk = nk + 10 * torch.finfo(Xc.dtype).eps
+        means = torch.bmm(resp, Xc) / nk[..., None]  # (batch, k, dim)
+        B, n, d = Xc.shape
+        k = resp.shape[1]
+        # Two passes (means, then centred outer products), as scikit-learn, for accuracy;
+        # chunked so that the (batch, k, chunk, dim) deviations stay small.
+        cov = Xc.new_zeros(B, k, d, d)
+        c = self._chunk(B, k, d)
+        for s in range(0, n, c):
+            diff = Xc[:, None, s : s + c] - means[:, :, None, :]  # (batch, k, c, dim)
+            diff = diff * resp[:, :, s : s + c, None].sqrt()
+            cov += diff.transpose(-1, -2) @ diff  # (batch, k, dim, dim)
+        cov = cov / nk[..., None, None]
+        eye = torch.eye(d, dtype=Xc.dtype, device=Xc.device)
+        cov = cov + self.reg_covar * eye
+        # Disabled components keep an identity covariance, so Cholesky never sees zeros.
+        cov = torch.where(enabled[..., None, None], cov, eye)
+        chol, info = torch.linalg.cholesky_ex(cov)  # (batch, k, dim, dim)
+        if bool((info != 0).any()):
+            raise ValueError(_ILL_DEFINED)
+        prec_chol = torch.linalg.solve_triangular(
+            chol, eye.expand_as(chol), upper=False
+        ).transpose(-1, -2)  # (batch, k, dim, dim)
+        return {"weights": _weights(nk, n_active, enabled), "means": means, "covariances": cov,
+                "prec_chol": prec_chol}
 
-    # -- log-probabilities ----------------------------------------------------------------
-    def _log_prob(self, Z: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
-        """log N(x | mean_j, cov_j) for every component and point: (batch, k, n_points)."""
+    def _from_moments(
+        self, nk: torch.Tensor, moments: torch.Tensor, n_active: torch.Tensor, enabled: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Diagonal/spherical parameters from the weighted sums [Σ r x, Σ r x²] (batch, k, 2 dim)."""
+        nk = nk + 10 * torch.finfo(moments.dtype).eps  # (batch, k)
+        d = moments.shape[-1] // 2
+        avg = moments / nk[..., None]  # (batch, k, 2 * dim): E[x], E[x²]
+        means = avg[..., :d].contiguous()  # (batch, k, dim)
+        # E[x²] - E[x]² (scikit-learn's expansion), accurate because the data are centred.
+        var = avg[..., d:] - means * means  # (batch, k, dim)
+        if self.covariance_type == "spherical":
+            var = var.mean(dim=-1)  # (batch, k)
+        reg = self.reg_covar
+        cov = (var + reg).clamp_min(reg)
+        cov = torch.where(enabled[..., None] if var.ndim == 3 else enabled, cov, 1.0)
+        if bool((cov <= 0).any()):
+            raise ValueError(_ILL_DEFINED)
+        return {"weights": _weights(nk, n_active, enabled), "means": means, "covariances": cov,
+                "prec_chol": cov.rsqrt()}
+
+    # -- E-step ---------------------------------------------------------------------------
+    @staticmethod
+    def _chunk(batch: int, k: int, dim: int) -> int:
+        """Points per chunk: a chunk's per-point data of all items stay within a few MB, so
+        that each pass reads X from memory once and works on it in cache."""
+        return max(256, (1 << 20) // max(1, batch * max(2 * dim, k * dim)))
+
+    def _log_prob_terms(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Per-component constants of log w_j + log N(x | mean_j, cov_j), computed once a pass."""
         means, prec_chol = params["means"], params["prec_chol"]
         d = means.shape[-1]
-        const = d * math.log(2 * math.pi)
+        const = -0.5 * d * math.log(2 * math.pi)
+        log_w = params["weights"].log()  # (batch, k); -inf for disabled components
         if self.covariance_type == "full":
-            y = Z[:, None] @ prec_chol - (means[:, :, None, :] @ prec_chol)  # (batch, k, n, dim)
-            maha = (y * y).sum(dim=-1)  # (batch, k, n_points)
             log_det = prec_chol.diagonal(dim1=-2, dim2=-1).log().sum(dim=-1)  # (batch, k)
-            return (-0.5 * (const + maha)).add_(log_det[..., None])
+            return {"prec_chol": prec_chol, "mean_p": means[:, :, None, :] @ prec_chol,
+                    "offset": const + log_det + log_w}
         if self.covariance_type == "spherical":
             prec_chol = prec_chol[..., None].expand_as(means)  # (batch, k, dim)
         prec = prec_chol * prec_chol  # (batch, k, dim)
-        # |x - m|²_P = x·(-2 m P) + x²·P + m²·P: one batched product against [x, x²].
-        coef = torch.cat([-2 * means * prec, prec], dim=-1)  # (batch, k, 2 * dim)
-        base = const + (means * means * prec).sum(dim=-1)  # (batch, k)
-        maha = torch.baddbmm(base[..., None], coef, Z.transpose(1, 2))  # (batch, k, n_points)
-        log_det = prec_chol.log().sum(dim=-1)  # (batch, k)
-        return maha.mul_(-0.5).add_(log_det[..., None])
+        # -|x - m|²_P / 2 = x·(m P) + x²·(-P / 2) - m²·P / 2: one product against [x, x²].
+        coef = torch.cat([means * prec, -0.5 * prec], dim=-1)  # (batch, k, 2 * dim)
+        offset = const - 0.5 * (means * means * prec).sum(-1) + prec_chol.log().sum(-1) + log_w
+        return {"coef": coef, "offset": offset}
 
-    def _log_resp(
-        self, Z: torch.Tensor, params: dict[str, torch.Tensor]
+    def _chunk_log_resp(
+        self, x: torch.Tensor, terms: dict[str, torch.Tensor], z: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log-responsibilities (batch, k, n_points) and log-likelihoods (batch, n_points)."""
-        weighted = self._log_prob(Z, params).add_(params["weights"].log()[..., None])
+        """Log-responsibilities (batch, k, c) and log-likelihoods (batch, c) of a chunk x
+        (batch, c, dim); for diag/spherical, ``z`` (batch, c, 2 dim) receives [x, x²]."""
+        if self.covariance_type == "full":
+            y = x[:, None] @ terms["prec_chol"] - terms["mean_p"]  # (batch, k, c, dim)
+            weighted = (y * y).sum(dim=-1).mul_(-0.5).add_(terms["offset"][..., None])
+        else:
+            d = x.shape[-1]
+            z[..., :d].copy_(x)
+            torch.mul(x, x, out=z[..., d:])
+            weighted = torch.baddbmm(terms["offset"][..., None], terms["coef"], z.transpose(1, 2))
         # log-sum-exp over the components; the enabled ones are finite, so the max is too
         # (and torch.logsumexp's handling of infinite maxima costs more than the sum itself).
-        top = weighted.amax(dim=1, keepdim=True)  # (batch, 1, n_points)
-        log_norm = (weighted - top).exp_().sum(dim=1).log_().add_(top[:, 0])  # (batch, n_points)
+        top = weighted.amax(dim=1, keepdim=True)  # (batch, 1, c)
+        log_norm = (weighted - top).exp_().sum(dim=1).log_().add_(top[:, 0])  # (batch, c)
         return weighted.sub_(log_norm[:, None, :]), log_norm
+
+    def _log_resp(
+        self, Xc: torch.Tensor, params: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-responsibilities (batch, k, n_points) and log-likelihoods (batch, n_points)."""
+        B, n, d = Xc.shape
+        k = params["weights"].shape[1]
+        terms = self._log_prob_terms(params)
+        c = self._chunk(B, k, d)
+        z = None if self.covariance_type == "full" else Xc.new_empty(B, min(c, n), 2 * d)
+        log_resp = Xc.new_empty(B, k, n)
+        log_norm = Xc.new_empty(B, n)
+        for s in range(0, n, c):
+            x = Xc[:, s : s + c]  # (batch, c, dim)
+            zc = None if z is None else z[:, : x.shape[1]]
+            log_resp[:, :, s : s + c], log_norm[:, s : s + c] = self._chunk_log_resp(x, terms, zc)
+        return log_resp, log_norm
+
+    def _e_m_pass(
+        self, Xc: torch.Tensor, w: torch.Tensor, params: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One fused E- and M-step pass over the points (diag/spherical): the log-likelihood of
+        the active points (batch,), and the new responsibilities' sums (batch, k) and weighted
+        moments [Σ r x, Σ r x²] (batch, k, 2 dim). Each chunk is read from memory once."""
+        B, n, d = Xc.shape
+        k = params["weights"].shape[1]
+        terms = self._log_prob_terms(params)
+        c = self._chunk(B, k, d)
+        z = Xc.new_empty(B, min(c, n), 2 * d)
+        log_lik = Xc.new_zeros(B)
+        nk = Xc.new_zeros(B, k)
+        moments = Xc.new_zeros(B, k, 2 * d)
+        for s in range(0, n, c):
+            x = Xc[:, s : s + c]  # (batch, c, dim)
+            zc = z[:, : x.shape[1]]
+            log_resp, log_norm = self._chunk_log_resp(x, terms, zc)  # (batch, k, c), (batch, c)
+            wc = w[:, s : s + c]  # (batch, c)
+            log_lik += (log_norm * wc).sum(dim=1)
+            resp = log_resp.exp_().mul_(wc[:, None, :])  # masked points zeroed
+            nk += resp.sum(dim=-1)
+            moments.baddbmm_(resp, zc)
+        return log_lik, nk, moments
 
     def _log_resp_fitted(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``_log_resp`` of new points of the fitted items."""
@@ -331,7 +389,7 @@ class GaussianMixture(BaseClusterer):
             "prec_chol": self.precisions_cholesky_,
         }
         Xc = X.to(self.means_.dtype) - shift[:, None, :]  # (batch, n_points, dim)
-        return self._log_resp(self._design(Xc), params)
+        return self._log_resp(Xc, params)
 
     # -- prediction -----------------------------------------------------------------------
     def _predict(self, X: torch.Tensor) -> torch.Tensor:
@@ -379,6 +437,12 @@ _ILL_DEFINED = (
     "covariance (for instance caused by singleton or collapsed samples). Increase the "
     "'reg_covar' parameter (the variance floor), or decrease 'n_clusters'."
 )
+
+
+def _weights(nk: torch.Tensor, n_active: torch.Tensor, enabled: torch.Tensor) -> torch.Tensor:
+    """Mixing weights (batch, k) from responsibility sums; zero for disabled components."""
+    weights = nk * enabled / n_active[:, None]
+    return weights / weights.sum(dim=1, keepdim=True)
 
 
 def _select(cond: torch.Tensor, a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict[str, Any]:
