@@ -44,6 +44,12 @@ class GaussianMixture(BaseClusterer):
     on, and the loop stops when every item has converged or after ``max_iter`` iterations. A
     final E-step gives the labels, so ``fit(X).labels_`` equals ``predict(X)``.
 
+    An iteration is one pass over the points in chunks small enough to stay in cache: for the
+    diagonal and spherical models a chunk's responsibilities feed the M-step sums at once, so
+    each iteration reads X from memory once and needs O(batch·chunk·dim) extra memory, never a
+    (batch, n_points, k, dim) tensor; the full model adds a second, likewise chunked, pass for
+    the centred covariances (two-pass, as scikit-learn, for accuracy).
+
     The data of each item are centred on their (masked) mean before fitting, which keeps the
     expanded quadratic forms of the diagonal and spherical paths accurate in float32;
     ``means_`` are reported in the original coordinates. Computation runs in float64 for
@@ -82,6 +88,10 @@ class GaussianMixture(BaseClusterer):
 
     Here ``k`` is the number of component slots: ``max_clusters`` under ``"auto"``, else the
     largest count; slots at or beyond ``n_clusters_[b]`` are disabled for item b.
+
+    Shape:
+        X: (batch, n_points, dim); mask: (batch, n_points) bool; labels (batch, n_points);
+        predict_proba (batch, n_points, k); score_samples (batch, n_points); score (batch,).
 
     Raises:
         ValueError: bad parameters (in ``fit``), or a covariance that is not positive
@@ -244,7 +254,16 @@ class GaussianMixture(BaseClusterer):
         """Parameters from masked responsibilities ``resp`` (batch, k, n_points)."""
         nk = resp.sum(dim=-1)  # (batch, k)
         if self.covariance_type != "full":
-            moments = torch.cat([torch.bmm(resp, Xc), torch.bmm(resp, Xc * Xc)], dim=-1)
+            B, n, d = Xc.shape
+            c = self._chunk(B, resp.shape[1], d)
+            z = Xc.new_empty(B, min(c, n), 2 * d)
+            moments = Xc.new_zeros(B, resp.shape[1], 2 * d)  # (batch, k, 2 * dim)
+            for s in range(0, n, c):
+                x = Xc[:, s : s + c]  # (batch, c, dim)
+                zc = z[:, : x.shape[1]]
+                zc[..., :d].copy_(x)
+                torch.mul(x, x, out=zc[..., d:])
+                moments.baddbmm_(resp[:, :, s : s + c], zc)
             return self._from_moments(nk, moments, n_active, enabled)
         nk = nk + 10 * torch.finfo(Xc.dtype).eps
         means = torch.bmm(resp, Xc) / nk[..., None]  # (batch, k, dim)

@@ -71,6 +71,16 @@ def spectral_embedding(
 
     Raises:
         ValueError: normalized with ``affinity="linear"`` and a non-positive degree.
+
+    Example:
+        >>> import torch
+        >>> X = torch.nn.functional.normalize(torch.randn(2, 500, 16), dim=-1)
+        >>> mask = torch.ones(2, 500, dtype=torch.bool)
+        >>> U, evals, deg, _ = spectral_embedding(X, mask, 3)
+        >>> U.shape, evals.shape  # r = dim + 1 eigenvalues, the largest first
+        (torch.Size([2, 500, 3]), torch.Size([2, 17]))
+        >>> torch.allclose(U.transpose(1, 2) @ U, torch.eye(3).expand(2, 3, 3), atol=1e-4)
+        True
     """
     dtype = _ops.compute_dtype(X)
     F = _feature_map(X.to(dtype), affinity)  # (batch, n_points, r)
@@ -132,8 +142,9 @@ def _normalize_rows(U: torch.Tensor) -> torch.Tensor:
 class SpectralClustering(BaseClusterer):
     """Spectral clustering of each item's embedding affinity, batched and low-rank.
 
-    The affinity of two embeddings x, y is by default ``(1 + cos(x, y)) / 2``: for the unit-norm
-    embeddings of deep clustering this is the trained affinity V Vᵀ shifted into [0, 1], which
+    The affinity of two embeddings x, y is by default ``(1 + cos(x, y)) / 2`` (rows are scaled
+    to unit norm first): for the unit-norm embeddings of deep clustering this is
+    ``(1 + V Vᵀ) / 2``, the trained affinity shifted into [0, 1], which
     keeps degrees positive (needed by the normalization) without changing the eigenvectors'
     meaning. ``affinity="linear"`` uses X Xᵀ as given (non-negative features, or
     ``normalized=False``).
@@ -180,6 +191,9 @@ class SpectralClustering(BaseClusterer):
 
     Here ``k`` is the number of slots: ``max_clusters`` under ``"auto"``, else the largest
     count.
+
+    Shape:
+        X: (batch, n_points, dim); mask: (batch, n_points) bool; labels (batch, n_points).
 
     Example:
         >>> import torch
