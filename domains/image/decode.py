@@ -7,14 +7,21 @@ give *neighbouring* objects different embeddings. So decoding works in three ste
 
 1. **Foreground.** The network's foreground head (probability > ``fg_threshold``) marks object
    pixels; without that head, the embedding group holding most border pixels is background.
-2. **Over-segmentation.** The foreground pixels' embeddings are clustered into a few groups
-   (the model's clusterer, e.g. k-means with K = 12); each connected component of a group is a
-   fragment. Distant objects that share a group are separated here, by connectivity.
-3. **Region merging.** Fragments are nodes of a region adjacency graph; adjacent fragments
+2. **Seeds.** Pixels whose 3 x 3 neighbourhood agrees (the norm of the neighbourhood's mean
+   embedding is above ``seed_consistency``) are seed pixels: object interiors, without the
+   rims and the seams between touching objects where embeddings change.
+3. **Over-segmentation.** The foreground pixels' embeddings are clustered into a few groups
+   (the model's clusterer, e.g. k-means with K = 12); each connected component of a group's
+   seed pixels is a fragment. Distant objects that share a group are separated here, by
+   connectivity.
+4. **Region merging.** Fragments are nodes of a region adjacency graph; adjacent fragments
    whose mean embeddings have cosine similarity above ``merge_threshold`` are merged, most
    similar first (a group split by k-means inside one object is reunited, while touching
    objects, trained to near-orthogonal embeddings, stay apart). Fragments smaller than
    ``min_size`` join their most similar neighbour, or are dropped when isolated.
+5. **Region growing.** The instances grow from their seeds over the remaining foreground
+   (watershed on the embedding disagreement), so rims and seams go to the nearest instance;
+   foreground components left without a seed become instances of their own if large enough.
 
 With ``n_instances`` given, merging goes on below the threshold (most similar first) until
 that many remain, and if too few remain, the largest instance with the most spread-out
@@ -163,6 +170,24 @@ class _Regions:
         return lut[frag]
 
 
+def _grow(labels: np.ndarray, fg: np.ndarray, cost: np.ndarray, min_size: int) -> np.ndarray:
+    """Grow instances from their seeds over the foreground; seedless foreground components of
+    at least ``min_size`` pixels become new instances."""
+    from skimage.segmentation import watershed
+
+    if labels.max() > 0:
+        labels = watershed(cost, markers=labels, mask=fg).astype(np.int64)
+    rest = _components((fg & (labels == 0)).astype(np.int64))
+    if rest.max() > 0:
+        sizes = np.bincount(rest.ravel())
+        big = sizes >= min_size
+        big[0] = False
+        offset = int(labels.max())
+        new_ids = np.where(big, np.arange(len(sizes)) + offset, 0)
+        labels = np.where(rest > 0, new_ids[rest], labels)
+    return labels
+
+
 def _split_two(emb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """2-means on unit embeddings (farthest-point start, a few Lloyd steps); returns 0/1 labels."""
     c0 = emb[rng.integers(len(emb))]
@@ -220,6 +245,7 @@ def decode_instances(
     *,
     fg_threshold: float = 0.5,
     merge_threshold: float = 0.75,
+    seed_consistency: float = 0.9,
     min_size: int = 16,
     n_instances: int | None = None,
 ) -> np.ndarray:
@@ -234,6 +260,8 @@ def decode_instances(
         fg_threshold: probability above which a pixel is foreground.
         merge_threshold: cosine similarity of mean embeddings above which adjacent fragments
             merge.
+        seed_consistency: norm of the 3 x 3 mean embedding above which a pixel is a seed
+            (1 = only perfectly uniform neighbourhoods; 0 = every foreground pixel).
         min_size: fragments smaller than this join a neighbour or are dropped (pixels).
         n_instances: the number of instances wanted; None = automatic.
 
@@ -246,13 +274,14 @@ def decode_instances(
         >>> emb[[3, 4, 9, 10], :] = [0, 1]            # a second object touching the first
         >>> fg = np.zeros(24); fg[[0, 1, 6, 7, 2, 3, 4, 8, 9, 10]] = 1
         >>> groups = (emb[:, 1] > 0).astype(int)
-        >>> decode_instances(emb, (4, 6), groups, fg, min_size=1)[:2]
+        >>> decode_instances(emb, (4, 6), groups, fg, min_size=1, seed_consistency=0.0)[:2]
         array([[1, 1, 1, 2, 2, 0],
                [1, 1, 1, 2, 2, 0]])
     """
     h, w = int(shape[0]), int(shape[1])
     merge_threshold = check_float(merge_threshold, "merge_threshold", "decode_instances", -1.0, 1.0)
     fg_threshold = check_float(fg_threshold, "fg_threshold", "decode_instances", 0.0, 1.0)
+    seed_consistency = check_float(seed_consistency, "seed_consistency", "decode_instances", 0.0, 1.0)
     min_size = check_int(min_size, "min_size", "decode_instances", 1)
     if n_instances is not None:
         n_instances = check_int(n_instances, "n_instances", "decode_instances", 0)
@@ -269,13 +298,20 @@ def decode_instances(
         fg = grp != np.bincount(border).argmax()
     if n_instances == 0 or not fg.any():
         return np.zeros((h, w), dtype=np.int64)
-    frag = _components(np.where(fg, grp + 1, 0))  # (H, W) fragment ids
+    from scipy import ndimage as ndi
+
+    grid = emb.reshape(h, w, -1)
+    local = np.stack([ndi.uniform_filter(grid[..., d], size=3, mode="nearest") for d in range(grid.shape[-1])], -1)
+    consistency = np.linalg.norm(local, axis=-1)  # (H, W), 1 where the neighbourhood agrees
+    seeds = fg & (consistency > seed_consistency)
+    frag = _components(np.where(seeds, grp + 1, 0))  # (H, W) fragment ids
     regions = _Regions(frag, emb)
     regions.merge_until(merge_threshold)
     regions.absorb_small(min_size)
     if n_instances is not None and len(regions.alive) > n_instances:
         regions.merge_until(-2.0, target=n_instances)
     labels = regions.label_map(frag)
+    labels = _grow(labels, fg, 1.0 - consistency, min_size)
     if n_instances is not None:
         ids, counts = np.unique(labels[labels > 0], return_counts=True)
         if len(ids) > n_instances:

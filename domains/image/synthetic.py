@@ -96,8 +96,9 @@ def _outline(rng: np.random.Generator, kind: str, radius: float) -> tuple[np.nda
 class SyntheticScenes(torch.utils.data.Dataset):
     """Random textured shapes (ellipses, polygons, stars, blobs) on textured backgrounds.
 
-    Objects are filled with textures cut from scikit-image's bundled photographs, shaded
-    towards their rims, and placed with touching neighbours and occlusion (later objects cover
+    Objects are filled with textures cut from scikit-image's bundled photographs, brighter or
+    darker than the background (so no global threshold finds them all), fading towards their
+    rims, and placed with touching neighbours and occlusion (later objects cover
     earlier ones); counts vary between ``min_objects`` and ``max_objects``. Objects covered to
     fewer than ``min_area`` pixels are dropped from the scene (image and labels alike).
 
@@ -177,8 +178,9 @@ class SyntheticScenes(torch.utils.data.Dataset):
         rng = np.random.default_rng([self.seed, index])
         s = self.size
         background, bg_tex = _texture_patch(rng, s, background=True)
-        lo, hi = rng.uniform(0.0, 0.25), rng.uniform(0.1, 0.25)
+        lo, hi = rng.uniform(0.25, 0.45), rng.uniform(0.1, 0.25)
         image = (lo + hi * background).astype(np.float32)
+        level = lo + hi * float(background.mean())
         labels = np.zeros((s, s), dtype=np.int64)
         n_objects = int(rng.integers(self.min_objects, self.max_objects + 1))
         centers: list[tuple[float, float, float]] = []
@@ -201,10 +203,13 @@ class SyntheticScenes(torch.utils.data.Dataset):
             shape[rr, cc] = True
             # Shading falls towards the rim so that touching objects show a boundary.
             depth = ndi.distance_transform_edt(np.pad(shape, 1))[1:-1, 1:-1]
-            shade = 0.55 + 0.45 * np.clip(depth / max(0.45 * radius, 1.0), 0, 1)
+            shade = 0.5 + 0.5 * np.clip(depth / max(0.45 * radius, 1.0), 0, 1)
             texture, _ = _texture_patch(rng, s, exclude=bg_tex)
-            base, gain = rng.uniform(0.4, 0.7), rng.uniform(0.15, 0.3)
-            fill = (base + gain * texture) * shade
+            # Objects are brighter or darker than the background, so no global threshold
+            # finds them all; towards the rim they fade to the background level.
+            delta = rng.choice([-1.0, 1.0]) * rng.uniform(0.2, 0.45)
+            gain = rng.uniform(0.1, 0.3)
+            fill = level + (delta + gain * (texture - float(texture.mean()))) * shade
             image[shape] = fill[shape]
             labels[shape] = k
         # Drop objects occluded down to a sliver: paint the background back over them.

@@ -1,0 +1,215 @@
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from skimage import io as skio
+
+import embedseg
+from embedseg.api import build_model
+from domains.image import ImageDomain, SyntheticScenes
+from domains.image.folder import Augmented
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    m = build_model("image", network_params={"dim": 8, "base": 8}, clusterer={"name": "kmeans", "params": {"n_clusters": 4, "n_init": 1, "max_iter": 10}})
+    m.network.eval()
+    return m
+
+
+def _item(h, w, ids=(0, 1, 300), seed=0):
+    rng = np.random.default_rng(seed)
+    lab = np.zeros((h, w), dtype=np.int64)
+    lab[: h // 2, : w // 2] = ids[1]
+    lab[h // 2 :, w // 2 :] = ids[2]
+    img = rng.random((h, w)).astype(np.float32) + (lab > 0)
+    return {"image": img, "labels": lab}
+
+
+def test_registered_by_name():
+    assert "image" in embedseg.list_domains()
+    d = embedseg.create_domain("image", channels=3)
+    assert isinstance(d, ImageDomain) and d.get_config()["channels"] == 3
+
+
+def test_collate_pads_relabels_and_masks():
+    d = ImageDomain()
+    batch = d.collate([_item(10, 12), _item(7, 15, ids=(0, 5, 65535))])
+    assert batch["image"].shape == (2, 1, 10, 15)
+    assert batch["valid"][1, 7:].sum() == 0 and batch["valid"][1, :7].all()
+    assert batch["valid"][0, :, 12:].sum() == 0
+    lab = batch["labels"]
+    assert lab[1, :7, :15].unique().tolist() == [0, 1, 2]  # 16-bit ids with gaps -> 0..n
+    assert (lab[~batch["valid"]] == -1).all()
+    assert batch["sizes"] == [(10, 12), (7, 15)]
+
+
+def test_intensity_normalization_ignores_dtype_and_range():
+    d = ImageDomain()
+    rng = np.random.default_rng(0)
+    img8 = rng.integers(0, 256, size=(20, 20)).astype(np.uint8)
+    a = d.prepare_image(img8)
+    b = d.prepare_image(img8.astype(np.uint16) * 257)
+    c = d.prepare_image(img8.astype(np.float64) / 255.0)
+    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(a, c)
+    # RGBA: alpha dropped, RGB averaged to gray.
+    rgba = np.dstack([img8, img8, img8, np.full_like(img8, 7)])
+    torch.testing.assert_close(d.prepare_image(rgba), a)
+    assert ImageDomain(channels=3).prepare_image(img8).shape == (3, 20, 20)
+    # A constant image is all zeros, not a division by zero.
+    assert d.prepare_image(np.full((5, 5), 9, np.uint16)).abs().max() == 0
+
+
+def test_encode_labels_background_modes_and_weights():
+    item = {"image": np.zeros((4, 4), np.float32), "labels": np.array([[0] * 4] * 3 + [[7, 7, 7, 9]])}
+    for background, bg_label in (("part", 0), ("ignore", -1)):
+        d = ImageDomain(background=background)
+        enc = d.encode(d.collate([item]), torch.device("cpu"))
+        assert enc.labels.shape == (1, 16) and enc.mask.all()
+        assert (enc.labels[0, :12] == bg_label).all()
+        assert enc.labels[0, 12:].tolist() == [1, 1, 1, 2]
+    # Balanced weights: 1/sqrt(part size), normalized to mean 1 over labelled pixels.
+    d = ImageDomain()
+    enc = d.encode(d.collate([item]), torch.device("cpu"))
+    raw = np.array([1 / np.sqrt(12)] * 12 + [1 / np.sqrt(3)] * 3 + [1.0])
+    np.testing.assert_allclose(enc.weights[0].numpy(), raw / raw.mean(), rtol=1e-6)
+    assert ImageDomain(weighting="none").encode(d.collate([item]), torch.device("cpu")).weights is None
+
+
+def test_weights_zero_on_padding_and_ignored():
+    d = ImageDomain(background="ignore")
+    enc = d.encode(d.collate([_item(6, 6), _item(4, 8)]), torch.device("cpu"))
+    assert (enc.weights[enc.labels < 0] == 0).all()
+    active = enc.labels >= 0
+    for b in range(2):
+        assert enc.weights[b][active[b]].mean() == pytest.approx(1.0)
+
+
+def test_compute_loss_is_affinity_plus_foreground_bce(model):
+    d = model.domain
+    enc = d.encode(d.collate([_item(12, 16), _item(9, 16)]), torch.device("cpu"))
+    out = model.network(enc.features)
+    got = d.compute_loss(out, enc, "affinity")
+    labels = enc.labels.masked_fill(~enc.mask, -1)
+    emb_loss = embedseg.affinity_loss(out["embeddings"], labels, enc.weights)
+    m = enc.mask.float()
+    bce = F.binary_cross_entropy_with_logits(out["foreground"], enc.context["fg_target"], reduction="none")
+    torch.testing.assert_close(got, emb_loss + (bce * m).sum() / m.sum())
+
+
+def test_predict_items_crops_padding_and_reports_metrics(model):
+    items = [_item(20, 24), _item(17, 30)]
+    outs = model.predict_items(items)
+    assert [tuple(o.shape) for o in outs] == [(20, 24), (17, 30)]
+    assert all(o.dtype == torch.int64 and int(o.min()) >= 0 for o in outs)
+    metrics = model.evaluate(items, batch_size=2)
+    assert set(metrics) == {"ap50", "f1", "ap", "pq", "mean_matched_iou", "ari"}
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        np.random.default_rng(0).integers(0, 65535, (33, 41)).astype(np.uint16),
+        np.random.default_rng(0).random((33, 41, 3)),
+        np.random.default_rng(0).integers(0, 255, (33, 41, 4)).astype(np.uint8),
+        torch.rand(1, 33, 41),
+        np.zeros((33, 41), np.uint8),
+    ],
+    ids=["uint16", "rgb-float-hwc", "rgba", "tensor-chw", "constant"],
+)
+def test_segment_accepts_many_image_kinds(model, image):
+    lab = model.segment(image)
+    assert lab.shape == (33, 41) and lab.dtype == torch.int64
+    assert model.predict(image).shape == (33, 41)
+
+
+def test_segment_bad_input(model):
+    with pytest.raises(ValueError, match="finite"):
+        model.segment(np.full((8, 8), np.nan))
+    with pytest.raises(ValueError, match="empty"):
+        model.segment(np.zeros((0, 8)))
+    with pytest.raises(ValueError, match=r"\(H, W\)"):
+        model.segment(np.zeros((2, 3, 8, 8)))
+    with pytest.raises(ValueError, match="n_instances"):
+        model.segment(np.zeros((8, 8)), n_instances=-1)
+
+
+def test_tiled_embeddings_agree_with_whole_image(model):
+    d = model.domain
+    x = d.prepare_image(np.random.default_rng(1).random((150, 170)))
+    whole, fg_whole = d._embed_image(model, x)
+    tiled_domain = ImageDomain(tile_size=96, tile_overlap=40)
+    tiled, fg_tiled = tiled_domain._embed_image(model, x)
+    cos = (whole * tiled).sum(-1)
+    assert float(cos.mean()) > 0.98
+    assert float((fg_whole - fg_tiled).abs().mean()) < 0.02
+
+
+def test_segment_batch_and_counts(model):
+    imgs = [np.random.default_rng(i).random((24, 24)) for i in range(3)]
+    out = model.segment_batch(imgs)
+    assert len(out) == 3 and all(o.shape == (24, 24) for o in out)
+    with pytest.raises(ValueError, match="one count per image"):
+        model.segment_batch(imgs, n_instances=[1, 2])
+    stacked = model.segment_batch(np.stack(imgs))
+    assert all(torch.equal(a, b) for a, b in zip(out, stacked))
+
+
+def test_save_load_round_trip_and_cli(model, tmp_path, capsys):
+    img = (np.random.default_rng(0).random((30, 30)) * 255).astype(np.uint8)
+    expected = model.segment(img)
+    model.save(tmp_path / "m")
+    loaded = embedseg.load(tmp_path / "m")
+    assert isinstance(loaded.domain, ImageDomain)
+    assert torch.equal(loaded.segment(img), expected)
+    skio.imsave(tmp_path / "x.png", img, check_contrast=False)
+    from embedseg.cli import main
+
+    code = main(["segment", str(tmp_path / "m"), str(tmp_path / "x.png"), "--out", str(tmp_path / "l.png"), "--overlay", str(tmp_path / "o.png")])
+    assert code == 0
+    np.testing.assert_array_equal(skio.imread(tmp_path / "l.png"), expected.numpy())
+    assert skio.imread(tmp_path / "o.png").shape == (30, 30, 3)
+    assert main(["segment", str(tmp_path / "m"), str(tmp_path / "missing.png"), "--out", str(tmp_path / "l.png")]) != 0
+
+
+def test_training_data_augments_and_repeats_small_sets():
+    d = ImageDomain(epoch_items=40)
+    items = [_item(16, 16, seed=i) for i in range(8)]
+    wrapped = d.training_data(items)
+    assert isinstance(wrapped, Augmented) and len(wrapped) == 40
+    assert ImageDomain(augment=False).training_data(items) is items
+
+
+def test_fit_runs_a_few_steps_on_synthetic_scenes():
+    model = embedseg.fit(
+        SyntheticScenes(8, size=48, max_objects=4, seed=0),
+        domain="image",
+        max_steps=2,
+        batch_size=4,
+        network_params={"base": 8, "dim": 4},
+        progress=False,
+        seed=0,
+    )
+    assert isinstance(model.domain, ImageDomain)
+    assert model.segment(SyntheticScenes(1, size=48, max_objects=4, seed=9)[0]["image"]).shape == (48, 48)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"channels": 2}, {"background": "drop"}, {"weighting": "sqrt"}, {"tile_size": 16}, {"tile_overlap": 400}, {"percentiles": (5, 1)}],
+)
+def test_bad_options(kwargs):
+    with pytest.raises((ValueError, TypeError)):
+        ImageDomain(**kwargs)
+
+
+def test_mismatched_labels_and_negative_ids():
+    d = ImageDomain()
+    with pytest.raises(ValueError, match="size"):
+        d.collate([{"image": np.zeros((4, 4)), "labels": np.zeros((4, 5), int)}])
+    with pytest.raises(ValueError, match=">= 0"):
+        d.collate([{"image": np.zeros((4, 4)), "labels": -np.ones((4, 4), int)}])
+    with pytest.raises(ValueError, match="every item"):
+        d.collate([{"image": np.zeros((4, 4)), "labels": np.zeros((4, 4), int)}, {"image": np.zeros((4, 4))}])
