@@ -322,9 +322,9 @@ def whitened_kmeans_loss(
     loss 0 and classes without weight are left out of ``(YᵀWY)^{-1}``.
 
     ``(VᵀWV)^{-1}`` is applied by a Cholesky solve of ``VᵀWV + λI`` with a ridge
-    ``λ = 100·eps·tr(VᵀWV)/D`` (``eps`` of the computation dtype), raised a thousandfold for
-    an item whose factorization fails; this keeps rank-deficient embeddings (n < D, or
-    collapsed directions) finite. Precision and weight handling are as in
+    ``λ = 100·eps·tr(VᵀWV)/D`` (``eps`` of the computation dtype), raised a thousandfold (up
+    to twice) for an item whose factorization fails; this keeps rank-deficient embeddings
+    (n < D, or collapsed directions) finite. Precision and weight handling are as in
     :func:`affinity_loss`.
 
     Args:
@@ -365,11 +365,14 @@ def whitened_kmeans_loss(
         # Items without weight get the identity, so that no 1/0 enters the graph at all.
         gram = torch.where(live[:, None, None], gram, eye)  # (batch, dim, dim)
         scale = gram.diagonal(dim1=1, dim2=2).mean(1).detach()  # (batch,)
-        ridge = 100 * torch.finfo(dtype).eps * scale  # (batch,)
-        for boost in (1.0, 1e3, 1e6):
-            chol, info = torch.linalg.cholesky_ex(gram + (boost * ridge)[:, None, None] * eye)
-            if not bool((info > 0).any()):
+        finfo = torch.finfo(dtype)
+        ridge = 100 * finfo.eps * scale + finfo.tiny  # (batch,)
+        for _ in range(3):
+            chol, info = torch.linalg.cholesky_ex(gram + ridge[:, None, None] * eye)
+            failed = info > 0  # (batch,)
+            if not bool(failed.any()):
                 break
+            ridge = torch.where(failed, 1e3 * ridge, ridge)
         solved = torch.cholesky_solve(sums.transpose(1, 2), chol)  # (batch, dim, C)
         inv_counts = torch.where(
             counts > 0, 1 / torch.where(counts > 0, counts, torch.ones_like(counts)), 0.0

@@ -190,6 +190,25 @@ def test_whitened_kmeans_rank_deficient_is_finite():
     assert abs(first - 6.0) < 1e-6
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_whitened_kmeans_collapsed_embeddings_stay_finite(dtype):
+    # All-zero embeddings (a dead output layer): nothing is explained, L = D.
+    zero = torch.zeros(2, 5, 3, dtype=dtype, requires_grad=True)
+    labels = torch.tensor([[0, 1, 0, 1, 1], [0, 0, 0, 0, 0]])
+    loss = whitened_kmeans_loss(zero, labels, reduction="none")
+    loss.sum().backward()
+    torch.testing.assert_close(loss.detach(), torch.full((2,), 3.0, dtype=dtype))
+    assert torch.isfinite(zero.grad).all()
+    # Every embedding the same unit vector: one whitened direction, fully explained: L = D − 1.
+    g = torch.Generator().manual_seed(11)
+    direction = torch.nn.functional.normalize(torch.randn(8, generator=g, dtype=dtype), dim=0)
+    same = direction.expand(2, 50, 8).clone().requires_grad_()
+    loss = whitened_kmeans_loss(same, torch.randint(0, 2, (2, 50), generator=g), reduction="none")
+    loss.sum().backward()
+    torch.testing.assert_close(loss.detach(), torch.full((2,), 7.0, dtype=dtype), rtol=0, atol=1e-4)
+    assert torch.isfinite(same.grad).all()
+
+
 @pytest.mark.parametrize("loss_fn", LOSSES, ids=lambda f: f.__name__)
 def test_items_without_active_weight_give_zero_loss_and_gradient(loss_fn):
     v = unit((3, 20, 4)).requires_grad_()
