@@ -311,6 +311,23 @@ def test_autocast_bf16_accumulates_in_float32(loss_fn):
     torch.testing.assert_close(emb_bf16.grad.double(), v64.grad, rtol=1e-2, atol=1e-2 * scale)
 
 
+@pytest.mark.parametrize("loss_fn", LOSSES, ids=lambda f: f.__name__)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_inputs_give_float32_loss_and_own_dtype_gradient(loss_fn, dtype):
+    v, labels, weights = make_case("mixed", seed=12)
+    half = v.to(dtype).requires_grad_()
+    loss = loss_fn(half, labels, weights.to(dtype), reduction="none")
+    assert loss.dtype == torch.float32
+    v64 = half.detach().double().requires_grad_()
+    want = REFERENCES[loss_fn](v64, labels, weights.to(dtype).double())
+    torch.testing.assert_close(loss.double(), want, rtol=1e-5, atol=1e-5)
+    loss.sum().backward()
+    want.sum().backward()
+    assert half.grad.dtype == dtype
+    scale = float(v64.grad.abs().max())
+    torch.testing.assert_close(half.grad.double(), v64.grad, rtol=1e-2, atol=1e-2 * scale)
+
+
 def test_bf16_accumulation_beats_bf16_arithmetic():
     # Summing 3000 products in bf16 would lose far more than fp32 accumulation does.
     v = unit((1, 3000, 8), seed=9).to(torch.bfloat16)
