@@ -131,7 +131,7 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> Model:
 
     Args:
         path: the model folder (or a training run's ``out_dir``, which holds ``model/``).
-        device: where to put the network.
+        device: where to put the network ("auto": CUDA when available).
 
     Returns:
         The :class:`~embedseg.Model`, in eval mode.
@@ -150,6 +150,8 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> Model:
     ):
         folder = os.path.join(folder, "model")
     state_dict, config = read_model_folder(folder)
+    from .trainer import resolve_device
+
     return Model.from_config(
-        config, state_dict, device=device, source=f"the model at '{folder}'"
+        config, state_dict, device=resolve_device(device), source=f"the model at '{folder}'"
     )

@@ -30,7 +30,7 @@ class DistContext:
     rank: int = 0  # global rank; 0 logs and writes files
     world_size: int = 1  # number of processes
     local_rank: int = 0  # rank on this machine; picks the CUDA device
-    owns_group: bool = False  # True when this context created the process group (and ends it)
+    owns_group: bool = False  # True when this context created the process group
 
     @property
     def is_main(self) -> bool:
@@ -66,11 +66,11 @@ class DistContext:
         if self.enabled:
             dist.barrier()
 
-    def close(self) -> None:
-        """End the process group if this context started it."""
-        if self.owns_group and dist.is_initialized():
-            dist.destroy_process_group()
-            self.owns_group = False
+
+
+def _destroy_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def setup(device: torch.device | None = None) -> DistContext:
@@ -97,6 +97,11 @@ def setup(device: torch.device | None = None) -> DistContext:
     if use_cuda:
         torch.cuda.set_device(local_rank)
     dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    # The group lives until the process ends, so that a script may call fit() more than once:
+    # joining torchrun's rendezvous a second time after leaving it is not supported.
+    import atexit
+
+    atexit.register(_destroy_group)
     return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, owns_group=True)
 
 

@@ -52,6 +52,7 @@ from torch import nn
 
 from ._validation import check_bool, check_choice, check_float, check_int
 from .distributed import DistContext, env_local_rank, setup, shard_indices
+from .domain import Domain
 from .errors import EmbedsegError
 from .model import Model
 from .networks import embeddings_of
@@ -485,6 +486,24 @@ class Trainer:
         )
         return itertools.islice(loader, start, None)
 
+    def _synced(self, batches: Any) -> Iterator[Any]:
+        """Yield batches while every rank still has one.
+
+        Map-style data is padded to equal shards, but the shards of an iterable dataset may
+        differ in length, and a rank that stopped early would leave the others waiting forever
+        in DDP's all-reduce.
+        """
+        if not self.dist.enabled or self.map_style:
+            yield from batches
+            return
+        it = iter(batches)
+        while True:
+            batch = next(it, None)
+            have = torch.tensor([0.0 if batch is None else 1.0], device=self.device)
+            if self.dist.all_reduce_sum(have).item() < self.dist.world_size:
+                return
+            yield batch
+
     def _valid_loader(self) -> Any:
         data = self.valid_set
         if self.dist.enabled:
@@ -562,6 +581,8 @@ class Trainer:
         network.eval()
         sums: dict[str, float] = {}
         count = 0
+        # Clustering and decoding are only worth it when the domain has metrics to compute.
+        has_metrics = self.config.valid_metrics and type(self.domain).metrics is not Domain.metrics
         try:
             with torch.no_grad():
                 for batch in self._valid_loader():
@@ -573,7 +594,7 @@ class Trainer:
                     if encoded.labels is not None:
                         loss = self.domain.compute_loss(output, encoded, self.loss_name)
                         sums["valid_loss"] = sums.get("valid_loss", 0.0) + float(loss) * n
-                    if self.config.valid_metrics:
+                    if has_metrics:
                         encoded.context.setdefault("network_output", output)
                         embeddings = embeddings_of(output)  # (batch, n_points, dim)
                         labels, proba = self.model.cluster(embeddings, encoded.mask)
@@ -905,7 +926,6 @@ class Trainer:
         finally:
             if self.writer is not None:
                 self.writer.close()
-            self.dist.close()
 
     def _loop(self) -> Model:
         cfg = self.config
@@ -922,7 +942,7 @@ class Trainer:
         done = cfg.max_steps is not None and self.step >= cfg.max_steps
         try:
             while not done and self.epoch < cfg.epochs:
-                for batch in self._epoch_loader(self.epoch, self.batch_in_epoch):
+                for batch in self._synced(self._epoch_loader(self.epoch, self.batch_in_epoch)):
                     lr = self._set_lr()
                     loss, ok = self._train_step(batch)
                     self.step += 1

@@ -6,6 +6,7 @@ Run by pytest, this file launches itself under ``torch.distributed.run`` as the 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -62,8 +63,18 @@ def worker(out: str) -> None:
     state = {k: v.contiguous() for k, v in model.network.state_dict().items()}
     save_file(state, os.path.join(out, f"rank{rank}.safetensors"))
     summary = model.config["training"]
+
+    # An iterable dataset: 25 items shard into 13 and 12, i.e. 4 and 3 batches of 4; the ranks
+    # must stop each epoch together (at 3 steps) rather than leave one waiting in an all-reduce.
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            return iter(blobs(25, 2))
+
+    streamed = embedseg.fit(Stream(), domain="toy-ddp", epochs=2, batch_size=4, device="cpu", progress=False)
+    state = {k: v.contiguous() for k, v in streamed.network.state_dict().items()}
+    save_file(state, os.path.join(out, f"stream{rank}.safetensors"))
     with open(os.path.join(out, f"rank{rank}.txt"), "w") as f:
-        f.write(f"{summary['world_size']} {summary['steps']}\n")
+        f.write(f"{summary['world_size']} {summary['steps']} {streamed.config['training']['steps']}\n")
 
 
 def test_shard_indices_cover_every_item_evenly():
@@ -91,16 +102,28 @@ def test_two_gloo_processes_end_with_identical_weights(tmp_path):
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
         __file__, str(tmp_path),
     ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # A session of its own, so that on a timeout the launcher and both workers are ended together.
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        _, stderr = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    assert proc.returncode == 0, stderr[-3000:]
     w0 = load_file(str(tmp_path / "rank0.safetensors"))
     w1 = load_file(str(tmp_path / "rank1.safetensors"))
     assert w0.keys() == w1.keys()
     for key in w0:
         assert torch.equal(w0[key], w1[key]), key
-    # 20 items over 2 ranks = 10 per rank = 3 batches of 4 per epoch, 2 epochs.
-    assert (tmp_path / "rank0.txt").read_text().split() == ["2", "6"]
-    assert (tmp_path / "rank1.txt").read_text().split() == ["2", "6"]
+    # 20 items over 2 ranks = 10 per rank = 3 batches of 4 per epoch, 2 epochs; the stream
+    # stops at the shorter shard's 3 batches per epoch.
+    assert (tmp_path / "rank0.txt").read_text().split() == ["2", "6", "6"]
+    assert (tmp_path / "rank1.txt").read_text().split() == ["2", "6", "6"]
+    s0 = load_file(str(tmp_path / "stream0.safetensors"))
+    s1 = load_file(str(tmp_path / "stream1.safetensors"))
+    assert all(torch.equal(s0[k], s1[k]) for k in s0)
     # Rank 0 alone wrote the run's files, and they load.
     run = tmp_path / "run"
     rows = (run / "log.csv").read_text().splitlines()
