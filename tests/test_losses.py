@@ -92,6 +92,10 @@ def make_case(kind: str, seed: int = 0):
         # Ids above n go through the per-item renumbering.
         labels = labels * 100_003 + torch.arange(batch)[:, None] * 7
         labels[1, :5] = -1
+    elif kind == "unnormalized":
+        # Neither loss needs unit-norm rows.
+        v = v * (0.2 + 2 * torch.rand(batch, n, 1, generator=g, dtype=torch.float64))
+        weights = torch.rand(batch, n, generator=g, dtype=torch.float64)
     elif kind == "mixed":
         weights = torch.rand(batch, n, generator=g, dtype=torch.float64)
         labels[0, 50:] = -1
@@ -100,7 +104,7 @@ def make_case(kind: str, seed: int = 0):
     return v, labels, weights
 
 
-CASES = ["plain", "weights", "padding", "sparse_ids", "huge_ids", "mixed"]
+CASES = ["plain", "weights", "padding", "sparse_ids", "huge_ids", "unnormalized", "mixed"]
 
 
 # ----------------------------------------------------------------------------- values, gradients
