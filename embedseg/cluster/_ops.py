@@ -73,7 +73,10 @@ def gather_points(X: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     Shape:
         X: (batch, n, dim); idx: (batch, m) int64; result (batch, m, dim).
     """
-    return torch.gather(X, 1, idx[:, :, None].expand(-1, -1, X.shape[2]))
+    B, n, d = X.shape
+    offset = torch.arange(B, device=X.device)[:, None] * n  # (batch, 1)
+    # index_select on the flattened points is several times faster than gather on CPU
+    return X.reshape(B * n, d).index_select(0, (idx + offset).reshape(-1)).view(B, -1, d)
 
 
 def center_valid(counts: torch.Tensor, k_max: int) -> torch.Tensor:
@@ -86,27 +89,33 @@ def center_valid(counts: torch.Tensor, k_max: int) -> torch.Tensor:
     return slots < counts[..., None]
 
 
-def masked_mean_variance(X: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def masked_mean_variance(
+    X: torch.Tensor, mask: torch.Tensor, x_sq: torch.Tensor | None = None
+) -> torch.Tensor:
     """Per item, the mean over features of the variance of the active points (sklearn's scale
-    for the k-means tolerance).
+    for the k-means tolerance), as ``(E||x||² − ||E x||²) / dim`` from one matmul.
 
     Shape:
-        X: (batch, n, dim); mask: (batch, n) bool; result (batch,).
+        X: (batch, n, dim); mask: (batch, n) bool; x_sq: (batch, n) or None; result (batch,).
     """
-    w = mask.to(X.dtype)[:, :, None]  # (batch, n, 1)
-    count = w.sum(1).clamp_min(1.0)  # (batch, 1)
-    mean = (X * w).sum(1) / count  # (batch, dim)
-    var = (((X - mean[:, None, :]) ** 2) * w).sum(1) / count  # (batch, dim)
-    return var.mean(-1)
+    if x_sq is None:
+        x_sq = (X * X).sum(-1)  # (batch, n)
+    w = mask.to(X.dtype)  # (batch, n)
+    count = w.sum(1).clamp_min(1.0)  # (batch,)
+    mean = torch.bmm(w[:, None, :], X)[:, 0] / count[:, None]  # (batch, dim)
+    second = (x_sq * w).sum(1) / count  # (batch,)
+    return ((second - (mean * mean).sum(-1)) / X.shape[2]).clamp_min(0.0)
 
 
 def subsample_active(
-    mask: torch.Tensor, size: int, generator: torch.Generator
+    mask: torch.Tensor, size: int, generator: torch.Generator, *, replace: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pick up to ``size`` active points per item uniformly at random, without replacement.
+    """Pick up to ``size`` active points per item uniformly at random.
 
-    Items with fewer active points keep all of them, padded with inactive points (whose entry
-    in the returned mask is False).
+    Items with at most ``size`` active points keep all of them, padded with inactive points
+    (whose entry in the returned mask is False). Larger items draw ``size`` distinct points,
+    or with ``replace`` draw with replacement, which is several times cheaper (no sort) and
+    repeats only about size²/(2·n_active) points.
 
     Returns:
         (idx, sub_mask): indices into the points and whether each picked point is active.
@@ -114,10 +123,26 @@ def subsample_active(
     Shape:
         mask: (batch, n) bool; idx, sub_mask: (batch, min(size, n)).
     """
-    size = min(size, mask.shape[1])
-    keys = torch.rand(mask.shape, generator=generator, device=mask.device)  # (batch, n)
-    keys = keys.masked_fill(~mask, 2.0)  # inactive points sort last
-    idx = keys.topk(size, dim=1, largest=False).indices  # (batch, size)
+    B, n = mask.shape
+    size = min(size, n)
+    n_active = mask.sum(1)  # (batch,)
+    if replace:
+        # The u-th active point of each item, u uniform, found in the running count of actives.
+        u = torch.rand(B, size, generator=generator, device=mask.device)  # (batch, size)
+        rank = (u * n_active[:, None]).long()  # (batch, size) in [0, n_active)
+        cum = mask.cumsum(1)  # (batch, n)
+        drawn = torch.searchsorted(cum, rank + 1).clamp_max_(n - 1)  # (batch, size)
+        # Items with few active points take all of them (and pad), as without replacement.
+        small = n_active <= size  # (batch,)
+        if bool(small.any()):
+            keys = torch.arange(n, device=mask.device).expand(B, n).masked_fill(~mask, n)
+            first = keys.topk(size, dim=1, largest=False).indices  # (batch, size) actives first
+            drawn = torch.where(small[:, None], first, drawn)
+        idx = drawn
+    else:
+        keys = torch.rand(mask.shape, generator=generator, device=mask.device)  # (batch, n)
+        keys = keys.masked_fill(~mask, 2.0)  # inactive points sort last
+        idx = keys.topk(size, dim=1, largest=False).indices  # (batch, size)
     return idx, torch.gather(mask, 1, idx)
 
 
@@ -204,29 +229,53 @@ def random_init(
 
 
 def _scores(X: torch.Tensor, centers: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """``||c||² − 2 x·c`` for every point, group and center (+inf for disabled centers): the
+    """``||c||² − 2 c·x`` for every group, center and point (+inf for disabled centers): the
     squared distance minus ``||x||²``, enough to rank centers with one matmul and no
-    per-point term.
+    per-point term. Points are the last (contiguous) dimension so that the reductions over
+    the few centers vectorize across points.
 
     Shape:
         X: (batch, n, dim); centers: (batch, G, k, dim); valid: (batch, G, k);
-        result (batch, n, G, k).
+        result (batch, G, k, n).
     """
     B, G, k, d = centers.shape
     C = centers.reshape(B, G * k, d)
     c_sq = (C * C).sum(-1).masked_fill(~valid.reshape(B, G * k), math.inf)  # (batch, G*k)
-    s = torch.baddbmm(c_sq[:, None, :], X, C.transpose(1, 2), alpha=-2.0)  # (batch, n, G*k)
-    return s.view(B, -1, G, k)
+    s = torch.baddbmm(c_sq[:, :, None], C, X.transpose(1, 2), alpha=-2.0)  # (batch, G*k, n)
+    return s.view(B, G, k, -1)
+
+
+def _min_slot(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Minimum over the centers (dim 2) and the first center reaching it (int32), as
+    ``s.min(2)``.
+
+    torch's argmin over a middle dimension does not vectorize across the contiguous points
+    on CPU (about 10x slower than this): for a few centers, a running minimum over the slots;
+    for many, an ``amin`` and an integer ``amin`` of the slots reaching it.
+    """
+    k = s.shape[2]
+    if k <= 8:
+        best = s[:, :, 0]  # (batch, G, n)
+        labels = torch.zeros(best.shape, dtype=torch.int32, device=s.device)  # int32: 2x faster fills
+        for j in range(1, k):  # a loop over center slots, not over the batch
+            sj = s[:, :, j]
+            better = sj < best  # strict: ties keep the lowest slot
+            best = torch.minimum(best, sj)
+            labels.masked_fill_(better, j)
+        return best, labels
+    smin = s.amin(2, keepdim=True)  # (batch, G, 1, n)
+    slots = torch.arange(k, dtype=torch.int32, device=s.device)[:, None]  # (k, 1)
+    first = torch.where(s == smin, slots, k).amin(2)  # (batch, G, n); ties -> lowest slot
+    return smin[:, :, 0], first
 
 
 def _assign(
     X: torch.Tensor, centers: torch.Tensor, valid: torch.Tensor, x_sq: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Nearest valid center of every point in every group: (min sq. distance, label), each
-    of shape (batch, G, n)."""
-    smin, labels = _scores(X, centers, valid).min(-1)  # (batch, n, G)
-    dmin = (smin + x_sq[:, :, None]).clamp_(min=0.0)
-    return dmin.transpose(1, 2), labels.transpose(1, 2)
+    """Nearest valid center of every point in every group: (min sq. distance, int32 label),
+    each of shape (batch, G, n)."""
+    smin, labels = _min_slot(_scores(X, centers, valid))  # (batch, G, n)
+    return (smin + x_sq[:, None, :]).clamp_(min=0.0), labels
 
 
 def _normalize_rows(x: torch.Tensor) -> torch.Tensor:
@@ -240,32 +289,31 @@ def _lloyd_step(
     centers: torch.Tensor,
     valid: torch.Tensor,
     spherical: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One assignment + update for the items given: (new centers, labels, empty slots)."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One assignment + update: (new centers, labels, min sq. distance, empty slots), the
+    labels and distances being those to the centers given."""
     B, G, k, d = centers.shape
     n = X.shape[1]
-    labels = _scores(X, centers, valid).argmin(-1)  # (batch, n, G)
+    smin, labels = _min_slot(_scores(X, centers, valid))  # (batch, G, n)
     # Per-group weighted one-hot; one bmm gives every group's per-cluster sums.
-    slots = torch.arange(k, device=X.device)
-    onehot = (labels[..., None] == slots).to(X.dtype)  # (batch, n, G, k)
-    onehot.mul_(w[:, :, None, None])
-    onehot = onehot.view(B, n, G * k)
-    sums = torch.bmm(onehot.transpose(1, 2), X).view(B, G, k, d)  # (batch, G, k, dim)
-    counts = onehot.sum(1).view(B, G, k)  # (batch, G, k)
-    labels = labels.transpose(1, 2)  # (batch, G, n)
-    new = sums / counts.clamp_min(1.0)[..., None]
+    slots = torch.arange(k, dtype=torch.int32, device=X.device)
+    onehot = (labels[:, :, None, :] == slots[:, None]).to(X.dtype)  # (batch, G, k, n)
+    onehot.mul_(w[:, None, None, :])
+    onehot = onehot.view(B, G * k, n)
+    sums = torch.bmm(onehot, X).view(B, G, k, d)  # (batch, G, k, dim)
+    counts = onehot.sum(-1).view(B, G, k)  # (batch, G, k)
+    new = sums / counts.clamp_min(1.0)[..., None]  # disabled slots: 0, as they started
     if spherical:
         new = _normalize_rows(new)
+    dmin = smin.add_(x_sq[:, None, :]).clamp_(min=0.0)  # (batch, G, n)
     empty = (counts == 0) & valid  # (batch, G, k)
     if bool(empty.any()):
-        dmin, _ = _assign(X, centers, valid, x_sq)  # (batch, G, n)
         far = dmin.masked_fill(w[:, None, :] <= 0, -1.0)
         top = far.topk(min(k, n), dim=-1).indices  # (batch, G, min(k, n))
         rank = (empty.cumsum(-1) - 1).clamp(0, top.shape[-1] - 1)  # (batch, G, k)
         pts = gather_points(X, top.gather(-1, rank).view(B, G * k)).view(B, G, k, d)
         new = torch.where(empty[..., None], pts, new)
-    new = torch.where(valid[..., None], new, centers)
-    return new, labels, empty
+    return new, labels, dmin, empty
 
 
 def lloyd(
@@ -310,6 +358,7 @@ def lloyd(
         tol: (batch,). Returns (batch, G, k, dim), (batch, G, n) int64, (batch, G), (batch, G).
     """
     B, G, k, d = centers.shape
+    n = X.shape[1]
     if x_sq is None:
         x_sq = (X * X).sum(-1)  # (batch, n)
     w = mask.to(X.dtype)  # (batch, n)
@@ -317,42 +366,65 @@ def lloyd(
     centers = torch.where(valid[..., None], centers, zero)
     converged = torch.zeros(B, G, dtype=torch.bool, device=X.device)
     n_iter = torch.zeros(B, G, dtype=torch.int64, device=X.device)
+    # Labels and distances of each item's last step, and whether that step left its centers
+    # exactly in place (then they already match the returned centers: no final pass).
+    labels = torch.zeros(B, G, n, dtype=torch.int32, device=X.device)
+    dmin = torch.zeros(B, G, n, dtype=X.dtype, device=X.device)
+    exact = torch.zeros(B, G, dtype=torch.bool, device=X.device)
 
-    # The working set: items with a group still moving (all of them at first, without copies).
+    # The working set: items with a group still moving (all of them at first, without copies);
+    # its state is written back to the full tensors only when the set shrinks or at the end.
     items: torch.Tensor | None = None
-    Xa, wa, xa_sq, va, ca, conv_a, tol_a = X, w, x_sq, valid, centers, converged, tol
-    prev: torch.Tensor | None = None
-    for _ in range(max_iter):
-        new, labels, empty = _lloyd_step(Xa, wa, xa_sq, ca, va, spherical)
-        new = torch.where(conv_a[..., None, None], ca, new)
-        shift = ((new - ca) ** 2).sum((-1, -2))  # (active, G)
-        step = (~conv_a).to(torch.int64)
-        done = shift <= tol_a[:, None]
-        if prev is not None:
-            same = ((labels == prev) | (wa[:, None, :] <= 0)).all(-1)  # (active, G)
-            done |= same & ~empty.any(-1)
-        conv_a = conv_a | done
-        ca = new
-        prev = labels
+    Xa, wa, xa_sq, va, tol_a = X, w, x_sq, valid, tol
+    ca, conv_a, it_a = centers, converged, n_iter
+    lab_a, d_a, ex_a = labels, dmin, exact
+
+    def flush() -> None:
+        nonlocal centers, converged, n_iter, labels, dmin, exact
         if items is None:
-            centers, converged, n_iter = ca, conv_a, n_iter + step
+            centers, converged, n_iter, labels, dmin, exact = ca, conv_a, it_a, lab_a, d_a, ex_a
         else:
             centers = centers.index_copy(0, items, ca)
             converged = converged.index_copy(0, items, conv_a)
-            n_iter = n_iter.index_add(0, items, step)
+            n_iter = n_iter.index_copy(0, items, it_a)
+            labels = labels.index_copy(0, items, lab_a)
+            dmin = dmin.index_copy(0, items, d_a)
+            exact = exact.index_copy(0, items, ex_a)
+
+    for _ in range(max_iter):
+        new, lab_a, d_a, empty = _lloyd_step(Xa, wa, xa_sq, ca, va, spherical)
+        new = torch.where(conv_a[..., None, None], ca, new)  # converged groups stay frozen
+        shift = ((new - ca) ** 2).sum((-1, -2))  # (active, G)
+        it_a = it_a + (~conv_a).to(torch.int64)
+        ex_a = shift == 0
+        conv_a = conv_a | (shift <= tol_a[:, None])
+        ca = new
         moving = ~conv_a.all(1)  # (active,)
-        if not bool(moving.any()):
+        n_moving = int(moving.sum())
+        if n_moving == 0:
             break
-        if not bool(moving.all()):
+        # Copy the still-moving items out only once at most half the working set remains,
+        # so that the copies cost less than the passes they save.
+        if 2 * n_moving <= moving.numel():
+            flush()
             keep = torch.nonzero(moving).flatten()
             items = keep if items is None else items[keep]
-            Xa, wa, xa_sq = X[items], w[items], x_sq[items]
-            va, ca, conv_a, tol_a, prev = valid[items], ca[keep], conv_a[keep], tol[items], prev[keep]
+            Xa, wa, xa_sq, va, tol_a = X[items], w[items], x_sq[items], valid[items], tol[items]
+            ca, conv_a, it_a = ca[keep], conv_a[keep], it_a[keep]
+            lab_a, d_a, ex_a = lab_a[keep], d_a[keep], ex_a[keep]
+    flush()
 
-    # Final assignment so that labels and inertia match the returned centers.
-    dmin, labels = _assign(X, centers, valid, x_sq)  # (batch, G, n)
+    # A final assignment where the last step moved centers, so that labels and inertia match
+    # the returned centers (scikit-learn's last E-step).
+    stale = ~exact.all(1)  # (batch,)
+    if bool(stale.all()):
+        dmin, labels = _assign(X, centers, valid, x_sq)  # (batch, G, n)
+    elif bool(stale.any()):
+        redo = torch.nonzero(stale).flatten()
+        d_r, l_r = _assign(X[redo], centers[redo], valid[redo], x_sq[redo])
+        dmin, labels = dmin.index_copy(0, redo, d_r), labels.index_copy(0, redo, l_r)
     inertia = (dmin * w[:, None, :]).sum(-1)  # (batch, G)
-    return centers, labels, inertia, n_iter
+    return centers, labels.long(), inertia, n_iter
 
 
 # -- the n_clusters parameter shared by every clusterer -------------------------------------

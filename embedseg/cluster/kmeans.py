@@ -42,12 +42,16 @@ def kmeans(
     tol: float = 1e-4,
     init: str = "k-means++",
     metric: str = "euclidean",
+    init_size: int | None = None,
     generator: torch.Generator,
 ) -> KMeansResult:
     """Functional batched k-means on already validated inputs (see :class:`KMeans`).
 
     Restarts are laid out as groups sharing the item's points (one matmul per iteration covers
-    all of them); per item the restart with the lowest inertia is kept.
+    all of them); per item the restart with the lowest inertia is kept. With ``init_size``,
+    items with more active points than that are first seeded and run to convergence, all
+    restarts, on a random subsample of ``init_size`` active points; the best restart then
+    starts a single Lloyd run on all the points (which converges in a few iterations).
 
     Args:
         X: (batch, n_points, dim) points.
@@ -61,10 +65,13 @@ def kmeans(
         init: "k-means++" or "random".
         metric: "euclidean" or "cosine" (spherical k-means; centers kept at unit norm and the
             inertia is the sum of 1 - cos(x, center)).
+        init_size: subsample size for the restarts (raised to k_max if smaller); None runs
+            the restarts on all the points.
         generator: random source on X's device.
 
     Returns:
-        A :class:`KMeansResult` with centers in X's dtype.
+        A :class:`KMeansResult` with centers in X's dtype; ``n_iter`` counts the iterations
+        on all the points.
     """
     dtype = _ops.compute_dtype(X)
     Xc = X.to(dtype)
@@ -72,26 +79,52 @@ def kmeans(
     if spherical:
         Xc = Xc / Xc.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     B, n, d = Xc.shape
-    x_sq = (Xc * Xc).sum(-1)  # (batch, n)
-    if init == "k-means++":
-        centers = _ops.kmeans_plusplus(Xc, mask, k_max, n_init, generator, x_sq=x_sq)
-    else:
-        centers = _ops.random_init(Xc, mask, k_max, n_init, generator)
+    x_sq = torch.linalg.vector_norm(Xc, dim=-1).square_()  # (batch, n), no (batch, n, dim) temporary
     valid = _ops.center_valid(counts, k_max)[:, None, :].expand(B, n_init, k_max)  # (batch, G, k)
-    tol_abs = tol * _ops.masked_mean_variance(Xc, mask)  # (batch,)
+    ar = torch.arange(B, device=X.device)
+    m = None if init_size is None else max(int(init_size), k_max)
+    if m is not None and int(mask.sum(1).max()) > m:
+        idx, sub_mask = _ops.subsample_active(mask, m, generator, replace=True)  # (batch, m)
+        S = _ops.gather_points(Xc, idx)  # (batch, m, dim)
+        s_sq = torch.gather(x_sq, 1, idx)  # (batch, m)
+        centers = _seed(S, sub_mask, s_sq, k_max, n_init, init, generator)
+        # The subsample's variance scales the tolerance for both phases (saves a full pass).
+        tol_abs = tol * _ops.masked_mean_variance(S, sub_mask, s_sq)  # (batch,)
+        centers, _, sub_inertia, _ = _ops.lloyd(
+            S, sub_mask, centers, valid, max_iter=max_iter, tol=tol_abs, spherical=spherical, x_sq=s_sq
+        )
+        centers = centers[ar, sub_inertia.argmin(1)][:, None]  # (batch, 1, k, dim)
+        valid = valid[:, :1]
+    else:
+        tol_abs = tol * _ops.masked_mean_variance(Xc, mask, x_sq)  # (batch,)
+        centers = _seed(Xc, mask, x_sq, k_max, n_init, init, generator)
     centers, labels, inertia, n_iter = _ops.lloyd(
         Xc, mask, centers, valid, max_iter=max_iter, tol=tol_abs, spherical=spherical, x_sq=x_sq
     )
     if spherical:
         inertia = 0.5 * inertia  # ||x - c||² = 2 (1 - cos) for unit vectors
     best = inertia.argmin(1)  # (batch,)
-    ar = torch.arange(B, device=X.device)
     return KMeansResult(
         centers=centers[ar, best].to(X.dtype),  # (batch, k_max, dim)
         labels=labels[ar, best],  # (batch, n)
         inertia=inertia[ar, best],  # (batch,)
         n_iter=n_iter[ar, best],  # (batch,)
     )
+
+
+def _seed(
+    X: torch.Tensor,
+    mask: torch.Tensor,
+    x_sq: torch.Tensor,
+    k_max: int,
+    n_init: int,
+    init: str,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """Initial centers (batch, n_init, k_max, dim) for every restart."""
+    if init == "k-means++":
+        return _ops.kmeans_plusplus(X, mask, k_max, n_init, generator, x_sq=x_sq)
+    return _ops.random_init(X, mask, k_max, n_init, generator)
 
 
 class KMeans(BaseClusterer):
@@ -120,6 +153,11 @@ class KMeans(BaseClusterer):
             ``softmax(-d² / soft_temperature)``; None sets it per item to ``2·σ²`` with σ² the
             fitted within-cluster variance per dimension, i.e. the posteriors of an isotropic
             Gaussian mixture with equal weights (soft k-means).
+        init_size: items with more active points run their seeding and restarts on a random
+            subsample of this many points (as scikit-learn's MiniBatchKMeans ``init_size``),
+            then one Lloyd run on all points refines the best restart: the result is still a
+            fixed point of Lloyd's algorithm on the full data, reached in a few full passes.
+            None runs the restarts on all points.
 
     Fitted attributes:
         cluster_centers_: (batch, k_max, dim) centers; rows at or beyond ``n_clusters_[b]``
@@ -159,6 +197,7 @@ class KMeans(BaseClusterer):
         metric: str = "euclidean",
         seed: int = 0,
         soft_temperature: float | None = None,
+        init_size: int | None = 1024,
     ) -> None:
         self.n_clusters = n_clusters
         self.max_clusters = max_clusters
@@ -169,6 +208,7 @@ class KMeans(BaseClusterer):
         self.metric = metric
         self.seed = seed
         self.soft_temperature = soft_temperature
+        self.init_size = init_size
 
     def get_params(self) -> dict[str, Any]:
         """The constructor parameters, as given (a per-item count tensor becomes a list)."""
@@ -189,6 +229,8 @@ class KMeans(BaseClusterer):
         check_int(self.seed, "seed", owner, 0)
         if self.soft_temperature is not None:
             check_float(self.soft_temperature, "soft_temperature", owner, 0.0, closed="neither")
+        if self.init_size is not None:
+            check_int(self.init_size, "init_size", owner, 1)
 
     def _fit(self, X: torch.Tensor, mask: torch.Tensor) -> None:
         owner = type(self).__name__
@@ -206,6 +248,7 @@ class KMeans(BaseClusterer):
             tol=float(self.tol),
             init=self.init,
             metric=self.metric,
+            init_size=self.init_size,
             generator=gen,
         )
         self.cluster_centers_ = res.centers
