@@ -496,6 +496,8 @@ class Trainer:
         if not self.dist.enabled or self.map_style:
             yield from batches
             return
+        # (With num_workers > 0 each worker process iterates the shard: an iterable dataset must
+        # split itself between workers with torch.utils.data.get_worker_info(), as usual.)
         it = iter(batches)
         while True:
             batch = next(it, None)
@@ -550,7 +552,8 @@ class Trainer:
         if self.config.grad_clip is not None:
             norm = torch.nn.utils.clip_grad_norm_(self.params, self.config.grad_clip)
         else:
-            norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.device)
+            norms = [torch.linalg.vector_norm(g.detach().float()) for g in grads]
+            norm = torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros((), device=self.device)
         value = loss.detach().float()
         finite = torch.isfinite(value)
         # One small all-reduce: summed loss, number of ranks with a non-finite loss.
@@ -938,6 +941,14 @@ class Trainer:
             total=self.planned_steps, initial=self.step, disable=not (show and self.dist.is_main),
             unit="step", dynamic_ncols=True, desc="training",
         )
+        def time_up() -> bool:
+            if budget is None:
+                return False
+            flag = torch.tensor([float(time.monotonic() - call_start >= budget)], device=self.device)
+            if not self.dist.is_main:
+                flag.zero_()  # rank 0's clock decides, so every rank stops together
+            return self.dist.all_reduce_sum(flag).item() > 0
+
         stopped = "epochs"
         done = cfg.max_steps is not None and self.step >= cfg.max_steps
         try:
@@ -981,12 +992,8 @@ class Trainer:
                         self._checkpoint()
                     if cfg.max_steps is not None and self.step >= cfg.max_steps:
                         done, stopped = True, "max_steps"
-                    if budget is not None and not done:
-                        flag = torch.tensor([float(time.monotonic() - call_start >= budget)], device=self.device)
-                        if not self.dist.is_main:
-                            flag.zero_()  # rank 0's clock decides, so every rank stops together
-                        if self.dist.all_reduce_sum(flag).item() > 0:
-                            done, stopped = True, "max_minutes"
+                    if not done and time_up():
+                        done, stopped = True, "max_minutes"
                     if done:
                         break
                 else:
@@ -995,6 +1002,8 @@ class Trainer:
                     self.batch_in_epoch = 0
                     if cfg.eval_every is None and self._evaluate():
                         done, stopped = True, "early_stopping"
+                    if not done and self.epoch < cfg.epochs and time_up():
+                        done, stopped = True, "max_minutes"
                     if cfg.checkpoint_every is None or done:
                         self._checkpoint()
                     continue

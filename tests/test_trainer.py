@@ -153,11 +153,14 @@ def test_every_config_field_is_a_fit_option():
 
 
 # -- learning ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("optimizer, loss", [("adamw", "affinity"), ("rmsprop", "whitened_kmeans")])
-def test_training_lowers_the_validation_loss_and_separates_blobs(optimizer, loss):
-    untrained = embedseg.fit(TRAIN, valid=VALID, **{**BASE, "max_steps": 1, "lr": 1e-9}, optimizer=optimizer, loss=loss)
+@pytest.mark.parametrize(
+    "optimizer, loss, grad_clip", [("adamw", "affinity", 5.0), ("rmsprop", "whitened_kmeans", None)]
+)
+def test_training_lowers_the_validation_loss_and_separates_blobs(optimizer, loss, grad_clip):
+    opts = dict(BASE, optimizer=optimizer, loss=loss, grad_clip=grad_clip)
+    untrained = embedseg.fit(TRAIN, valid=VALID, **{**opts, "max_steps": 1, "lr": 1e-9})
     first = untrained.config["training"]["best_valid"]["valid_loss"]
-    model = embedseg.fit(TRAIN, valid=VALID, **BASE, epochs=8, lr=1e-2, optimizer=optimizer, loss=loss)
+    model = embedseg.fit(TRAIN, valid=VALID, **opts, epochs=8, lr=1e-2)
     summary = model.config["training"]
     assert summary["loss"] == loss and summary["steps"] == 8 * 5
     # The whitened k-means loss is bounded below by dim - n_classes (= 2 here), not by 0.
