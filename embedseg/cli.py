@@ -180,9 +180,14 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 def _cmd_list(args: argparse.Namespace) -> int:
     from .cluster import list_clusterers
-    from .domain import list_domains
+    from .domain import DOMAINS, list_domains
     from .networks import list_networks
 
+    for name in BUILTIN_DOMAINS:  # importing a domain registers its networks
+        try:
+            DOMAINS.get(name)
+        except (ImportError, AttributeError):
+            pass
     print("domains:    " + ", ".join(list_domains()))
     print("networks:   " + ", ".join(list_networks()))
     print("clusterers: " + ", ".join(list_clusterers()))
