@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 if [ -f scripts/install_speech_voices.sh ]; then
-  bash scripts/install_speech_voices.sh
+  # The audio corpus tests need the speech synthesizers; installing them needs root.
+  bash scripts/install_speech_voices.sh || echo "[test] speech voices unavailable: the corpus tests will say so" >&2
 fi
 exec .venv/bin/python -m pytest "$@"
