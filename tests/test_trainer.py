@@ -375,3 +375,31 @@ def test_half_precision_on_cpu_falls_back_to_fp32():
     with pytest.warns(UserWarning, match="needs CUDA; training in fp32"):
         model = embedseg.fit(TRAIN, **BASE, max_steps=1, precision="bf16")
     assert model.config["training"]["precision"] == "fp32"
+
+
+def test_mixed_precision_step_with_loss_scaling():
+    """The CUDA fp16 path (autocast + GradScaler) exercised on the CPU's own autocast and scaler."""
+    import time
+
+    from embedseg.api import build_model
+    from embedseg.trainer import Trainer
+
+    trainer = Trainer(build_model("toy-trainer"), TrainerConfig(device="cpu", progress=False, batch_size=4))
+    trainer.start_time = time.monotonic()
+    trainer._setup(TRAIN, None)
+    trainer.amp_dtype = torch.bfloat16
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
+    batch = trainer.domain.collate(TRAIN[:4])
+    before = [p.detach().clone() for p in trainer.params]
+    loss, ok = trainer._train_step(batch)
+    assert ok and math.isfinite(loss)
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.params))
+    # A gradient overflow (as fp16 gives at too large a scale): the scaler skips the update and
+    # halves its scale, and the step is not counted as a bad one (the loss itself is finite).
+    hook = trainer.params[0].register_hook(lambda g: g * float("inf"))
+    before = [p.detach().clone() for p in trainer.params]
+    loss, ok = trainer._train_step(batch)
+    hook.remove()
+    assert ok and math.isfinite(loss)
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.params))
+    assert trainer.scaler.get_scale() == 2.0**7
