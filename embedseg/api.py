@@ -98,7 +98,9 @@ def fit(dataset: Any, domain: str | Domain = "audio", valid: Any = None, **optio
 
     Returns:
         The trained :class:`~embedseg.Model` (best weights by validation when ``valid`` is
-        given, else the last); with ``out_dir`` it is also saved to ``out_dir/model``.
+        given, else the last); with ``out_dir`` it is also saved to ``out_dir/model``, next to
+        resume checkpoints, ``log.csv`` and ``curves.png``. With ``out_dir=None`` (the default)
+        nothing is written: the best weights are kept in memory and the run cannot be resumed.
 
     Raises:
         TypeError: an unknown option (the message lists the valid ones) or an option of the

@@ -244,14 +244,16 @@ class Model:
         self,
         embeddings: torch.Tensor,
         mask: torch.Tensor | None,
-        n_clusters: int | str | None = None,
+        n_clusters: int | str | Sequence[int] | torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Cluster embeddings with a fresh copy of the clusterer.
 
         Args:
             embeddings: (batch, n_points, dim) embeddings.
             mask: (batch, n_points) bool, True for the points to cluster; None = all.
-            n_clusters: overrides the clusterer's ``n_clusters`` (an int, or ``"auto"``).
+            n_clusters: overrides the clusterer's ``n_clusters``: an int, per-item counts
+                ((batch,) ints, e.g. the true number of parts for an oracle evaluation), or
+                ``"auto"``.
 
         Returns:
             ``(labels, proba)``: (batch, n_points) int64 labels, and (batch, n_points, k) soft
