@@ -36,9 +36,12 @@ def _feature_map(X: torch.Tensor, affinity: str) -> torch.Tensor:
     if affinity == "linear":
         return X
     # (1 + cos)/2 = [1, x/|x|]·[1, y/|y|] / 2, so F = [1, x/|x|] / sqrt(2) with r = dim + 1.
-    unit = X / X.norm(dim=-1, keepdim=True).clamp_min(1e-12)  # (batch, n_points, dim)
-    ones = torch.ones(X.shape[:-1] + (1,), dtype=X.dtype, device=X.device)
-    return torch.cat([ones, unit], dim=-1) * math.sqrt(0.5)  # (batch, n_points, dim + 1)
+    B, n, d = X.shape
+    F = torch.empty(B, n, d + 1, dtype=X.dtype, device=X.device)  # (batch, n_points, dim + 1)
+    F[..., 0] = math.sqrt(0.5)
+    scale = X.norm(dim=-1, keepdim=True).clamp_min(1e-12).reciprocal_().mul_(math.sqrt(0.5))
+    torch.mul(X, scale, out=F[..., 1:])  # written in place: no concatenated copy
+    return F
 
 
 def spectral_embedding(
@@ -84,8 +87,8 @@ def spectral_embedding(
     """
     dtype = _ops.compute_dtype(X)
     F = _feature_map(X.to(dtype), affinity)  # (batch, n_points, r)
-    w = mask.to(dtype)[..., None]  # (batch, n_points, 1)
-    col_sum = (F * w).sum(dim=1)  # (batch, r): Fᵀ1 over the active points
+    w = mask.to(dtype)  # (batch, n_points)
+    col_sum = torch.bmm(w[:, None, :], F)[:, 0]  # (batch, r): Fᵀ1 over the active points
     if normalized:
         deg = torch.bmm(F, col_sum[..., None])[..., 0]  # (batch, n_points)
         bad = (deg <= 0) & mask
@@ -97,24 +100,25 @@ def spectral_embedding(
                 f"affinity={affinity!r}. Use affinity='shifted_cosine' or normalized=False."
             )
         deg = deg.clamp_min(torch.finfo(dtype).tiny)
-        G = F * deg.rsqrt()[..., None]  # (batch, n_points, r)
     else:
         deg = torch.ones(F.shape[:2], dtype=dtype, device=F.device)  # (batch, n_points)
-        G = F
-    Ga = (G * w).double()  # (batch, n_points, r)
-    # The r x r Gram matrix in float64: its eigenvalues are those of the n x n affinity.
-    evals, evecs = torch.linalg.eigh(torch.bmm(Ga.transpose(1, 2), Ga))  # (batch, r), (batch, r, r)
+    # GᵀG = Fᵀ diag(w / d) F with G = D^{-1/2} F: its eigenvalues are those of the n x n
+    # normalized affinity. G itself is never formed; the r x r eigenproblem runs in float64.
+    gram = torch.bmm((F * (w / deg)[..., None]).transpose(1, 2), F)  # (batch, r, r)
+    evals, evecs = torch.linalg.eigh(gram.double())  # (batch, r), (batch, r, r)
     evals, evecs = evals.flip(-1), evecs.flip(-1)  # decreasing
     k = n_components
     lam = evals[:, :k]  # (batch, min(k, r))
     # Directions with (numerically) zero eigenvalue have no eigenvector in point space.
-    floor = evals[:, :1].clamp_min(0) * (evals.shape[-1] * torch.finfo(torch.float64).eps)
+    floor = evals[:, :1].clamp_min(0) * (evals.shape[-1] * torch.finfo(dtype).eps)
     scale = torch.where(lam > floor, lam.clamp_min(torch.finfo(torch.float64).tiny).rsqrt(), 0.0)
     proj = (evecs[:, :, :k] * scale[:, None, :]).to(dtype)  # (batch, r, min(k, r))
     if proj.shape[-1] < k:
         # More clusters than the affinity's rank: the missing eigenvectors are zero.
         proj = torch.nn.functional.pad(proj, (0, k - proj.shape[-1]))  # (batch, r, k)
-    embedding = torch.bmm(G, proj)  # (batch, n_points, k)
+    embedding = torch.bmm(F, proj)  # (batch, n_points, k)
+    if normalized:
+        embedding.mul_(deg.rsqrt()[..., None])  # U = D^{-1/2} F Q Λ^{-1/2}
     state = {"col_sum": col_sum, "proj": proj}
     return embedding, evals.to(dtype), deg, state
 
@@ -126,13 +130,12 @@ def _project(
     through a fitted map."""
     dtype = state["proj"].dtype
     F = _feature_map(X.to(dtype), affinity)  # (batch, n_points, r)
-    if normalized:
-        deg = torch.bmm(F, state["col_sum"][..., None])[..., 0]  # (batch, n_points)
-        deg = deg.clamp_min(torch.finfo(dtype).tiny)
-        F = F * deg.rsqrt()[..., None]
-    else:
-        deg = torch.ones(F.shape[:2], dtype=dtype, device=F.device)
-    return torch.bmm(F, state["proj"]), deg
+    U = torch.bmm(F, state["proj"])  # (batch, n_points, k)
+    if not normalized:
+        return U, torch.ones(F.shape[:2], dtype=dtype, device=F.device)
+    deg = torch.bmm(F, state["col_sum"][..., None])[..., 0]  # (batch, n_points)
+    deg = deg.clamp_min(torch.finfo(dtype).tiny)
+    return U * deg.rsqrt()[..., None], deg
 
 
 def _normalize_rows(U: torch.Tensor) -> torch.Tensor:
