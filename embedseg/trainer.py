@@ -364,6 +364,14 @@ class Trainer:
             )
         self.train_module = module
 
+        for name, data in (("dataset", train), ("valid", valid)):
+            if data is not None and not (
+                _is_map_style(data) or isinstance(data, torch.utils.data.IterableDataset)
+            ):
+                raise TypeError(
+                    f"'{name}' must be a map-style dataset (with __len__ and __getitem__, e.g. a "
+                    f"list), or a torch IterableDataset. Got {type(data).__name__} instead."
+                )
         # The domain may wrap the training set (augmentation); validation data stays as given.
         train = self.domain.training_data(train)
         self.train_set = train
@@ -873,7 +881,18 @@ class Trainer:
                 optim_state.setdefault(int(pid), {})[name] = value
         for pid, scalars in state["optimizer"]["scalars"].items():
             optim_state.setdefault(int(pid), {}).update(scalars)
-        self.optimizer.load_state_dict({"state": optim_state, "param_groups": state["optimizer"]["param_groups"]})
+        if saved.get("optimizer", self.config.optimizer) != self.config.optimizer:
+            raise ModelFileError(
+                f"The optimizer state in '{path}' does not fit this run's {type(self.optimizer).__name__}: "
+                f"the checkpoint was written with optimizer={saved.get('optimizer')!r}."
+            )
+        try:
+            self.optimizer.load_state_dict({"state": optim_state, "param_groups": state["optimizer"]["param_groups"]})
+        except (ValueError, KeyError, RuntimeError) as exc:
+            raise ModelFileError(
+                f"The optimizer state in '{path}' does not fit this run's {type(self.optimizer).__name__} "
+                f"(was the checkpoint written with another optimizer or network?): {exc}"
+            ) from None
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         for key in (

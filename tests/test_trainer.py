@@ -140,6 +140,13 @@ def test_monitor_metric_needs_validation_data_and_existing_metric():
         embedseg.fit(TRAIN, valid=VALID, **BASE, monitor="nope", epochs=1)
 
 
+def test_datasets_must_be_datasets():
+    with pytest.raises(TypeError, match="'dataset' must be a map-style dataset .* Got generator instead"):
+        embedseg.fit((item for item in TRAIN), **BASE)
+    with pytest.raises(TypeError, match="'valid' must be a map-style dataset .* Got int instead"):
+        embedseg.fit(TRAIN, valid=3, **BASE)
+
+
 def test_resume_true_needs_out_dir():
     with pytest.raises(ValueError, match="'resume' parameter of fit needs 'out_dir'"):
         embedseg.fit(TRAIN, **BASE, resume=True)
@@ -234,6 +241,8 @@ def test_resume_from_an_explicit_checkpoint_folder_and_bad_paths(tmp_path):
     assert model.config["training"]["steps"] == 10
     with pytest.raises(TrainingError, match="neither a checkpoint folder"):
         embedseg.fit(TRAIN, **BASE, epochs=2, resume=str(tmp_path))
+    with pytest.raises(embedseg.ModelFileError, match="optimizer state .* does not fit this run's RMSprop"):
+        embedseg.fit(TRAIN, **BASE, epochs=2, optimizer="rmsprop", resume=str(ckpt))
     torch.save({"x": 1}, ckpt / "extra.pt")
     with pytest.raises(embedseg.ModelFileError, match="pickle payload"):
         embedseg.fit(TRAIN, **BASE, epochs=2, resume=str(ckpt))
