@@ -412,3 +412,27 @@ def test_mixed_precision_step_with_loss_scaling():
     assert ok and math.isfinite(loss)
     assert all(torch.equal(a, b) for a, b in zip(before, trainer.params))
     assert trainer.scaler.get_scale() == 2.0**7
+
+
+def test_a_crash_while_writing_a_checkpoint_leaves_the_previous_one_usable(tmp_path, monkeypatch):
+    import embedseg.io as eio
+
+    real = eio.atomic_write_json
+    calls = {"n": 0}
+
+    def failing(path, obj):
+        if path.name == "checkpoint.json":
+            calls["n"] += 1
+            if calls["n"] == 2:  # the second checkpoint dies half-written
+                raise OSError("disk full")
+        return real(path, obj)
+
+    monkeypatch.setattr(eio, "atomic_write_json", failing)
+    with pytest.raises(OSError, match="disk full"):
+        embedseg.fit(TRAIN, **BASE, epochs=2, checkpoint_every=2, out_dir=str(tmp_path))
+    monkeypatch.setattr(eio, "atomic_write_json", real)
+    root = tmp_path / "checkpoints"
+    assert sorted(p.name for p in root.iterdir()) == ["latest.json", "step-00000002"]
+    resumed = embedseg.fit(TRAIN, **BASE, epochs=2, checkpoint_every=2, out_dir=str(tmp_path), resume=True)
+    straight = embedseg.fit(TRAIN, **BASE, epochs=2, checkpoint_every=2)
+    assert weights_equal(straight, resumed)
