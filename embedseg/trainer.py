@@ -95,6 +95,7 @@ class TrainerConfig:
     precision: str = "auto"  # "auto" (bf16/fp16 on CUDA, fp32 on CPU), "fp32", "bf16", "fp16"
     compile: bool = False  # torch.compile the network
     seed: int = 0  # seeds torch, numpy and random; epoch orders use seed + epoch
+    find_unused_parameters: bool = False  # DDP: set when some network outputs take no part in the loss
     # -- validation and stopping ---------------------------------------------------------------
     eval_every: int | None = None  # validate every N steps (None: at the end of each epoch)
     valid_metrics: bool = True  # also cluster, decode and compute the domain metrics
@@ -143,6 +144,7 @@ class TrainerConfig:
         check_choice(self.precision, "precision", owner, ("auto", "fp32", "bf16", "fp16"))
         check_bool(self.compile, "compile", owner)
         check_int(self.seed, "seed", owner, 0)
+        check_bool(self.find_unused_parameters, "find_unused_parameters", owner)
         if self.eval_every is not None:
             check_int(self.eval_every, "eval_every", owner, 1)
         check_bool(self.valid_metrics, "valid_metrics", owner)
@@ -360,7 +362,9 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             module = DistributedDataParallel(
-                module, device_ids=[self.device.index] if self.device.type == "cuda" else None
+                module,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=cfg.find_unused_parameters,
             )
         self.train_module = module
 
