@@ -109,6 +109,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         params.update(dict(args.clusterer_param))
         options["clusterer"] = {"name": name, "params": params}
     model = fit(train, domain=domain, valid=valid, **options)
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # under torchrun, rank 0 reports
     summary = model.config.get("training", {})
     print(f"model saved to {os.path.join(args.out, 'model')}")
     print(f"steps: {summary.get('steps')}, stopped by: {summary.get('stopped')}, "
