@@ -461,6 +461,9 @@ class Trainer:
         self.log = _Log(self.out_dir / "log.csv" if self.out_dir is not None and self.dist.is_main else None, log_rows)
         self.writer = None
         if cfg.tensorboard and self.out_dir is not None and self.dist.is_main:
+            from .errors import require
+
+            require("tensorboard", "dev")  # a clear message naming the extra when it is missing
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(log_dir=str(self.out_dir / "tensorboard"), purge_step=self.step or None)
