@@ -10,13 +10,18 @@ Auto counts: 100 items with 2 to 5 clusters (varied dimensions, sizes, spreads, 
 unit-normalized embedding-like items); the target is at least 90% exact counts.
 
 Run:
-    .venv/bin/python benchmarks/bench_kmeans.py            # full sizes
-    .venv/bin/python benchmarks/bench_kmeans.py --quick    # smaller, for a smoke run
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_kmeans.py   # full sizes
+    .venv/bin/python benchmarks/bench_kmeans.py --quick                    # smoke run
+
+On a machine whose cores are shared with other busy processes, OpenMP's default spin-waiting
+makes every parallel region of both libraries stall (timings 10x slower and erratic);
+OMP_WAIT_POLICY=PASSIVE applies to both sides alike and gives stable figures.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import time
@@ -136,7 +141,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     n_items, n_points = (4, 3000) if args.quick else (16, 12900)
-    print(f"# {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}")
+    print(
+        f"# {platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
+        f"torch {torch.__version__}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}"
+    )
     print("| case | embedseg | scikit-learn | speed-up | ARI embedseg | ARI sklearn | result |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for line in bench_speed(n_items, n_points, 40, args.repeats):

@@ -14,6 +14,8 @@ from .base import BaseClusterer
 __all__ = ["KMeans", "KMeansResult", "kmeans"]
 
 _INITS = ("k-means++", "random")
+# How much looser the restarts' tolerance is on the subsample than on the full data.
+_SUBSAMPLE_TOL_FACTOR = 10.0
 _METRICS = ("euclidean", "cosine")
 
 
@@ -90,8 +92,11 @@ def kmeans(
         centers = _seed(S, sub_mask, s_sq, k_max, n_init, init, generator)
         # The subsample's variance scales the tolerance for both phases (saves a full pass).
         tol_abs = tol * _ops.masked_mean_variance(S, sub_mask, s_sq)  # (batch,)
+        # The subsample run only picks the start, so it stops at a looser tolerance; the
+        # full-data run below applies the real one.
         centers, _, sub_inertia, _ = _ops.lloyd(
-            S, sub_mask, centers, valid, max_iter=max_iter, tol=tol_abs, spherical=spherical, x_sq=s_sq
+            S, sub_mask, centers, valid, max_iter=max_iter, tol=_SUBSAMPLE_TOL_FACTOR * tol_abs,
+            spherical=spherical, x_sq=s_sq,
         )
         centers = centers[ar, sub_inertia.argmin(1)][:, None]  # (batch, 1, k, dim)
         valid = valid[:, :1]
