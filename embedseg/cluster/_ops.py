@@ -129,7 +129,9 @@ def subsample_active(
     if replace:
         # The u-th active point of each item, u uniform, found in the running count of actives.
         u = torch.rand(B, size, generator=generator, device=mask.device)  # (batch, size)
-        rank = (u * n_active[:, None]).long()  # (batch, size) in [0, n_active)
+        rank = (u * n_active[:, None]).long().clamp_max_(n - 1)  # (batch, size) in [0, n_active)
+        if bool(mask.all()):  # no padding: the u-th active point is point u
+            return rank, torch.ones_like(rank, dtype=torch.bool)
         cum = mask.cumsum(1)  # (batch, n)
         drawn = torch.searchsorted(cum, rank + 1).clamp_max_(n - 1)  # (batch, size)
         # Items with few active points take all of them (and pad), as without replacement.
@@ -284,21 +286,22 @@ def _normalize_rows(x: torch.Tensor) -> torch.Tensor:
 
 def _lloyd_step(
     X: torch.Tensor,
-    w: torch.Tensor,
+    w: torch.Tensor | None,
     x_sq: torch.Tensor,
     centers: torch.Tensor,
     valid: torch.Tensor,
     spherical: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """One assignment + update: (new centers, labels, min sq. distance, empty slots), the
-    labels and distances being those to the centers given."""
+    labels and distances being those to the centers given; ``w`` None means all active."""
     B, G, k, d = centers.shape
     n = X.shape[1]
     smin, labels = _min_slot(_scores(X, centers, valid))  # (batch, G, n)
     # Per-group weighted one-hot; one bmm gives every group's per-cluster sums.
     slots = torch.arange(k, dtype=torch.int32, device=X.device)
     onehot = (labels[:, :, None, :] == slots[:, None]).to(X.dtype)  # (batch, G, k, n)
-    onehot.mul_(w[:, None, None, :])
+    if w is not None:  # None: every point active
+        onehot.mul_(w[:, None, None, :])
     onehot = onehot.view(B, G * k, n)
     sums = torch.bmm(onehot, X).view(B, G, k, d)  # (batch, G, k, dim)
     counts = onehot.sum(-1).view(B, G, k)  # (batch, G, k)
@@ -308,7 +311,7 @@ def _lloyd_step(
     dmin = smin.add_(x_sq[:, None, :]).clamp_(min=0.0)  # (batch, G, n)
     empty = (counts == 0) & valid  # (batch, G, k)
     if bool(empty.any()):
-        far = dmin.masked_fill(w[:, None, :] <= 0, -1.0)
+        far = dmin if w is None else dmin.masked_fill(w[:, None, :] <= 0, -1.0)
         top = far.topk(min(k, n), dim=-1).indices  # (batch, G, min(k, n))
         rank = (empty.cumsum(-1) - 1).clamp(0, top.shape[-1] - 1)  # (batch, G, k)
         pts = gather_points(X, top.gather(-1, rank).view(B, G * k)).view(B, G, k, d)
@@ -375,7 +378,8 @@ def lloyd(
     # The working set: items with a group still moving (all of them at first, without copies);
     # its state is written back to the full tensors only when the set shrinks or at the end.
     items: torch.Tensor | None = None
-    Xa, wa, xa_sq, va, tol_a = X, w, x_sq, valid, tol
+    full = bool(mask.all())
+    Xa, wa, xa_sq, va, tol_a = X, None if full else w, x_sq, valid, tol
     ca, conv_a, it_a = centers, converged, n_iter
     lab_a, d_a, ex_a = labels, dmin, exact
 
@@ -409,7 +413,8 @@ def lloyd(
             flush()
             keep = torch.nonzero(moving).flatten()
             items = keep if items is None else items[keep]
-            Xa, wa, xa_sq, va, tol_a = X[items], w[items], x_sq[items], valid[items], tol[items]
+            Xa, xa_sq, va, tol_a = X[items], x_sq[items], valid[items], tol[items]
+            wa = None if full else w[items]
             ca, conv_a, it_a = ca[keep], conv_a[keep], it_a[keep]
             lab_a, d_a, ex_a = lab_a[keep], d_a[keep], ex_a[keep]
     flush()
