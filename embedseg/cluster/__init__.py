@@ -9,8 +9,8 @@ Example:
     >>> from embedseg.cluster import create_clusterer, list_clusterers
     >>> "kmeans" in list_clusterers()
     True
-    >>> create_clusterer("kmeans", n_clusters=3)
-    KMeans(n_clusters=3, max_clusters=8, n_init=3, max_iter=100, tol=0.0001, init='k-means++', metric='euclidean', seed=0, soft_temperature=None)
+    >>> create_clusterer("kmeans", n_clusters=3, metric="cosine").get_params()["metric"]
+    'cosine'
 """
 
 from __future__ import annotations

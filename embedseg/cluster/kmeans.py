@@ -51,9 +51,10 @@ def kmeans(
 
     Restarts are laid out as groups sharing the item's points (one matmul per iteration covers
     all of them); per item the restart with the lowest inertia is kept. With ``init_size``,
-    items with more active points than that are first seeded and run to convergence, all
-    restarts, on a random subsample of ``init_size`` active points; the best restart then
-    starts a single Lloyd run on all the points (which converges in a few iterations).
+    items with more active points than that are first seeded and run, all restarts, on
+    ``init_size`` active points drawn at random (with replacement), to a 10x looser tolerance;
+    the best restart then starts a single Lloyd run on all the points, which converges in a
+    few passes.
 
     Args:
         X: (batch, n_points, dim) points.
@@ -170,7 +171,8 @@ class KMeans(BaseClusterer):
         labels_: (batch, n_points) int64 labels of every point (masked ones included).
         inertia_: (batch,) sum of squared distances of active points to their center (of
             ``1 - cos`` under the cosine metric).
-        n_iter_: (batch,) int64 Lloyd iterations of the kept restart.
+        n_iter_: (batch,) int64 Lloyd iterations on all the points (after the subsample
+            restarts when ``init_size`` applies; else those of the kept restart).
         n_clusters_: (batch,) int64 clusters per item.
 
     Shape:

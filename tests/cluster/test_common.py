@@ -109,6 +109,7 @@ _OTHER_BAD = [
     ("n_init", 0, ValueError),
     ("n_init", "3", TypeError),
     ("max_iter", 0, ValueError),
+    ("init_size", 0, ValueError),
     ("metric", "manhattan", ValueError),
     ("seed", -1, ValueError),
     ("seed", 1.5, TypeError),

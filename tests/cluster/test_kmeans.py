@@ -85,6 +85,24 @@ def test_subsample_takes_distinct_active_points():
         assert len(set(idx[b].tolist())) == 30
 
 
+def test_subsample_with_replacement_draws_only_active_points():
+    gen = _ops.make_generator(0, torch.device("cpu"))
+    full = torch.ones(2, 500, dtype=torch.bool)
+    idx, sub = _ops.subsample_active(full, 100, gen, replace=True)
+    assert idx.shape == (2, 100) and bool(sub.all()) and int(idx.max()) < 500
+    mask = torch.zeros(3, 500, dtype=torch.bool)
+    mask[0, 100:400] = True
+    mask[1, ::3] = True
+    mask[2, :50] = True  # fewer active points than asked: all of them, then padding
+    idx, sub = _ops.subsample_active(mask, 100, gen, replace=True)
+    assert bool(torch.gather(mask, 1, idx)[:2].all()) and bool(sub[:2].all())
+    assert sorted(idx[2][sub[2]].tolist()) == list(range(50)) and int(sub[2].sum()) == 50
+    # roughly uniform over the active points
+    idx, _ = _ops.subsample_active(mask[:1].expand(200, -1), 100, gen, replace=True)
+    counts = torch.bincount(idx.flatten() - 100, minlength=300).double()
+    assert counts.std() / counts.mean() < 0.2
+
+
 def test_kmeans_plusplus_picks_distinct_active_points():
     # Five distinct locations with repeats: greedy D² seeding of 5 centers must find all five,
     # and never a masked point (placed far away, where D² would otherwise attract it).
@@ -117,6 +135,25 @@ def test_lloyd_reaches_a_fixed_point_against_float64_brute_force():
             torch.testing.assert_close(C[c], members.mean(0))
         assert res.inertia[b].item() == pytest.approx(d[m].min(1).values.sum().item(), rel=1e-9)
         assert bool((res.centers[b, k:] == 0).all())
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_restarts_on_a_subsample_still_end_at_a_full_data_fixed_point(metric):
+    X, y = gaussian_items(3, 3000, 6, 4, 0.6, seed=15, unit=metric == "cosine")
+    X = X.double()
+    mask = torch.rand(3, 3000, generator=torch.Generator().manual_seed(3)) > 0.1
+    km = KMeans(n_clusters=4, init_size=200, tol=0.0, metric=metric).fit(X, mask)
+    Xn = X / X.norm(dim=-1, keepdim=True) if metric == "cosine" else X
+    for b in range(3):
+        C = km.cluster_centers_[b]
+        assert torch.equal(km.labels_[b], (torch.cdist(Xn[b], C) ** 2).argmin(1))
+        m = mask[b]
+        for c in range(4):
+            mean = Xn[b][m & (km.labels_[b] == c)].mean(0)
+            ref = mean / mean.norm() if metric == "cosine" else mean
+            torch.testing.assert_close(C[c], ref)
+    full = KMeans(n_clusters=4, init_size=None, tol=0.0, metric=metric).fit(X, mask)
+    torch.testing.assert_close(km.inertia_.sum(), full.inertia_.sum(), rtol=2e-3, atol=0.0)
 
 
 def test_empty_cluster_moves_to_the_farthest_point():
@@ -287,6 +324,8 @@ def test_messages_follow_scikit_learn():
         KMeans(tol=-1.0).fit(X)
     with pytest.raises(ValueError, match="'soft_temperature'"):
         KMeans(soft_temperature=0.0).fit(X)
+    with pytest.raises(ValueError, match="'init_size'"):
+        KMeans(init_size=0).fit(X)
     with pytest.raises(ValueError, match="'n_clusters' parameter of KMeans must be an int in \\[1, inf\\), 'auto'"):
         KMeans(n_clusters="many").fit(X)
     km = KMeans(n_clusters=2).fit(X)
