@@ -53,6 +53,10 @@ def embedding_like(
     return X / X.norm(dim=-1, keepdim=True), y
 
 
+# Seconds to wait before each timed run (see side_by_side).
+_PAUSE_S = 0.5
+
+
 def side_by_side(
     ours: Callable[[], object],
     ref: Callable[[], object],
@@ -61,18 +65,24 @@ def side_by_side(
     sync: Callable[[], None],
 ) -> tuple[float, object, float, object]:
     """Fastest time and last result of each function, their runs interleaved so that both see
-    the same load (after one untimed warm-up run of ``ours``)."""
+    the same load (after one untimed warm-up run of ``ours``).
+
+    Each run starts after a short pause: BLAS and OpenMP worker threads keep spinning for a
+    while after a parallel region, and would otherwise steal the cores from the next run.
+    """
     out = ours()
     sync()
     t_ours = t_ref = float("inf")
     ref_out = None
     for i in range(max(repeats, ref_repeats)):
         if i < repeats:
+            time.sleep(_PAUSE_S)
             t0 = time.perf_counter()
             out = ours()
             sync()
             t_ours = min(t_ours, time.perf_counter() - t0)
         if i < ref_repeats:
+            time.sleep(_PAUSE_S)
             t0 = time.perf_counter()
             ref_out = ref()
             t_ref = min(t_ref, time.perf_counter() - t0)
@@ -85,6 +95,7 @@ def best_time(fn: Callable[[], object], repeats: int, sync: Callable[[], None]) 
     sync()
     best = float("inf")
     for _ in range(repeats):
+        time.sleep(_PAUSE_S)
         t0 = time.perf_counter()
         out = fn()
         sync()
