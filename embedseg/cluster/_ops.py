@@ -230,19 +230,24 @@ def random_init(
     return gather_points(X, idx.view(B, n_groups * k_max)).view(B, n_groups, k_max, d)
 
 
-def _scores(X: torch.Tensor, centers: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+def _offset(valid: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """0 for the center slots in use, +inf for disabled ones: (batch, G, k)."""
+    return torch.zeros(valid.shape, dtype=dtype, device=valid.device).masked_fill_(~valid, math.inf)
+
+
+def _scores(X: torch.Tensor, centers: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
     """``||c||² − 2 c·x`` for every group, center and point (+inf for disabled centers): the
     squared distance minus ``||x||²``, enough to rank centers with one matmul and no
     per-point term. Points are the last (contiguous) dimension so that the reductions over
     the few centers vectorize across points.
 
     Shape:
-        X: (batch, n, dim); centers: (batch, G, k, dim); valid: (batch, G, k);
-        result (batch, G, k, n).
+        X: (batch, n, dim); centers: (batch, G, k, dim); offset: (batch, G, k) from
+        :func:`_offset`; result (batch, G, k, n).
     """
     B, G, k, d = centers.shape
     C = centers.reshape(B, G * k, d)
-    c_sq = (C * C).sum(-1).masked_fill(~valid.reshape(B, G * k), math.inf)  # (batch, G*k)
+    c_sq = (C * C).sum(-1) + offset.reshape(B, G * k)  # (batch, G*k)
     s = torch.baddbmm(c_sq[:, :, None], C, X.transpose(1, 2), alpha=-2.0)  # (batch, G*k, n)
     return s.view(B, G, k, -1)
 
@@ -272,12 +277,11 @@ def _min_slot(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _assign(
-    X: torch.Tensor, centers: torch.Tensor, valid: torch.Tensor, x_sq: torch.Tensor
+    X: torch.Tensor, centers: torch.Tensor, valid: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Nearest valid center of every point in every group: (min sq. distance, int32 label),
-    each of shape (batch, G, n)."""
-    smin, labels = _min_slot(_scores(X, centers, valid))  # (batch, G, n)
-    return (smin + x_sq[:, None, :]).clamp_(min=0.0), labels
+    """Nearest valid center of every point in every group: (min score, int32 label), each of
+    shape (batch, G, n); the squared distance is the score plus ``||x||²``."""
+    return _min_slot(_scores(X, centers, _offset(valid, X.dtype)))
 
 
 def _normalize_rows(x: torch.Tensor) -> torch.Tensor:
@@ -290,13 +294,14 @@ def _lloyd_step(
     x_sq: torch.Tensor,
     centers: torch.Tensor,
     valid: torch.Tensor,
+    offset: torch.Tensor,
     spherical: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One assignment + update: (new centers, labels, min sq. distance, empty slots), the
-    labels and distances being those to the centers given; ``w`` None means all active."""
+    """One assignment + update: (new centers, labels, min score, empty slots), the labels
+    and scores being those of the centers given; ``w`` None means all active."""
     B, G, k, d = centers.shape
     n = X.shape[1]
-    smin, labels = _min_slot(_scores(X, centers, valid))  # (batch, G, n)
+    smin, labels = _min_slot(_scores(X, centers, offset))  # (batch, G, n)
     # Per-group weighted one-hot; one bmm gives every group's per-cluster sums.
     slots = torch.arange(k, dtype=torch.int32, device=X.device)
     onehot = (labels[:, :, None, :] == slots[:, None]).to(X.dtype)  # (batch, G, k, n)
@@ -308,15 +313,15 @@ def _lloyd_step(
     new = sums / counts.clamp_min(1.0)[..., None]  # disabled slots: 0, as they started
     if spherical:
         new = _normalize_rows(new)
-    dmin = smin.add_(x_sq[:, None, :]).clamp_(min=0.0)  # (batch, G, n)
     empty = (counts == 0) & valid  # (batch, G, k)
     if bool(empty.any()):
-        far = dmin if w is None else dmin.masked_fill(w[:, None, :] <= 0, -1.0)
+        far = smin + x_sq[:, None, :]  # (batch, G, n) squared distance to the own center
+        far = far if w is None else far.masked_fill(w[:, None, :] <= 0, -math.inf)
         top = far.topk(min(k, n), dim=-1).indices  # (batch, G, min(k, n))
         rank = (empty.cumsum(-1) - 1).clamp(0, top.shape[-1] - 1)  # (batch, G, k)
         pts = gather_points(X, top.gather(-1, rank).view(B, G * k)).view(B, G, k, d)
         new = torch.where(empty[..., None], pts, new)
-    return new, labels, dmin, empty
+    return new, labels, smin, empty
 
 
 def lloyd(
@@ -380,6 +385,7 @@ def lloyd(
     items: torch.Tensor | None = None
     full = bool(mask.all())
     Xa, wa, xa_sq, va, tol_a = X, None if full else w, x_sq, valid, tol
+    oa = _offset(valid, X.dtype)
     ca, conv_a, it_a = centers, converged, n_iter
     lab_a, d_a, ex_a = labels, dmin, exact
 
@@ -396,7 +402,7 @@ def lloyd(
             exact = exact.index_copy(0, items, ex_a)
 
     for _ in range(max_iter):
-        new, lab_a, d_a, empty = _lloyd_step(Xa, wa, xa_sq, ca, va, spherical)
+        new, lab_a, d_a, empty = _lloyd_step(Xa, wa, xa_sq, ca, va, oa, spherical)
         new = torch.where(conv_a[..., None, None], ca, new)  # converged groups stay frozen
         shift = ((new - ca) ** 2).sum((-1, -2))  # (active, G)
         it_a = it_a + (~conv_a).to(torch.int64)
@@ -413,7 +419,7 @@ def lloyd(
             flush()
             keep = torch.nonzero(moving).flatten()
             items = keep if items is None else items[keep]
-            Xa, xa_sq, va, tol_a = X[items], x_sq[items], valid[items], tol[items]
+            Xa, xa_sq, va, oa, tol_a = X[items], x_sq[items], valid[items], oa[keep], tol[items]
             wa = None if full else w[items]
             ca, conv_a, it_a = ca[keep], conv_a[keep], it_a[keep]
             lab_a, d_a, ex_a = lab_a[keep], d_a[keep], ex_a[keep]
@@ -423,11 +429,12 @@ def lloyd(
     # the returned centers (scikit-learn's last E-step).
     stale = ~exact.all(1)  # (batch,)
     if bool(stale.all()):
-        dmin, labels = _assign(X, centers, valid, x_sq)  # (batch, G, n)
+        dmin, labels = _assign(X, centers, valid)  # (batch, G, n) scores
     elif bool(stale.any()):
         redo = torch.nonzero(stale).flatten()
-        d_r, l_r = _assign(X[redo], centers[redo], valid[redo], x_sq[redo])
+        d_r, l_r = _assign(X[redo], centers[redo], valid[redo])
         dmin, labels = dmin.index_copy(0, redo, d_r), labels.index_copy(0, redo, l_r)
+    dmin = (dmin + x_sq[:, None, :]).clamp_(min=0.0)  # scores -> squared distances
     inertia = (dmin * w[:, None, :]).sum(-1)  # (batch, G)
     return centers, labels.long(), inertia, n_iter
 
