@@ -8,7 +8,7 @@ give *neighbouring* objects different embeddings. So decoding works in three ste
 1. **Foreground.** The network's foreground head (probability > ``fg_threshold``) marks object
    pixels; without that head, the embedding group holding most border pixels is background.
 2. **Seeds.** Pixels whose 3 x 3 neighbourhood agrees (the norm of the neighbourhood's mean
-   embedding is above ``seed_consistency``) are seed pixels: object interiors, without the
+   embedding is above ``seed_consistency`` times its median over the foreground) are seeds: object interiors, without the
    rims and the seams between touching objects where embeddings change.
 3. **Over-segmentation.** The foreground pixels' embeddings are clustered into a few groups
    (the model's clusterer, e.g. k-means with K = 12); each connected component of a group's
@@ -244,8 +244,8 @@ def decode_instances(
     foreground: torch.Tensor | np.ndarray | None = None,
     *,
     fg_threshold: float = 0.5,
-    merge_threshold: float = 0.75,
-    seed_consistency: float = 0.9,
+    merge_threshold: float = 0.5,
+    seed_consistency: float = 0.95,
     min_size: int = 16,
     n_instances: int | None = None,
 ) -> np.ndarray:
@@ -260,8 +260,8 @@ def decode_instances(
         fg_threshold: probability above which a pixel is foreground.
         merge_threshold: cosine similarity of mean embeddings above which adjacent fragments
             merge.
-        seed_consistency: norm of the 3 x 3 mean embedding above which a pixel is a seed
-            (1 = only perfectly uniform neighbourhoods; 0 = every foreground pixel).
+        seed_consistency: norm of the 3 x 3 mean embedding, relative to its median over the
+            foreground, above which a pixel is a seed (0 = every foreground pixel).
         min_size: fragments smaller than this join a neighbour or are dropped (pixels).
         n_instances: the number of instances wanted; None = automatic.
 
@@ -303,7 +303,8 @@ def decode_instances(
     grid = emb.reshape(h, w, -1)
     local = np.stack([ndi.uniform_filter(grid[..., d], size=3, mode="nearest") for d in range(grid.shape[-1])], -1)
     consistency = np.linalg.norm(local, axis=-1)  # (H, W), 1 where the neighbourhood agrees
-    seeds = fg & (consistency > seed_consistency)
+    # Relative to the typical interior agreement, so noisy embeddings still leave seeds.
+    seeds = fg & (consistency > seed_consistency * float(np.median(consistency[fg])))
     frag = _components(np.where(seeds, grp + 1, 0))  # (H, W) fragment ids
     regions = _Regions(frag, emb)
     regions.merge_until(merge_threshold)

@@ -58,6 +58,7 @@ class ImageDomain(Domain):
         n_groups: embedding groups of the over-segmentation before region merging.
         fg_threshold: foreground probability above which a pixel belongs to an object.
         merge_threshold: cosine similarity above which adjacent fragments merge.
+        seed_consistency: 3 x 3 embedding agreement above which a pixel seeds an instance.
         min_size: instances smaller than this (pixels) are merged or dropped.
         tile_size: images with a side above this are segmented tile by tile.
         tile_overlap: overlap of neighbouring tiles (pixels); each tile keeps its centre.
@@ -87,7 +88,8 @@ class ImageDomain(Domain):
         epoch_items: int = 512,
         n_groups: int = 12,
         fg_threshold: float = 0.5,
-        merge_threshold: float = 0.75,
+        merge_threshold: float = 0.5,
+        seed_consistency: float = 0.95,
         min_size: int = 16,
         tile_size: int = 512,
         tile_overlap: int = 64,
@@ -103,6 +105,7 @@ class ImageDomain(Domain):
         check_int(n_groups, "n_groups", owner, 1)
         check_float(fg_threshold, "fg_threshold", owner, 0.0, 1.0)
         check_float(merge_threshold, "merge_threshold", owner, -1.0, 1.0)
+        check_float(seed_consistency, "seed_consistency", owner, 0.0, 1.0)
         check_int(min_size, "min_size", owner, 1)
         check_int(tile_size, "tile_size", owner, 32)
         check_int(tile_overlap, "tile_overlap", owner, 0, tile_size // 2 - 1)
@@ -121,6 +124,7 @@ class ImageDomain(Domain):
         self.n_groups = n_groups
         self.fg_threshold = fg_threshold
         self.merge_threshold = merge_threshold
+        self.seed_consistency = seed_consistency
         self.min_size = min_size
         self.tile_size = tile_size
         self.tile_overlap = tile_overlap
@@ -137,6 +141,7 @@ class ImageDomain(Domain):
             "n_groups": self.n_groups,
             "fg_threshold": self.fg_threshold,
             "merge_threshold": self.merge_threshold,
+            "seed_consistency": self.seed_consistency,
             "min_size": self.min_size,
             "tile_size": self.tile_size,
             "tile_overlap": self.tile_overlap,
@@ -300,6 +305,7 @@ class ImageDomain(Domain):
                 fgi,
                 fg_threshold=self.fg_threshold,
                 merge_threshold=self.merge_threshold,
+                seed_consistency=self.seed_consistency,
                 min_size=self.min_size,
                 n_instances=batch.context.get("n_instances"),
             )
@@ -439,6 +445,7 @@ class ImageDomain(Domain):
             fg,
             fg_threshold=self.fg_threshold,
             merge_threshold=self.merge_threshold,
+            seed_consistency=self.seed_consistency,
             min_size=self.min_size,
             n_instances=n_instances,
         )

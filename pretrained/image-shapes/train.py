@@ -33,19 +33,23 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=20.0)
     parser.add_argument("--out", default="pretrained/image-shapes")
     parser.add_argument("--run-dir", default=None, help="checkpoints and logs (default: none)")
+    parser.add_argument("--init", default=None, help="continue training the network of this saved model")
+    parser.add_argument("--seed", type=int, default=0, help="training seed (scene order, augmentation)")
     args = parser.parse_args()
-    torch.manual_seed(0)
+    torch.manual_seed(args.seed)
     train = SyntheticScenes(4000, size=128, max_objects=12, seed=0)
+    init = {"network": embedseg.load(args.init).network} if args.init else {}
     t0 = time.time()
     model = embedseg.fit(
         train,
         domain="image",
+        **init,
         max_minutes=args.minutes,
         epochs=100,
         batch_size=8,
         lr=3e-3,
         warmup_steps=20,
-        seed=0,
+        seed=args.seed,
         progress=False,
         out_dir=args.run_dir,
     )
