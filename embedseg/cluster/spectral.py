@@ -261,11 +261,9 @@ class SpectralClustering(BaseClusterer):
         keep = _ops.center_valid(counts, k).to(U.dtype)  # (batch, k)
         state["proj"] = state["proj"] * keep[:, None, :]
         U = U * keep[:, None, :]
-        # O(1) coordinates whatever n: sqrt(n_active) for the unit-norm columns, and the mean
-        # degree of the active points for the D^{-1/2} scaling.
-        w = mask.to(deg.dtype)
-        n_active = w.sum(dim=1)  # (batch,)
-        state["scale"] = (n_active * (deg * w).sum(dim=1) / n_active).sqrt()  # (batch,)
+        # O(1) coordinates whatever n and whatever the degrees: the unit-norm columns scaled
+        # by sqrt(n_active · mean active degree) (= sqrt(n_active) when not normalized).
+        state["scale"] = (deg * mask.to(deg.dtype)).sum(dim=1).sqrt()  # (batch,)
         Z = self._kmeans_space(U, deg, state)  # (batch, n_points, k)
         res = kmeans(
             Z,
