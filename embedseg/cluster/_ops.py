@@ -339,13 +339,15 @@ def lloyd(
     """Batched Lloyd iterations, every item and group converging on its own.
 
     A group has converged when the squared shift of its centers is at most its item's
-    ``tol``, or when its labels did not change (scikit-learn's "strict convergence"); its
-    centers are then frozen. Items whose groups have all converged leave the working set, so
-    late iterations only touch the items still moving; the loop stops when none is left or
-    after ``max_iter``. A valid center left without points moves to the active point farthest
-    from its own center (the j-th empty center of a group to the j-th farthest point), as
-    scikit-learn relocates empty clusters. With ``spherical`` the centers are renormalized to
-    unit norm after each update (spherical k-means on unit-norm X).
+    ``tol`` (unchanged labels give a zero shift); its centers are then frozen. Once at most
+    half of the working set still moves, the moving items are copied out, so late iterations
+    only touch them; the loop stops when none is left or after ``max_iter``. A valid center
+    left without points moves to the active point farthest from its own center (the j-th
+    empty center of a group to the j-th farthest point), as scikit-learn relocates empty
+    clusters. With ``spherical`` the centers are renormalized to unit norm after each update
+    (spherical k-means on unit-norm X). The returned labels are those of the returned centers:
+    items whose last step moved a center get one more assignment pass (scikit-learn's final
+    E-step), the others reuse their last step's.
 
     Args:
         X: points in the compute dtype.
@@ -375,8 +377,8 @@ def lloyd(
     centers = torch.where(valid[..., None], centers, zero)
     converged = torch.zeros(B, G, dtype=torch.bool, device=X.device)
     n_iter = torch.zeros(B, G, dtype=torch.int64, device=X.device)
-    # Labels and distances of each item's last step, and whether that step left its centers
-    # exactly in place (then they already match the returned centers: no final pass).
+    # Labels and scores (squared distance minus ||x||²) of each item's last step, and whether
+    # that step left its centers exactly in place (then they match the returned centers).
     labels = torch.zeros(B, G, n, dtype=torch.int32, device=X.device)
     dmin = torch.zeros(B, G, n, dtype=X.dtype, device=X.device)
     exact = torch.zeros(B, G, dtype=torch.bool, device=X.device)
