@@ -289,6 +289,64 @@ def _normalize_rows(x: torch.Tensor) -> torch.Tensor:
     return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
+# Below this fraction of points changing cluster, the per-cluster sums are updated from the
+# changed points alone instead of a pass over all of them (Lloyd's late iterations move few
+# points, so each then costs one pass over X instead of two).
+_DELTA_FRACTION = 0.125
+
+
+def _cluster_sums(
+    X: torch.Tensor, w: torch.Tensor | None, labels: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-group, per-cluster weighted sums of the points and weighted counts, accumulated in
+    float64: (batch, G, k, dim), (batch, G, k)."""
+    B, G, n = labels.shape
+    d = X.shape[2]
+    slots = torch.arange(k, dtype=torch.int32, device=X.device)
+    # Per-group weighted one-hot; one bmm gives every group's per-cluster sums.
+    onehot = (labels[:, :, None, :] == slots[:, None]).to(X.dtype)  # (batch, G, k, n)
+    if w is not None:  # None: every point active
+        onehot.mul_(w[:, None, None, :])
+    onehot = onehot.view(B, G * k, n)
+    sums = torch.bmm(onehot, X).view(B, G, k, d)  # (batch, G, k, dim)
+    counts = onehot.sum(-1).view(B, G, k)  # (batch, G, k)
+    return sums.double(), counts.double()
+
+
+def _update_sums(
+    X: torch.Tensor,
+    w: torch.Tensor | None,
+    labels: torch.Tensor,
+    prev: torch.Tensor,
+    sums: torch.Tensor,
+    counts: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cluster sums and counts for ``labels``, from those of ``prev``: moved from the old
+    cluster to the new one for the (active) points that changed, or recomputed from scratch
+    when too many changed. Returns new tensors; the inputs are not modified."""
+    B, G, k, d = sums.shape
+    n = X.shape[1]
+    changed = labels != prev  # (batch, G, n)
+    if w is not None:
+        changed &= w[:, None, :] > 0
+    hit = torch.nonzero(changed)  # (m, 3): item, group, point
+    if hit.shape[0] > _DELTA_FRACTION * changed.numel():
+        return _cluster_sums(X, w, labels, k)
+    b, g, p = hit.unbind(1)
+    pts = X.reshape(B * n, d).index_select(0, b * n + p).double()  # (m, dim)
+    if w is not None:
+        wt = w.reshape(-1).index_select(0, b * n + p).double()  # (m,)
+        pts = pts * wt[:, None]
+    else:
+        wt = torch.ones(pts.shape[0], dtype=torch.float64, device=X.device)
+    row = (b * G + g) * k  # (m,) first slot of the point's group
+    new_slot = row + labels[b, g, p].long()
+    old_slot = row + prev[b, g, p].long()
+    sums = sums.reshape(B * G * k, d).index_add(0, new_slot, pts).index_add_(0, old_slot, pts, alpha=-1)
+    counts = counts.reshape(-1).index_add(0, new_slot, wt).index_add_(0, old_slot, wt, alpha=-1)
+    return sums.view(B, G, k, d), counts.view(B, G, k)
+
+
 def _lloyd_step(
     X: torch.Tensor,
     w: torch.Tensor | None,
@@ -297,24 +355,24 @@ def _lloyd_step(
     valid: torch.Tensor,
     offset: torch.Tensor,
     spherical: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One assignment + update: (new centers, labels, min score, empty slots), the labels
-    and scores being those of the centers given; ``w`` None means all active."""
+    state: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """One assignment + update: (new centers, labels, min score, empty slots, state), the
+    labels and scores being those of the centers given; ``w`` None means all active. ``state``
+    is (labels, sums, counts) of the previous step, returned updated for the next one."""
     B, G, k, d = centers.shape
     n = X.shape[1]
     smin, labels = _min_slot(_scores(X, centers, offset))  # (batch, G, n)
-    # Per-group weighted one-hot; one bmm gives every group's per-cluster sums.
-    slots = torch.arange(k, dtype=torch.int32, device=X.device)
-    onehot = (labels[:, :, None, :] == slots[:, None]).to(X.dtype)  # (batch, G, k, n)
-    if w is not None:  # None: every point active
-        onehot.mul_(w[:, None, None, :])
-    onehot = onehot.view(B, G * k, n)
-    sums = torch.bmm(onehot, X).view(B, G, k, d)  # (batch, G, k, dim)
-    counts = onehot.sum(-1).view(B, G, k)  # (batch, G, k)
-    new = sums / counts.clamp_min(1.0)[..., None]  # disabled slots: 0, as they started
+    if state is None:
+        sums, counts = _cluster_sums(X, w, labels, k)
+    else:
+        sums, counts = _update_sums(X, w, labels, *state)
+    # Sums are exact in float64 whichever way they were formed; the centers are their means.
+    new = (sums / counts.clamp_min(1.0)[..., None]).to(X.dtype)  # disabled slots: 0
     if spherical:
         new = _normalize_rows(new)
-    empty = (counts == 0) & valid  # (batch, G, k)
+    # Counts are sums of 0/1 weights: exact, and below 0.5 only when zero.
+    empty = (counts < 0.5) & valid  # (batch, G, k)
     if bool(empty.any()):
         far = smin + x_sq[:, None, :]  # (batch, G, n) squared distance to the own center
         far = far if w is None else far.masked_fill(w[:, None, :] <= 0, -math.inf)
@@ -322,7 +380,7 @@ def _lloyd_step(
         rank = (empty.cumsum(-1) - 1).clamp(0, top.shape[-1] - 1)  # (batch, G, k)
         pts = gather_points(X, top.gather(-1, rank).view(B, G * k)).view(B, G, k, d)
         new = torch.where(empty[..., None], pts, new)
-    return new, labels, smin, empty
+    return new, labels, smin, empty, (labels, sums, counts)
 
 
 def lloyd(
@@ -391,6 +449,7 @@ def lloyd(
     oa = _offset(valid, X.dtype)
     ca, conv_a, it_a = centers, converged, n_iter
     lab_a, d_a, ex_a = labels, dmin, exact
+    state = None  # the last step's labels and cluster sums, for the next step's update
 
     def flush() -> None:
         nonlocal centers, converged, n_iter, labels, dmin, exact
@@ -405,7 +464,7 @@ def lloyd(
             exact = exact.index_copy(0, items, ex_a)
 
     for _ in range(max_iter):
-        new, lab_a, d_a, empty = _lloyd_step(Xa, wa, xa_sq, ca, va, oa, spherical)
+        new, lab_a, d_a, empty, state = _lloyd_step(Xa, wa, xa_sq, ca, va, oa, spherical, state)
         new = torch.where(conv_a[..., None, None], ca, new)  # converged groups stay frozen
         shift = ((new - ca) ** 2).sum((-1, -2))  # (active, G)
         it_a = it_a + (~conv_a).to(torch.int64)
@@ -426,6 +485,7 @@ def lloyd(
             wa = None if full else w[items]
             ca, conv_a, it_a = ca[keep], conv_a[keep], it_a[keep]
             lab_a, d_a, ex_a = lab_a[keep], d_a[keep], ex_a[keep]
+            state = tuple(t[keep] for t in state)
     flush()
 
     # A final assignment where the last step moved centers, so that labels and inertia match
