@@ -29,18 +29,33 @@ def _estimator_spec(estimator: Any) -> Any:
 
 
 def _build_estimator(spec: Any, owner: str) -> Any:
-    """An unfitted estimator from an estimator object or a ``{"class", "params"}`` spec."""
+    """An unfitted estimator from an estimator object or a ``{"class", "params"}`` spec.
+
+    A spec may come from a saved model's config, so what it names is never trusted: it must be
+    a scikit-learn estimator class (not any callable scikit-learn exposes, some of which read
+    or write files), and a module that does not exist is a ValueError like any bad value.
+    """
     if isinstance(spec, dict):
         path = spec.get("class")
-        if not isinstance(path, str) or not path.startswith("sklearn.") or "." not in path:
+        if not isinstance(path, str) or not path.startswith("sklearn."):
             raise ValueError(
                 f"The 'estimator' parameter of {owner} given as a dict must name a scikit-learn "
                 f"class under 'class' (e.g. 'sklearn.cluster.KMeans'). Got {path!r} instead."
             )
+        from sklearn.base import BaseEstimator
+
         module, _, name = path.rpartition(".")
-        cls = getattr(importlib.import_module(module), name, None)
+        try:
+            cls = getattr(importlib.import_module(module), name, None)
+        except ImportError:
+            cls = None
         if cls is None:
             raise ValueError(f"The 'estimator' parameter of {owner} names {path!r}, which does not exist.")
+        if not (isinstance(cls, type) and issubclass(cls, BaseEstimator)):
+            raise ValueError(
+                f"The 'estimator' parameter of {owner} must name a scikit-learn estimator class. "
+                f"Got {path!r}, which is a {type(cls).__name__}, instead."
+            )
         return cls(**dict(spec.get("params") or {}))
     from sklearn.base import clone
 

@@ -101,5 +101,18 @@ def test_bad_parameters():
         SklearnClusterer(estimator={"class": "os.system", "params": {}}).fit(X)
     with pytest.raises(ValueError, match="does not exist"):
         SklearnClusterer(estimator={"class": "sklearn.cluster.NoSuchThing"}).fit(X)
+    with pytest.raises(ValueError, match="does not exist"):
+        SklearnClusterer(estimator={"class": "sklearn.no_such_module.Thing"}).fit(X)
     with pytest.raises(ValueError, match="'n_clusters'"):
         SklearnClusterer(estimator=SkKMeans(), n_clusters=0).fit(X)
+
+
+def test_a_spec_naming_a_function_is_refused_before_it_runs(tmp_path):
+    # A saved model's config may name any dotted path; scikit-learn also exposes functions
+    # that write files, and these must never be called with the config's parameters.
+    X, _ = items()
+    target = tmp_path / "written.svmlight"
+    spec = {"class": "sklearn.datasets.dump_svmlight_file", "params": {"X": [[0.0]], "y": [0], "f": str(target)}}
+    with pytest.raises(ValueError, match="estimator class.*function"):
+        SklearnClusterer(estimator=spec).fit(X)
+    assert not target.exists()
