@@ -41,8 +41,12 @@ class BaseClusterer:
         return [p.name for p in sig.parameters.values() if p.name != "self" and p.kind == p.KEYWORD_ONLY]
 
     def get_params(self) -> dict[str, Any]:
-        """The constructor parameters, as given."""
-        return {name: getattr(self, name) for name in self._param_names()}
+        """The constructor parameters, as given (per-item counts given as a tensor become a
+        list, so that the parameters stay JSON data)."""
+        params = {name: getattr(self, name) for name in self._param_names()}
+        if isinstance(params.get("n_clusters"), torch.Tensor):
+            params["n_clusters"] = params["n_clusters"].tolist()
+        return params
 
     def set_params(self, **params: Any) -> "BaseClusterer":
         """Set constructor parameters; unknown names are rejected. Returns self."""

@@ -136,13 +136,6 @@ class GaussianMixture(BaseClusterer):
         self.seed = seed
 
     # -- parameters -----------------------------------------------------------------------
-    def get_params(self) -> dict[str, Any]:
-        """The constructor parameters, as given (a per-item count tensor becomes a list)."""
-        params = super().get_params()
-        if isinstance(params["n_clusters"], torch.Tensor):
-            params["n_clusters"] = params["n_clusters"].tolist()
-        return params
-
     def _validate_params(self) -> None:
         owner = type(self).__name__
         validate_n_clusters(self.n_clusters, self.max_clusters, owner)

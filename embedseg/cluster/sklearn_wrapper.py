@@ -113,8 +113,6 @@ class SklearnClusterer(BaseClusterer):
         params = super().get_params()
         if not isinstance(params["estimator"], dict):
             params["estimator"] = _estimator_spec(params["estimator"])
-        if isinstance(params["n_clusters"], torch.Tensor):
-            params["n_clusters"] = params["n_clusters"].tolist()
         return params
 
     def _validate_params(self) -> None:

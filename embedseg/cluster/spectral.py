@@ -16,7 +16,6 @@ affinity alone would take 17 GB.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 
@@ -231,13 +230,6 @@ class SpectralClustering(BaseClusterer):
         self.n_init = n_init
         self.max_iter = max_iter
         self.seed = seed
-
-    def get_params(self) -> dict[str, Any]:
-        """The constructor parameters, as given (a per-item count tensor becomes a list)."""
-        params = super().get_params()
-        if isinstance(params["n_clusters"], torch.Tensor):
-            params["n_clusters"] = params["n_clusters"].tolist()
-        return params
 
     def _validate_params(self) -> None:
         owner = type(self).__name__
