@@ -142,15 +142,11 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> Model:
         ModelFileError: the folder is missing, holds a pickle payload, has a missing or corrupt
             config or weights file, or names a domain/network/clusterer that is not registered.
     """
-    from .io import CONFIG_FILE, read_model_folder
+    from .io import model_folder, read_model_folder
 
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"'path' must be a str or os.PathLike. Got {type(path).__name__} instead.")
-    folder = os.fspath(path)
-    if not os.path.isfile(os.path.join(folder, CONFIG_FILE)) and os.path.isfile(
-        os.path.join(folder, "model", CONFIG_FILE)
-    ):
-        folder = os.path.join(folder, "model")
+    folder = os.fspath(model_folder(path))
     state_dict, config = read_model_folder(folder)
     from .trainer import resolve_device
 

@@ -123,7 +123,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .api import load
 
-    model = load(args.model, device=args.device if args.device != "auto" else _auto_device())
+    model = load(args.model, device=args.device)
     dataset = model.domain.load_dataset(args.path, "test")
     n_clusters = args.n_clusters
     if n_clusters is not None and n_clusters != "auto":
@@ -143,18 +143,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _auto_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def _cmd_info(args: argparse.Namespace) -> int:
-    from .io import read_model_folder
+    from .io import model_folder, read_model_folder
 
-    folder = args.model
-    if not os.path.isfile(os.path.join(folder, "config.json")) and os.path.isdir(os.path.join(folder, "model")):
-        folder = os.path.join(folder, "model")
+    folder = os.fspath(model_folder(args.model))
     state, config = read_model_folder(folder)
     n_params = sum(int(t.numel()) for t in state.values())
     if args.json:

@@ -45,6 +45,7 @@ __all__ = [
     "read_json",
     "read_tensors",
     "write_model_folder",
+    "model_folder",
     "read_model_folder",
     "to_jsonable",
 ]
@@ -251,6 +252,15 @@ def write_model_folder(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    return path
+
+
+def model_folder(path: str | os.PathLike) -> Path:
+    """The model folder ``path`` names: itself, or the ``model/`` folder of a training run's
+    ``out_dir`` when ``path`` holds no config of its own but that subfolder does."""
+    path = Path(path)
+    if not (path / CONFIG_FILE).is_file() and (path / "model" / CONFIG_FILE).is_file():
+        return path / "model"
     return path
 
 
