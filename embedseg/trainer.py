@@ -655,9 +655,8 @@ class Trainer:
             value = train_loss
         if value is None or not math.isfinite(value):
             return False
-        better = lambda a, b: b is None or (a > b if self.higher_is_better else a < b)  # noqa: E731
         # Plateau decay of the learning rate.
-        if better(value, self.plateau_best):
+        if self._better(value, self.plateau_best):
             self.plateau_best, self.plateau_bad = value, 0
         else:
             self.plateau_bad += 1
@@ -666,25 +665,20 @@ class Trainer:
                 self.plateau_bad = 0
         # Best model and early stopping.
         stop = False
-        if better(value, self.best_value):
-            self.best_value, self.best_step, self.stale_evals = value, self.step, 0
-            self.best_record = _clean(record)
+        if self._better(value, self.best_value):
+            self.stale_evals = 0
+            # Without validation data the best model is the last one: nothing to snapshot.
+            self._keep_best(value, record, snapshot=self.valid_set is not None)
             if self.valid_set is not None:
-                self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.network.state_dict().items()}
-                self._save_model(best=True)
+                self._save_model()
         else:
             self.stale_evals += 1
             stop = cfg.patience is not None and self.stale_evals >= cfg.patience
-        if self.dist.is_main:
-            # The train loss curve comes from the regular log rows; an evaluation adds its own columns.
-            row = {"step": self.step, "epoch": self.epoch}
-            row.update(_clean(record))
-            row.update({"lr": self.optimizer.param_groups[0]["lr"], "time_s": round(self._elapsed(), 3)})
-            self.log.add(row)
-            if self.writer is not None:
-                for key, v in record.items():
-                    self.writer.add_scalar(f"valid/{key}", v, self.step)
-            self._plot()
+        self._log_record(record)
+        if self.writer is not None:  # rank 0 only
+            for key, v in record.items():
+                self.writer.add_scalar(f"valid/{key}", v, self.step)
+        self._plot()
         return stop
 
     def _consider_final(self) -> None:
@@ -693,14 +687,28 @@ class Trainer:
         value = record.get(self.monitor_key)
         if value is None or not math.isfinite(value):
             return
-        if self.best_value is None or (value > self.best_value if self.higher_is_better else value < self.best_value):
-            self.best_value, self.best_step, self.best_record = value, self.step, _clean(record)
+        if self._better(value, self.best_value):
+            self._keep_best(value, record, snapshot=True)
+        self._log_record(record)
+
+    def _better(self, value: float, than: float | None) -> bool:
+        """Whether ``value`` improves on ``than`` (None: nothing to beat) for the monitor."""
+        return than is None or (value > than if self.higher_is_better else value < than)
+
+    def _keep_best(self, value: float, record: Mapping[str, float], snapshot: bool) -> None:
+        """Record the current weights as the best so far (a CPU copy of them with ``snapshot``)."""
+        self.best_value, self.best_step, self.best_record = value, self.step, _clean(record)
+        if snapshot:
             self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.network.state_dict().items()}
-        if self.dist.is_main:
-            row = {"step": self.step, "epoch": self.epoch}
-            row.update(_clean(record))
-            row.update({"lr": self.optimizer.param_groups[0]["lr"], "time_s": round(self._elapsed(), 3)})
-            self.log.add(row)
+
+    def _log_record(self, record: Mapping[str, float]) -> None:
+        """Add an evaluation's values to the log (rank 0); the train loss has its own rows."""
+        if not self.dist.is_main:
+            return
+        row: dict[str, Any] = {"step": self.step, "epoch": self.epoch}
+        row.update(_clean(record))
+        row.update({"lr": self.optimizer.param_groups[0]["lr"], "time_s": round(self._elapsed(), 3)})
+        self.log.add(row)
 
     # -- files ------------------------------------------------------------------------------------
     def _elapsed(self) -> float:
@@ -738,10 +746,11 @@ class Trainer:
             "trainer": self.config.to_json(),
         }
 
-    def _save_model(self, best: bool = False, stopped: str = "running") -> None:
+    def _save_model(self) -> None:
+        """Save the best model so far to out_dir/model (rank 0), so a crash keeps it."""
         if self.out_dir is None or not self.dist.is_main:
             return
-        self.model.config["training"] = self._summary(stopped)
+        self.model.config["training"] = self._summary("running")
         self.model.save(self.out_dir / "model")
 
     def _checkpoint(self) -> None:
