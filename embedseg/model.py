@@ -81,23 +81,12 @@ def network_config(network: nn.Module, spec: Mapping[str, Any] | None = None) ->
     return {"name": name, "params": {n: getattr(network, n) for n in names}}
 
 
-def _clusterer_registry():
-    from . import cluster
-
-    registry = getattr(cluster, "CLUSTERERS", None)
-    if registry is None:  # pragma: no cover - the cluster package always exposes its registry
-        from .cluster import registry as module
-
-        registry = module.CLUSTERERS
-    return registry
-
-
 def clusterer_config(clusterer: Any) -> dict[str, Any]:
     """``{"name", "params"}`` that rebuild ``clusterer`` through the clusterer registry."""
+    from .cluster import CLUSTERERS
     from .io import to_jsonable
 
-    registry = _clusterer_registry()
-    name = registry.name_of(type(clusterer))
+    name = CLUSTERERS.name_of(type(clusterer))
     if name is None:
         raise ValueError(
             f"The clusterer {type(clusterer).__name__} is not registered, so a saved model could "

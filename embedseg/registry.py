@@ -100,6 +100,6 @@ class Registry(Generic[T]):
     def name_of(self, obj: Any) -> str | None:
         """The name an already-resolved object is registered under, or None."""
         for key, entry in self._entries.items():
-            if entry is obj or (isinstance(obj, type) and entry is obj):
+            if entry is obj:
                 return key
         return None
