@@ -165,12 +165,12 @@ def check_tensor(
     return x
 
 
-def check_embeddings(x: Any, name: str = "X") -> torch.Tensor:
-    """Check a (batch, n_points, dim) floating tensor of finite values."""
-    x = check_tensor(x, name, ndim=3, floating=True, finite=True, what="(batch, n_points, dim)")
-    if x.shape[1] == 0 or x.shape[2] == 0:
+def check_embeddings(x: Any, name: str = "X", finite: bool = True) -> torch.Tensor:
+    """Check a non-empty (batch, n_points, dim) floating tensor (of finite values with ``finite``)."""
+    x = check_tensor(x, name, ndim=3, floating=True, finite=finite, what="(batch, n_points, dim)")
+    if 0 in x.shape:
         raise ValueError(
-            f"'{name}' must have at least one point and one dimension "
+            f"'{name}' must have at least one point, one dimension and one item "
             f"(batch, n_points, dim). Got {shape_str(x)} instead."
         )
     return x

@@ -35,6 +35,7 @@ from torch.autograd.function import once_differentiable
 
 from ._validation import (
     check_choice,
+    check_embeddings,
     check_float,
     check_labels,
     check_mask,
@@ -146,14 +147,7 @@ def _check_inputs(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Validate the loss arguments; the costly finiteness check of embeddings comes later."""
     check_choice(reduction, "reduction", owner, _REDUCTIONS)
-    embeddings = check_tensor(
-        embeddings, "embeddings", ndim=3, floating=True, what="(batch, n_points, dim)"
-    )
-    if embeddings.shape[1] == 0 or embeddings.shape[2] == 0:
-        raise ValueError(
-            "'embeddings' must have at least one point and one dimension "
-            f"(batch, n_points, dim). Got {shape_str(embeddings)} instead."
-        )
+    embeddings = check_embeddings(embeddings, "embeddings", finite=False)
     labels = check_labels(labels, embeddings.shape[:2])
     if labels.device != embeddings.device:
         raise ValueError(

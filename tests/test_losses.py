@@ -416,6 +416,7 @@ def test_bad_input_messages(loss_fn):
         ((v.numpy(), y), TypeError, "'embeddings' must be a torch.Tensor"),
         ((v.long(), y), TypeError, "'embeddings' must have a floating-point dtype"),
         ((v[:, :0], y[:, :0]), ValueError, "'embeddings' must have at least one point"),
+        ((v[:0], y[:0]), ValueError, "'embeddings' must have at least one point, one dimension and one item"),
         ((v, y.float()), TypeError, "'labels' must have an integer dtype"),
         ((v, y[:, :5]), ValueError, r"'labels' must have shape \(2, 10\)"),
         ((v, y[0]), ValueError, "'labels' must have 2 dimensions"),

@@ -203,6 +203,8 @@ def test_wrong_rank_and_type_are_rejected(name):
         make(name).fit(X.numpy())
     with pytest.raises(TypeError, match="floating"):
         make(name).fit(X.to(torch.int64))
+    with pytest.raises(ValueError, match="'X' must have at least one point, one dimension and one item"):
+        make(name).fit(X[:0])
 
 
 def test_bad_masks_are_rejected(name):
