@@ -20,6 +20,7 @@ __all__ = [
     "check_tensor",
     "check_embeddings",
     "check_mask",
+    "check_active",
     "check_labels",
     "check_weights",
     "shape_str",
@@ -189,6 +190,16 @@ def check_mask(mask: Any, shape: Sequence[int], device: torch.device, name: str 
     if mask.dtype != torch.bool:
         raise TypeError(f"'{name}' must have dtype torch.bool. Got {shape_str(mask)} instead.")
     return mask.to(device)
+
+
+def check_active(mask: torch.Tensor, name: str = "mask") -> torch.Tensor:
+    """Raise unless every item of a (batch, n_points) bool mask has an active point; return the
+    (batch,) counts of active points."""
+    n_active = mask.sum(dim=1)  # (batch,)
+    if bool((n_active == 0).any()):
+        empty = torch.nonzero(n_active == 0).flatten().tolist()
+        raise ValueError(f"'{name}' must leave at least one active point per item. Items {empty} have none.")
+    return n_active
 
 
 def check_labels(labels: Any, shape: Sequence[int], name: str = "labels") -> torch.Tensor:

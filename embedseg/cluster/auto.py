@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import torch
 
-from .._validation import check_choice, check_embeddings, check_int, check_mask
+from .._validation import check_active, check_choice, check_embeddings, check_int, check_mask
 from . import _ops
 
 __all__ = ["estimate_n_clusters", "silhouette_scores"]
@@ -142,10 +142,7 @@ def estimate_n_clusters(
     check_choice(metric, "metric", owner, ("euclidean", "cosine"))
     X = check_embeddings(X, "X")
     mask = check_mask(mask, X.shape[:2], X.device)
-    n_active = mask.sum(1)  # (batch,)
-    if bool((n_active == 0).any()):
-        empty = torch.nonzero(n_active == 0).flatten().tolist()
-        raise ValueError(f"'mask' must leave at least one active point per item. Items {empty} have none.")
+    n_active = check_active(mask)  # (batch,)
 
     dtype = _ops.compute_dtype(X)
     Xc = X.to(dtype)

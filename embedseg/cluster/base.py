@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from .._validation import check_embeddings, check_int, check_mask
+from .._validation import check_active, check_embeddings, check_int, check_mask
 from ..errors import NotFittedError
 
 __all__ = ["BaseClusterer"]
@@ -87,11 +87,7 @@ class BaseClusterer:
         self._validate_params()
         X = check_embeddings(X, "X")
         mask = check_mask(mask, X.shape[:2], X.device)
-        n_active = mask.sum(dim=1)  # (batch,)
-        if bool((n_active == 0).any()):
-            empty = torch.nonzero(n_active == 0).flatten().tolist()
-            raise ValueError(f"'mask' must leave at least one active point per item. Items {empty} have none.")
-        self._check_enough_points(n_active)
+        self._check_enough_points(check_active(mask))
         self._fit(X, mask)
         return self
 

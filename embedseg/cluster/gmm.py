@@ -15,7 +15,14 @@ from typing import Any
 
 import torch
 
-from .._validation import check_choice, check_float, check_int
+from .._validation import (
+    check_active,
+    check_choice,
+    check_embeddings,
+    check_float,
+    check_int,
+    check_mask,
+)
 from ._ops import (
     center_valid,
     compute_dtype,
@@ -426,8 +433,6 @@ class GaussianMixture(BaseClusterer):
             (batch, n_points) log p(x).
         """
         self._check_fitted()
-        from .._validation import check_embeddings
-
         X = check_embeddings(X, "X")
         self._check_batch(X)
         return self._log_resp_fitted(X)[1]
@@ -441,11 +446,13 @@ class GaussianMixture(BaseClusterer):
 
         Returns:
             (batch,) mean log p(x) (scikit-learn's ``score`` per item).
-        """
-        from .._validation import check_mask
 
+        Raises:
+            ValueError: ``mask`` leaves an item without any point to average over.
+        """
         log_p = self.score_samples(X)  # (batch, n_points)
         mask = check_mask(mask, log_p.shape, log_p.device)
+        check_active(mask)
         w = mask.to(log_p.dtype)
         return (log_p * w).sum(dim=1) / w.sum(dim=1)
 

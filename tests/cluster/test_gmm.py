@@ -196,3 +196,14 @@ def test_collapsed_component_without_variance_floor_asks_for_reg_covar():
         GaussianMixture(n_clusters=2, covariance_type="full", reg_covar=0.0).fit(X)
     est = GaussianMixture(n_clusters=2, covariance_type="full").fit(X)  # the default floor copes
     assert adjusted_rand_score([0] * 15 + [1] * 15, est.labels_[0].numpy()) == 1.0
+
+
+def test_score_over_a_mask_that_empties_an_item_is_rejected():
+    X = torch.from_numpy(blobs()[0])[None].repeat(2, 1, 1)  # (2, n, dim)
+    est = GaussianMixture(n_clusters=3).fit(X)
+    mask = torch.ones(X.shape[:2], dtype=torch.bool)
+    mask[1] = False
+    with pytest.raises(ValueError, match=r"'mask' must leave at least one active point per item. Items \[1\]"):
+        est.score(X, mask)
+    mask[1, 0] = True
+    np.testing.assert_allclose(float(est.score(X, mask)[1]), float(est.score_samples(X)[1, 0]), rtol=1e-12)
