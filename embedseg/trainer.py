@@ -825,8 +825,16 @@ class Trainer:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         atomic_write_json(root / "latest.json", {"checkpoint": name, "step": self.step})
-        kept = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-"))
-        for old in kept[: -self.config.keep_checkpoints]:
+        saved = sorted(
+            (int(p.name[5:]), p) for p in root.iterdir()
+            if p.is_dir() and p.name.startswith("step-") and p.name[5:].isdigit()
+        )  # by step number: past 10^8 steps the names no longer sort
+        # Checkpoints past this step are from a run this one went back on (resumed from an
+        # earlier checkpoint): nothing would resume them, and left in place they would outrank
+        # this run's in the rotation, which could delete the one latest.json names.
+        later = [p for step, p in saved if step > self.step]
+        earlier = [p for step, p in saved if step <= self.step]
+        for old in later + earlier[: -self.config.keep_checkpoints]:
             shutil.rmtree(old, ignore_errors=True)
 
     @staticmethod

@@ -258,6 +258,18 @@ def test_checkpoints_are_rotated_and_written_whole(tmp_path):
     assert leftovers == []
 
 
+def test_resuming_from_an_earlier_checkpoint_drops_the_abandoned_later_ones(tmp_path):
+    opts = dict(BASE, epochs=2, checkpoint_every=2, out_dir=str(tmp_path))
+    embedseg.fit(TRAIN, **opts, keep_checkpoints=3)  # keeps steps 6, 8, 10
+    root = tmp_path / "checkpoints"
+    # Going back to step 6 abandons steps 8 and 10: the new step-7 checkpoint must not lose
+    # to them in the rotation, or latest.json would name a deleted folder.
+    embedseg.fit(TRAIN, **opts, keep_checkpoints=1, resume=str(root / "step-00000006"), max_steps=7)
+    assert sorted(p.name for p in root.iterdir()) == ["latest.json", "step-00000007"]
+    again = embedseg.fit(TRAIN, **BASE, epochs=2, out_dir=str(tmp_path), resume=True)
+    assert again.config["training"]["steps"] == 10
+
+
 # -- non-finite losses ----------------------------------------------------------------------------
 def test_repeated_nan_loss_stops_with_a_clear_message():
     with pytest.raises(TrainingError, match="last 3 steps had a non-finite loss"):
