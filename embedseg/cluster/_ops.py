@@ -235,7 +235,9 @@ def _offset(valid: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return torch.zeros(valid.shape, dtype=dtype, device=valid.device).masked_fill_(~valid, math.inf)
 
 
-def _scores(X: torch.Tensor, centers: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+def _scores(
+    X: torch.Tensor, centers: torch.Tensor, offset: torch.Tensor, Xt: torch.Tensor | None = None
+) -> torch.Tensor:
     """``||c||² − 2 c·x`` for every group, center and point (+inf for disabled centers): the
     squared distance minus ``||x||²``, enough to rank centers with one matmul and no
     per-point term. Points are the last (contiguous) dimension so that the reductions over
@@ -243,12 +245,15 @@ def _scores(X: torch.Tensor, centers: torch.Tensor, offset: torch.Tensor) -> tor
 
     Shape:
         X: (batch, n, dim); centers: (batch, G, k, dim); offset: (batch, G, k) from
-        :func:`_offset`; result (batch, G, k, n).
+        :func:`_offset`; Xt: X.transpose(1, 2) made contiguous, or None; result
+        (batch, G, k, n).
     """
     B, G, k, d = centers.shape
     C = centers.reshape(B, G * k, d)
     c_sq = (C * C).sum(-1) + offset.reshape(B, G * k)  # (batch, G*k)
-    s = torch.baddbmm(c_sq[:, :, None], C, X.transpose(1, 2), alpha=-2.0)  # (batch, G*k, n)
+    # A contiguous (dim, n) operand makes the product ~30% faster than the transposed view.
+    Xt = X.transpose(1, 2) if Xt is None else Xt  # (batch, dim, n)
+    s = torch.baddbmm(c_sq[:, :, None], C, Xt, alpha=-2.0)  # (batch, G*k, n)
     return s.view(B, G, k, -1)
 
 
@@ -329,19 +334,20 @@ def _update_sums(
     changed = labels != prev  # (batch, G, n)
     if w is not None:
         changed &= w[:, None, :] > 0
-    hit = torch.nonzero(changed)  # (m, 3): item, group, point
-    if hit.shape[0] > _DELTA_FRACTION * changed.numel():
+    at = torch.nonzero(changed.view(-1))[:, 0]  # (m,) flat (item, group, point) index
+    if at.shape[0] > _DELTA_FRACTION * changed.numel():
         return _cluster_sums(X, w, labels, k)
-    b, g, p = hit.unbind(1)
-    pts = X.reshape(B * n, d).index_select(0, b * n + p).double()  # (m, dim)
+    bg = at // n  # (m,) item * G + group
+    bp = (bg // G) * n + at % n  # (m,) flat (item, point) index
+    pts = X.reshape(B * n, d).index_select(0, bp).double()  # (m, dim)
     if w is not None:
-        wt = w.reshape(-1).index_select(0, b * n + p).double()  # (m,)
+        wt = w.reshape(-1).index_select(0, bp).double()  # (m,)
         pts = pts * wt[:, None]
     else:
         wt = torch.ones(pts.shape[0], dtype=torch.float64, device=X.device)
-    row = (b * G + g) * k  # (m,) first slot of the point's group
-    new_slot = row + labels[b, g, p].long()
-    old_slot = row + prev[b, g, p].long()
+    row = bg * k  # (m,) first slot of the point's group
+    new_slot = row + labels.view(-1).index_select(0, at)
+    old_slot = row + prev.view(-1).index_select(0, at)
     sums = sums.reshape(B * G * k, d).index_add(0, new_slot, pts).index_add_(0, old_slot, pts, alpha=-1)
     counts = counts.reshape(-1).index_add(0, new_slot, wt).index_add_(0, old_slot, wt, alpha=-1)
     return sums.view(B, G, k, d), counts.view(B, G, k)
@@ -356,13 +362,15 @@ def _lloyd_step(
     offset: torch.Tensor,
     spherical: bool,
     state: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    Xt: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """One assignment + update: (new centers, labels, min score, empty slots, state), the
     labels and scores being those of the centers given; ``w`` None means all active. ``state``
-    is (labels, sums, counts) of the previous step, returned updated for the next one."""
+    is (labels, sums, counts) of the previous step, returned updated for the next one; ``Xt``
+    is X.transpose(1, 2) made contiguous, if at hand."""
     B, G, k, d = centers.shape
     n = X.shape[1]
-    smin, labels = _min_slot(_scores(X, centers, offset))  # (batch, G, n)
+    smin, labels = _min_slot(_scores(X, centers, offset, Xt))  # (batch, G, n)
     if state is None:
         sums, counts = _cluster_sums(X, w, labels, k)
     else:
@@ -405,7 +413,9 @@ def lloyd(
     clusters. With ``spherical`` the centers are renormalized to unit norm after each update
     (spherical k-means on unit-norm X). The returned labels are those of the returned centers:
     items whose last step moved a center get one more assignment pass (scikit-learn's final
-    E-step), the others reuse their last step's.
+    E-step), the others reuse their last step's. Cluster sums are kept in float64 from one
+    step to the next and corrected by the few points that changed cluster, so that a late
+    iteration reads X once (the assignment) rather than twice.
 
     Args:
         X: points in the compute dtype.
@@ -450,6 +460,7 @@ def lloyd(
     ca, conv_a, it_a = centers, converged, n_iter
     lab_a, d_a, ex_a = labels, dmin, exact
     state = None  # the last step's labels and cluster sums, for the next step's update
+    Xta = None  # the working set's points as (dim, n), once it is a copy anyway
 
     def flush() -> None:
         nonlocal centers, converged, n_iter, labels, dmin, exact
@@ -464,7 +475,7 @@ def lloyd(
             exact = exact.index_copy(0, items, ex_a)
 
     for _ in range(max_iter):
-        new, lab_a, d_a, empty, state = _lloyd_step(Xa, wa, xa_sq, ca, va, oa, spherical, state)
+        new, lab_a, d_a, empty, state = _lloyd_step(Xa, wa, xa_sq, ca, va, oa, spherical, state, Xta)
         new = torch.where(conv_a[..., None, None], ca, new)  # converged groups stay frozen
         shift = ((new - ca) ** 2).sum((-1, -2))  # (active, G)
         it_a = it_a + (~conv_a).to(torch.int64)
@@ -482,6 +493,7 @@ def lloyd(
             keep = torch.nonzero(moving).flatten()
             items = keep if items is None else items[keep]
             Xa, xa_sq, va, oa, tol_a = X[items], x_sq[items], valid[items], oa[keep], tol[items]
+            Xta = Xa.transpose(1, 2).contiguous()  # (active, dim, n)
             wa = None if full else w[items]
             ca, conv_a, it_a = ca[keep], conv_a[keep], it_a[keep]
             lab_a, d_a, ex_a = lab_a[keep], d_a[keep], ex_a[keep]

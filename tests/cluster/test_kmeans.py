@@ -119,6 +119,46 @@ def test_kmeans_plusplus_picks_distinct_active_points():
             assert got == sorted(map(tuple, base.tolist()))
 
 
+def test_cluster_sums_updated_from_changed_points_match_a_float64_recount():
+    # The late Lloyd iterations move only the points that changed cluster from one sum to
+    # another; the result must equal the sums recounted from scratch, masked points excluded.
+    g = torch.Generator().manual_seed(4)
+    B, G, k, n, d = 3, 2, 4, 500, 6
+    X = torch.randn(B, n, d, generator=g)
+    mask = torch.rand(B, n, generator=g) > 0.3
+    w = mask.to(X.dtype)
+    prev = torch.randint(0, k, (B, G, n), generator=g, dtype=torch.int32)
+    labels = prev.clone()
+    moved = torch.rand(B, G, n, generator=g) < 0.05  # below the recount threshold
+    labels[moved] = (labels[moved] + 1) % k
+    sums, counts = _ops._cluster_sums(X, w, prev, k)
+    got_sums, got_counts = _ops._update_sums(X, w, labels, prev, sums, counts)
+    onehot = torch.nn.functional.one_hot(labels.long(), k).double() * mask.double()[:, None, :, None]
+    ref_sums = torch.einsum("bgnk,bnd->bgkd", onehot, X.double())  # float64 recount
+    torch.testing.assert_close(got_sums, ref_sums, rtol=1e-6, atol=1e-5)
+    assert torch.equal(got_counts, onehot.sum(2))
+    # Many changes: recounted from scratch instead, same result.
+    shuffled = torch.randint(0, k, (B, G, n), generator=g, dtype=torch.int32)
+    again_sums, again_counts = _ops._update_sums(X, w, shuffled, prev, sums, counts)
+    onehot = torch.nn.functional.one_hot(shuffled.long(), k).double() * mask.double()[:, None, :, None]
+    torch.testing.assert_close(again_sums, torch.einsum("bgnk,bnd->bgkd", onehot, X.double()), rtol=1e-6, atol=1e-5)
+    assert torch.equal(again_counts, onehot.sum(2))
+
+
+def test_scores_from_a_contiguous_transpose_match_the_view():
+    g = torch.Generator().manual_seed(5)
+    X = torch.randn(2, 300, 7, generator=g)
+    C = torch.randn(2, 3, 4, 7, generator=g)
+    offset = _ops._offset(_ops.center_valid(torch.tensor([[4, 4, 2], [3, 1, 4]]), 4), X.dtype)
+    ref = _ops._scores(X, C, offset)
+    got = _ops._scores(X, C, offset, X.transpose(1, 2).contiguous())
+    torch.testing.assert_close(got, ref)
+    d2 = torch.cdist(X.double()[:, None], C.double()) ** 2  # (2, 3, 300, 4) float64 reference
+    want = (d2 - (X.double() ** 2).sum(-1)[:, None, :, None]).transpose(2, 3)
+    finite = torch.isfinite(got)
+    torch.testing.assert_close(got[finite].double(), want[finite], rtol=1e-4, atol=1e-4)
+    assert bool(torch.isinf(got[~finite]).all()) and int((~finite).sum()) == (2 + 4) * 300  # disabled slots
+
 def test_lloyd_reaches_a_fixed_point_against_float64_brute_force():
     X, _ = gaussian_items(3, 200, 5, 4, 1.0, seed=2)
     X = X.double()
