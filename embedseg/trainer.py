@@ -331,6 +331,7 @@ class Trainer:
         self.out_dir = Path(cfg.out_dir) if cfg.out_dir is not None else None
         if self.out_dir is not None and self.dist.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.plot_curves = cfg.plot and self.out_dir is not None and self.dist.is_main
 
         # Precision: the network runs under autocast; the loss is always computed in fp32.
         precision = cfg.precision
@@ -715,7 +716,7 @@ class Trainer:
         return self.elapsed_before + (time.monotonic() - self.start_time)
 
     def _plot(self, final: bool = False) -> None:
-        if not (self.config.plot and self.out_dir is not None and self.dist.is_main):
+        if not self.plot_curves:
             return
         # Drawing costs about a second; during training the curves are refreshed at most twice a
         # minute, and always at the end.
@@ -723,11 +724,16 @@ class Trainer:
         if not final and now - getattr(self, "_last_plot", -math.inf) < 30.0:
             return
         self._last_plot = now
+        from .errors import MissingExtraError
+        from .plotting import plot_training_curves
+
         try:
-            from .plotting import plot_training_curves
-        except ImportError:  # pragma: no cover - matplotlib is an optional extra
-            return
-        plot_training_curves(self.log.rows, self.out_dir / "curves.png")
+            plot_training_curves(self.log.rows, self.out_dir / "curves.png")
+        except MissingExtraError as exc:
+            # matplotlib is an optional extra: the run goes on without the picture (log.csv
+            # holds the same numbers), and says so once.
+            self.plot_curves = False
+            warnings.warn(f"{exc} Training goes on without writing curves.png (plot=False hides this).")
 
     def _summary(self, stopped: str) -> dict[str, Any]:
         return {

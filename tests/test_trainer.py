@@ -341,6 +341,16 @@ def test_out_dir_holds_log_curves_tensorboard_and_model(tmp_path):
     assert loaded.config["training"]["trainer"]["epochs"] == 2
 
 
+def test_without_matplotlib_training_goes_on_without_the_curves(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now fails
+    with pytest.warns(UserWarning, match=r"embedseg-dc\[plot\].*without writing curves.png"):
+        model = embedseg.fit(TRAIN, valid=VALID, **BASE, epochs=1, out_dir=str(tmp_path))
+    assert not (tmp_path / "curves.png").exists()
+    assert weights_equal(model, embedseg.load(tmp_path / "model"))
+
+
 def test_without_out_dir_nothing_is_written(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     model = embedseg.fit(TRAIN, valid=VALID, **BASE, epochs=1)
