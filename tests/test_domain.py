@@ -16,14 +16,7 @@ from embedseg.domain import DOMAINS, resolve_domain
 from embedseg.losses import affinity_loss
 from embedseg.networks import list_networks
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks train faster on one thread, and the CI machine is shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from toys import one_thread  # noqa: F401  (an autouse fixture)
 
 
 class Minimal(Domain):

@@ -11,21 +11,13 @@ import pytest
 import torch
 
 import embedseg
-from embedseg import Domain, EncodedBatch
 from embedseg.trainer import TrainerConfig, TrainingError
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks train faster on one thread, and the CI machine is shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from toys import PaddedPoints, one_thread  # noqa: F401  (one_thread: autouse fixture)
 
 
 @embedseg.register_domain("toy-trainer", override=True)
-class BlobsDomain(Domain):
+class BlobsDomain(PaddedPoints):
     """Items: (points (n, 2), labels (n,)); two Gaussian blobs per item."""
 
     primary_metric = "ari"
@@ -36,21 +28,6 @@ class BlobsDomain(Domain):
     def get_config(self):
         return {"loss_mode": self.loss_mode}
 
-    def collate(self, items):
-        n = max(len(p) for p, _ in items)
-        points = torch.zeros(len(items), n, 2)
-        labels = torch.full((len(items), n), -1, dtype=torch.long)
-        for i, (p, y) in enumerate(items):
-            points[i, : len(p)], labels[i, : len(y)] = p, y
-        return points, labels
-
-    def encode(self, batch, device):
-        points, labels = (t.to(device) for t in batch)
-        return EncodedBatch(points, labels >= 0, labels)
-
-    def network_spec(self, name=None, **params):
-        return {"name": name or "point_mlp", "params": {"in_features": 2, "dim": 4, "hidden": 16, **params}}
-
     def compute_loss(self, output, batch, loss):
         value = super().compute_loss(output, batch, loss)
         if self.loss_mode == "nan":
@@ -60,9 +37,6 @@ class BlobsDomain(Domain):
         if self.loss_mode == "constant":  # never improves: exercises the plateau decay
             return value * 0 + 1.0
         return value
-
-    def decode(self, batch, labels, proba, embeddings):
-        return [y[m] for y, m in zip(labels, batch.mask)]
 
     def metrics(self, outputs, batch):
         from sklearn.metrics import adjusted_rand_score

@@ -1,0 +1,43 @@
+"""Small pieces the core tests share: a one-thread fixture and a toy point-cloud domain."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from embedseg import Domain, EncodedBatch
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny networks train faster on one thread, and the CI machine is shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class PaddedPoints(Domain):
+    """Items: (points (n, 2), labels (n,)) of varying n; padding gets label -1 and mask False.
+
+    Decodes to each item's labels of its real points. Subclasses register themselves under
+    their own names and add metrics or entry points.
+    """
+
+    def collate(self, items):
+        n = max(len(p) for p, _ in items)
+        points = torch.zeros(len(items), n, 2)
+        labels = torch.full((len(items), n), -1, dtype=torch.long)
+        for i, (p, y) in enumerate(items):
+            points[i, : len(p)], labels[i, : len(y)] = p, y
+        return points, labels
+
+    def encode(self, batch, device):
+        points, labels = (t.to(device) for t in batch)
+        return EncodedBatch(points, labels >= 0, labels)
+
+    def network_spec(self, name=None, **params):
+        return {"name": name or "point_mlp", "params": {"in_features": 2, "dim": 4, "hidden": 16, **params}}
+
+    def decode(self, batch, labels, proba, embeddings):
+        return [y[m] for y, m in zip(labels, batch.mask)]
