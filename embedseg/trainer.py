@@ -347,7 +347,10 @@ class Trainer:
 
         params = [p for p in self.network.parameters() if p.requires_grad]
         if not params:
-            raise ValueError("The network has no trainable parameters.")
+            raise ValueError(
+                f"The network must have trainable parameters. Got a {type(self.network).__name__} "
+                f"whose parameters all have requires_grad=False (or none at all)."
+            )
         self.params = params
         if cfg.optimizer == "adamw":
             self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -383,7 +386,9 @@ class Trainer:
         self.valid_set = valid
         self.map_style = _is_map_style(train)
         if self.map_style and len(train) == 0:
-            raise ValueError("The training dataset is empty.")
+            raise ValueError(
+                f"'dataset' must hold at least one item. Got an empty {type(self.train_set).__name__} instead."
+            )
         if self.map_style:
             n_items = len(shard_indices(range(len(train)), self.dist.rank, self.dist.world_size))
             self.steps_per_epoch: int | None = -(-n_items // cfg.batch_size)
@@ -631,7 +636,9 @@ class Trainer:
                 for key, value in part.items():
                     sums[key] = sums.get(key, 0.0) + value
         if count == 0:
-            raise ValueError("The validation dataset is empty.")
+            raise ValueError(
+                f"'valid' must hold at least one item. Got an empty {type(self.valid_set).__name__} instead."
+            )
         return {k: v / count for k, v in sums.items()}
 
     def _evaluate(self) -> bool:

@@ -121,6 +121,16 @@ def test_datasets_must_be_datasets():
         embedseg.fit(TRAIN, valid=3, **BASE)
 
 
+def test_empty_datasets_and_frozen_networks_are_rejected_naming_them():
+    with pytest.raises(ValueError, match="'dataset' must hold at least one item. Got an empty list"):
+        embedseg.fit([], **BASE)
+    with pytest.raises(ValueError, match="'valid' must hold at least one item. Got an empty list"):
+        embedseg.fit(TRAIN, valid=[], **BASE)
+    frozen = embedseg.create_network("point_mlp", in_features=2, dim=4, hidden=16).requires_grad_(False)
+    with pytest.raises(ValueError, match="network must have trainable parameters. Got a PointMLP"):
+        embedseg.fit(TRAIN, **BASE, network=frozen)
+
+
 def test_resume_true_needs_out_dir():
     with pytest.raises(ValueError, match="'resume' parameter of fit needs 'out_dir'"):
         embedseg.fit(TRAIN, **BASE, resume=True)
