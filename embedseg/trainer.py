@@ -232,6 +232,10 @@ def _is_map_style(dataset: Any) -> bool:
     )
 
 
+def _empty_dataset(name: str, data: Any) -> ValueError:
+    return ValueError(f"'{name}' must hold at least one item. Got an empty {type(data).__name__} instead.")
+
+
 class _Shard(torch.utils.data.IterableDataset):
     """Every ``world_size``-th item of an iterable dataset, starting at ``rank``."""
 
@@ -380,15 +384,13 @@ class Trainer:
                     f"'{name}' must be a map-style dataset (with __len__ and __getitem__, e.g. a "
                     f"list), or a torch IterableDataset. Got {type(data).__name__} instead."
                 )
+            if data is not None and _is_map_style(data) and len(data) == 0:
+                raise _empty_dataset(name, data)  # now, not after an epoch of training
         # The domain may wrap the training set (augmentation); validation data stays as given.
         train = self.domain.training_data(train)
         self.train_set = train
         self.valid_set = valid
         self.map_style = _is_map_style(train)
-        if self.map_style and len(train) == 0:
-            raise ValueError(
-                f"'dataset' must hold at least one item. Got an empty {type(self.train_set).__name__} instead."
-            )
         if self.map_style:
             n_items = len(shard_indices(range(len(train)), self.dist.rank, self.dist.world_size))
             self.steps_per_epoch: int | None = -(-n_items // cfg.batch_size)
@@ -635,10 +637,8 @@ class Trainer:
                 count += n
                 for key, value in part.items():
                     sums[key] = sums.get(key, 0.0) + value
-        if count == 0:
-            raise ValueError(
-                f"'valid' must hold at least one item. Got an empty {type(self.valid_set).__name__} instead."
-            )
+        if count == 0:  # an iterable dataset that yielded nothing
+            raise _empty_dataset("valid", self.valid_set)
         return {k: v / count for k, v in sums.items()}
 
     def _evaluate(self) -> bool:
