@@ -116,12 +116,14 @@ def replace_folder(tmp_folder: str | os.PathLike, folder: str | os.PathLike) -> 
     """Move a fully written ``tmp_folder`` to ``folder``, replacing what was there.
 
     A folder cannot be renamed over a non-empty one, so the old folder is first renamed aside
-    and removed only once the new one is in place; a crash in between leaves the old one under
-    ``<name>.old`` (which :func:`read_model_folder` does not look at, so nothing half-written is
-    ever read).
+    and removed only once the new one is in place. A crash in between leaves no ``folder`` but
+    the complete old one under ``<name>.old``, which :func:`read_model_folder` then reads; a
+    later replace puts it back before anything else, so it is never lost.
     """
     tmp_folder, folder = Path(tmp_folder), Path(folder)
     old = folder.with_name(folder.name + ".old")
+    if old.exists() and not folder.exists():
+        os.replace(old, folder)  # an earlier replace stopped between its two renames
     if old.exists():
         shutil.rmtree(old)
     if folder.exists():
@@ -272,6 +274,9 @@ def read_model_folder(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor],
             are missing or corrupt.
     """
     path = Path(path)
+    aside = path.with_name(path.name + ".old")
+    if not path.exists() and aside.is_dir():
+        path = aside  # a save stopped between its two renames (see replace_folder): the old model
     if not path.exists():
         raise ModelFileError(f"No saved model at '{path}': the folder does not exist.")
     if not path.is_dir():

@@ -135,6 +135,18 @@ def test_torch_save_archive_in_place_of_the_weights_is_refused(saved):
         embedseg.load(path)
 
 
+def test_a_save_stopped_between_its_two_renames_keeps_the_old_model(saved):
+    model, path = saved
+    aside = path.with_name(path.name + ".old")
+    os.replace(path, aside)  # where a crash inside replace_folder leaves things
+    state, _ = read_model_folder(path)
+    assert all(torch.equal(state[k], v) for k, v in model.network.state_dict().items())
+    assert embedseg.load(path).config["network"]["name"] == "point_mlp"
+    model.save(path)  # the next save completes the interrupted one
+    assert path.is_dir() and not aside.exists()
+    read_model_folder(path)
+
+
 def test_pickle_in_a_subfolder_is_refused(saved):
     _, path = saved
     (path / "sub").mkdir()
