@@ -58,17 +58,22 @@ def get_corpus(root: Path, n_sentences: int) -> Path:
 def train(corpus: Path, args: argparse.Namespace) -> embedseg.Model:
     train_set = MixtureDataset(corpus, split="train", segment_seconds=args.segment, n_mixtures=200_000, seed=0)
     valid_set = MixtureDataset(corpus, split="valid", segment_seconds=None, n_mixtures=args.n_valid, seed=1)
-    network_params = json.loads(args.network_params) if args.network_params else {}
+    network_params = json.loads(args.network_params) if args.network_params else None
+    network = args.network
+    if args.init is not None:  # continue training a saved model's network
+        network = embedseg.load(args.init).network
+        network_params = None
     model = embedseg.fit(
         train_set,
         domain="audio",
         valid=valid_set,
-        network=args.network,
+        network=network,
         network_params=network_params,
         epochs=1,
         max_minutes=args.minutes,
         batch_size=args.batch_size,
         lr=args.lr,
+        loss=args.loss,
         warmup_steps=50,
         eval_every=args.eval_every,
         plateau_patience=2,
@@ -147,9 +152,12 @@ def main(argv=None) -> int:
     p.add_argument("--minutes", type=float, default=4.0, help="training budget in minutes")
     p.add_argument("--network", default="dc_compact")
     p.add_argument("--network-params", default=None, help='JSON, e.g. \'{"hidden": 300}\'')
+    p.add_argument("--init", type=Path, default=None, help="start from this saved model's weights")
     p.add_argument("--segment", type=float, default=1.5, help="training segment length in seconds")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--loss", default="whitened_kmeans", choices=("affinity", "whitened_kmeans"),
+                   help="embedding loss; the whitened k-means loss (Wang et al. 2018) escapes the affinity loss's early collapse plateau faster")
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--n-valid", type=int, default=16)
     p.add_argument("--device", default="auto")
