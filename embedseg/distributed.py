@@ -30,7 +30,6 @@ class DistContext:
     rank: int = 0  # global rank; 0 logs and writes files
     world_size: int = 1  # number of processes
     local_rank: int = 0  # rank on this machine; picks the CUDA device
-    owns_group: bool = False  # True when this context created the process group
 
     @property
     def is_main(self) -> bool:
@@ -67,7 +66,6 @@ class DistContext:
             dist.barrier()
 
 
-
 def _destroy_group() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
@@ -86,9 +84,9 @@ def setup(device: torch.device | None = None) -> DistContext:
         return DistContext(
             rank=dist.get_rank(),
             world_size=dist.get_world_size(),
-            local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+            local_rank=env_local_rank(),
         )
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    world_size = env_world_size()
     if world_size <= 1 or not dist.is_available():
         return DistContext()
     rank = int(os.environ["RANK"])
@@ -102,7 +100,7 @@ def setup(device: torch.device | None = None) -> DistContext:
     import atexit
 
     atexit.register(_destroy_group)
-    return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, owns_group=True)
+    return DistContext(rank=rank, world_size=world_size, local_rank=local_rank)
 
 
 def env_world_size() -> int:
