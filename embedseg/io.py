@@ -41,6 +41,7 @@ __all__ = [
     "atomic_write_json",
     "atomic_save_tensors",
     "replace_folder",
+    "settled_folder",
     "check_no_pickle",
     "read_json",
     "read_tensors",
@@ -117,8 +118,8 @@ def replace_folder(tmp_folder: str | os.PathLike, folder: str | os.PathLike) -> 
 
     A folder cannot be renamed over a non-empty one, so the old folder is first renamed aside
     and removed only once the new one is in place. A crash in between leaves no ``folder`` but
-    the complete old one under ``<name>.old``, which :func:`read_model_folder` then reads; a
-    later replace puts it back before anything else, so it is never lost.
+    the complete old one under ``<name>.old``, which readers then use (:func:`settled_folder`);
+    a later replace puts it back before anything else, so it is never lost.
     """
     tmp_folder, folder = Path(tmp_folder), Path(folder)
     old = folder.with_name(folder.name + ".old")
@@ -132,6 +133,16 @@ def replace_folder(tmp_folder: str | os.PathLike, folder: str | os.PathLike) -> 
     _fsync_dir(folder.parent)
     if old.exists():
         shutil.rmtree(old)
+
+
+def settled_folder(folder: str | os.PathLike) -> Path:
+    """``folder``, or its complete previous version ``<name>.old`` when a :func:`replace_folder`
+    stopped between its two renames and left no ``folder``."""
+    folder = Path(folder)
+    aside = folder.with_name(folder.name + ".old")
+    if not folder.exists() and aside.is_dir():
+        return aside
+    return folder
 
 
 def to_jsonable(value: Any, what: str = "value") -> Any:
@@ -273,10 +284,7 @@ def read_model_folder(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor],
         ModelFileError: the folder is missing, holds a pickle payload, or its config or weights
             are missing or corrupt.
     """
-    path = Path(path)
-    aside = path.with_name(path.name + ".old")
-    if not path.exists() and aside.is_dir():
-        path = aside  # a save stopped between its two renames (see replace_folder): the old model
+    path = settled_folder(path)
     if not path.exists():
         raise ModelFileError(f"No saved model at '{path}': the folder does not exist.")
     if not path.is_dir():

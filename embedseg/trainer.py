@@ -883,8 +883,9 @@ class Trainer:
 
     def _load_checkpoint(self, path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         from .errors import ModelFileError
-        from .io import check_no_pickle, read_json, read_tensors
+        from .io import check_no_pickle, read_json, read_tensors, settled_folder
 
+        path = settled_folder(path)
         check_no_pickle(path)
         state = read_json(path / CHECKPOINT_JSON, "checkpoint")
         tensors, _ = read_tensors(path / CHECKPOINT_TENSORS, "checkpoint tensors")

@@ -218,6 +218,15 @@ def test_resume_after_a_step_budget_continues_exactly(tmp_path):
     assert weights_equal(straight, resumed)
 
 
+def test_resume_uses_a_checkpoint_left_aside_by_an_interrupted_rewrite(tmp_path):
+    straight = embedseg.fit(TRAIN, **BASE, epochs=2, out_dir=str(tmp_path / "a"))
+    embedseg.fit(TRAIN, **BASE, epochs=2, max_steps=7, out_dir=str(tmp_path / "b"))
+    ckpt = tmp_path / "b" / "checkpoints" / "step-00000007"
+    os.replace(ckpt, ckpt.with_name(ckpt.name + ".old"))  # where a crash inside replace_folder leaves it
+    resumed = embedseg.fit(TRAIN, **BASE, epochs=2, out_dir=str(tmp_path / "b"), resume=True)
+    assert weights_equal(straight, resumed)
+
+
 def test_resume_from_an_explicit_checkpoint_folder_and_bad_paths(tmp_path):
     embedseg.fit(TRAIN, **BASE, epochs=2, out_dir=str(tmp_path / "a"))
     ckpt = tmp_path / "a" / "checkpoints" / "step-00000005"
