@@ -151,5 +151,5 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> Model:
     from .trainer import resolve_device
 
     return Model.from_config(
-        config, state_dict, device=resolve_device(device), source=f"the model at '{folder}'"
+        config, state_dict, device=resolve_device(device, "load"), source=f"the model at '{folder}'"
     )

@@ -194,10 +194,20 @@ class TrainerConfig:
         return out
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
-    """"auto" means CUDA when available (the local rank's GPU under torchrun), else CPU."""
+def resolve_device(device: str | torch.device, owner: str = "fit") -> torch.device:
+    """"auto" means CUDA when available (the local rank's GPU under torchrun), else CPU.
+
+    Raises:
+        TypeError: ``device`` is neither a str nor a torch.device.
+        ValueError: an unknown device, or a CUDA device this machine does not have.
+    """
     if isinstance(device, torch.device):
         return device
+    if not isinstance(device, str):
+        raise TypeError(
+            f"The 'device' parameter of {owner} must be a str such as 'auto', 'cpu' or 'cuda', or "
+            f"a torch.device. Got {device!r} ({type(device).__name__}) instead."
+        )
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", env_local_rank() % torch.cuda.device_count())
@@ -206,11 +216,16 @@ def resolve_device(device: str | torch.device) -> torch.device:
         dev = torch.device(device)
     except RuntimeError:
         raise ValueError(
-            f"The 'device' parameter of fit must be 'auto', 'cpu', 'cuda' or 'cuda:N'. Got "
+            f"The 'device' parameter of {owner} must be 'auto', 'cpu', 'cuda' or 'cuda:N'. Got "
             f"{device!r} instead."
         ) from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"The 'device' parameter of fit asks for {device!r}, but CUDA is not available.")
+        raise ValueError(f"The 'device' parameter of {owner} asks for {device!r}, but CUDA is not available.")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(
+            f"The 'device' parameter of {owner} asks for {device!r}, but this machine has "
+            f"{torch.cuda.device_count()} CUDA device(s)."
+        )
     return dev
 
 

@@ -172,3 +172,18 @@ def test_unregistered_domain_cannot_be_saved(trained, tmp_path):
 
 def test_to_moves_the_network(trained):
     assert trained.to("cpu") is trained and trained.device.type == "cpu"
+
+
+def test_load_rejects_bad_devices_naming_load(trained, tmp_path):
+    trained.save(tmp_path / "m")
+    with pytest.raises(TypeError, match="The 'device' parameter of load must be a str .* Got 0 \\(int\\)"):
+        embedseg.load(tmp_path / "m", device=0)
+    with pytest.raises(ValueError, match="The 'device' parameter of load must be 'auto', 'cpu'"):
+        embedseg.load(tmp_path / "m", device="gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="parameter of load asks for 'cuda', but CUDA is not available"):
+            embedseg.load(tmp_path / "m", device="cuda")
+    else:
+        n = torch.cuda.device_count()
+        with pytest.raises(ValueError, match=f"has {n} CUDA device"):
+            embedseg.load(tmp_path / "m", device=f"cuda:{n}")
