@@ -66,14 +66,14 @@ def create_clusterer(name: str, **params: Any) -> BaseClusterer:
         ValueError: an unknown name (the message lists the valid ones) or parameter.
     """
     cls = CLUSTERERS.get(name)
-    try:
-        return cls(**params)
-    except TypeError as exc:
-        valid = ", ".join(cls._param_names()) if hasattr(cls, "_param_names") else "?"
+    valid = cls._param_names()
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
         raise ValueError(
-            f"Invalid parameters {sorted(params)} for clusterer '{name}' ({cls.__name__}). "
-            f"Valid parameters: {valid}."
-        ) from exc
+            f"Invalid parameters {unknown} for clusterer '{name}' ({cls.__name__}). "
+            f"Valid parameters: {', '.join(valid)}."
+        )
+    return cls(**params)
 
 
 def list_clusterers() -> list[str]:

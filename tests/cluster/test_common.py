@@ -180,6 +180,8 @@ def test_get_params_set_params_clone_round_trip(name):
     assert est.set_params(seed=5) is est and est.get_params()["seed"] == 5
     with pytest.raises(ValueError, match="Invalid parameter 'bogus'"):
         est.set_params(bogus=1)
+    with pytest.raises(ValueError, match=rf"Invalid parameters \['bogus'\] for clusterer '{name}'"):
+        create_clusterer(name, n_clusters=2, bogus=1)  # names only the unknown one
     rebuilt = create_clusterer(name, **json.loads(json.dumps(params)))
     assert rebuilt.get_params() == params
     X, _ = blobs()
