@@ -46,7 +46,8 @@ def register_clusterer(
 ) -> Callable[[type[BaseClusterer]], type[BaseClusterer]] | type[BaseClusterer]:
     """Register a :class:`BaseClusterer` subclass under ``name`` (decorator or call).
 
-    A duplicate name is an error unless ``override=True``.
+    A duplicate name is an error unless ``override=True``; anything but a BaseClusterer
+    subclass is a TypeError.
 
     Example:
         >>> @register_clusterer("my-kmeans")
@@ -56,7 +57,15 @@ def register_clusterer(
         2
         >>> CLUSTERERS.unregister("my-kmeans")
     """
-    return CLUSTERERS.register(name, cls, override=override)
+    def add(target: type[BaseClusterer]) -> type[BaseClusterer]:
+        if not (isinstance(target, type) and issubclass(target, BaseClusterer)):
+            raise TypeError(
+                f"register_clusterer() expects a subclass of embedseg.cluster.BaseClusterer "
+                f"(wrap a scikit-learn estimator with SklearnClusterer). Got {target!r} instead."
+            )
+        return CLUSTERERS.register(name, target, override=override)
+
+    return add if cls is None else add(cls)
 
 
 def create_clusterer(name: str, **params: Any) -> BaseClusterer:

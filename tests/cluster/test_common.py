@@ -275,3 +275,14 @@ def test_cuda_labels_stay_on_device_and_match_cpu(name):
     assert labels.device.type == "cuda" and labels.dtype == torch.int64
     for b in range(X.shape[0]):
         assert ari(labels[b], y[b]) == 1.0
+
+
+def test_only_clusterer_classes_can_be_registered():
+    from embedseg.cluster import register_clusterer
+
+    for bad in (SkKMeans, SkKMeans(), "embedseg.cluster:KMeans"):
+        with pytest.raises(TypeError, match="register_clusterer\\(\\) expects a subclass of .*BaseClusterer"):
+            register_clusterer("not-a-clusterer", bad)
+        with pytest.raises(TypeError, match="expects a subclass"):
+            register_clusterer("not-a-clusterer")(bad)
+    assert "not-a-clusterer" not in list_clusterers()
