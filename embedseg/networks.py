@@ -32,8 +32,21 @@ NETWORKS: Registry[type[nn.Module]] = Registry("network")
 
 def register_network(name: str, cls: type[nn.Module] | None = None, *, override: bool = False):
     """Register a network class (decorator or call). Its constructor takes keyword parameters
-    only, and those parameters are what a saved model's config stores to rebuild it."""
-    return NETWORKS.register(name, cls, override=override)
+    only, and those parameters are what a saved model's config stores to rebuild it.
+
+    Raises:
+        TypeError: ``cls`` is not a subclass of ``torch.nn.Module``.
+        ValueError: ``name`` is taken and ``override`` is False.
+    """
+
+    def add(target: type[nn.Module]) -> type[nn.Module]:
+        if not (isinstance(target, type) and issubclass(target, nn.Module)):
+            raise TypeError(
+                f"register_network() expects a subclass of torch.nn.Module. Got {target!r} instead."
+            )
+        return NETWORKS.register(name, target, override=override)
+
+    return add if cls is None else add(cls)
 
 
 def create_network(name: str, **params: Any) -> nn.Module:

@@ -38,3 +38,12 @@ def test_normalize_and_embeddings_of():
     assert embeddings_of(y) is y
     with pytest.raises(ValueError, match="'embeddings'"):
         embeddings_of({"masks": x})
+
+
+def test_only_module_classes_can_be_registered():
+    from embedseg.networks import register_network
+
+    for bad in (PointMLP(in_features=2), lambda **kw: PointMLP(**kw), "embedseg.networks:PointMLP"):
+        with pytest.raises(TypeError, match="register_network\\(\\) expects a subclass of torch.nn.Module"):
+            register_network("not-a-network", bad)
+    assert "not-a-network" not in list_networks()
