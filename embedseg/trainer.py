@@ -586,11 +586,12 @@ class Trainer:
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
-        grads = [p.grad for p in self.params if p.grad is not None]
         if self.config.grad_clip is not None:
             norm = torch.nn.utils.clip_grad_norm_(self.params, self.config.grad_clip)
         else:
-            norms = [torch.linalg.vector_norm(g.detach().float()) for g in grads]
+            # The norm only tells whether the gradient is finite (clipping with max_norm=inf
+            # would compute the same, then scale every gradient by one).
+            norms = [torch.linalg.vector_norm(p.grad.detach().float()) for p in self.params if p.grad is not None]
             norm = torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros((), device=self.device)
         value = loss.detach().float()
         finite = torch.isfinite(value)
