@@ -407,13 +407,15 @@ class GaussianMixture(BaseClusterer):
         """``_log_resp`` of new points of the fitted items."""
         # The weighted mean of the means is the centre of the fitted data (as in fit); any
         # per-item shift keeps the log-probabilities exact, a central one keeps them accurate.
-        shift = (self.weights_[..., None] * self.means_).sum(dim=1)  # (batch, dim)
+        # New points may sit on another device than the fit: results follow X.
+        weights, means = self.weights_.to(X.device), self.means_.to(X.device)
+        shift = (weights[..., None] * means).sum(dim=1)  # (batch, dim)
         params = {
-            "weights": self.weights_,
-            "means": self.means_ - shift[:, None, :],
-            "prec_chol": self.precisions_cholesky_,
+            "weights": weights,
+            "means": means - shift[:, None, :],
+            "prec_chol": self.precisions_cholesky_.to(X.device),
         }
-        Xc = X.to(self.means_.dtype) - shift[:, None, :]  # (batch, n_points, dim)
+        Xc = X.to(means.dtype) - shift[:, None, :]  # (batch, n_points, dim)
         return self._log_resp(Xc, params)
 
     # -- prediction -----------------------------------------------------------------------

@@ -284,8 +284,10 @@ class SpectralClustering(BaseClusterer):
         return U * (state["scale"][:, None] * deg.rsqrt())[..., None]
 
     def _predict(self, X: torch.Tensor) -> torch.Tensor:
-        U, deg = _project(X, self._state, self.affinity, self.normalized)  # (batch, n_points, k)
-        Z = self._kmeans_space(U, deg, self._state)
+        # New points may sit on another device than the fit: labels follow X.
+        state = {key: value.to(X.device) for key, value in self._state.items()}
+        U, deg = _project(X, state, self.affinity, self.normalized)  # (batch, n_points, k)
+        Z = self._kmeans_space(U, deg, state)
         C = self.cluster_centers_.to(device=X.device, dtype=Z.dtype)  # (batch, k, k)
         d = _ops.sq_distances(Z, C)  # (batch, n_points, k)
         valid = _ops.center_valid(self.n_clusters_.to(X.device), C.shape[1])  # (batch, k)

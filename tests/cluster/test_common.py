@@ -271,10 +271,18 @@ def test_float64_input_and_predict_proba_rows(name):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_labels_stay_on_device_and_match_cpu(name):
     X, y = blobs()
-    labels = make(name).fit_predict(X.cuda())
+    est = make(name).fit(X.cuda())
+    labels = est.labels_
     assert labels.device.type == "cuda" and labels.dtype == torch.int64
     for b in range(X.shape[0]):
         assert ari(labels[b], y[b]) == 1.0
+    try:
+        on_cpu = est.predict(X)  # new points on another device: labels follow them
+    except NotImplementedError:
+        return  # this method cannot label new points
+    assert on_cpu.device.type == "cpu"
+    for b in range(X.shape[0]):
+        assert ari(on_cpu[b], y[b]) == 1.0
 
 
 def test_only_clusterer_classes_can_be_registered():
