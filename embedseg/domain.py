@@ -117,10 +117,11 @@ class Domain:
 
         Domains with extra heads (e.g. mask inference) override this and add their terms.
         """
-        from . import losses
+        from ._validation import check_choice
+        from .losses import LOSSES
         from .networks import embeddings_of
 
-        fn = {"affinity": losses.affinity_loss, "whitened_kmeans": losses.whitened_kmeans_loss}[loss]
+        fn = LOSSES[check_choice(loss, "loss", f"{type(self).__name__}.compute_loss", LOSSES)]
         labels = batch.labels
         if labels is None:
             raise ValueError("Training needs labels: the domain's encode() returned labels=None.")

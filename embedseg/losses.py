@@ -45,6 +45,7 @@ from ._validation import (
 )
 
 __all__ = [
+    "LOSSES",
     "affinity_loss",
     "whitened_kmeans_loss",
     "voice_activity_weights",
@@ -374,6 +375,10 @@ def whitened_kmeans_loss(
         explained = (sums.transpose(1, 2) * solved * inv_counts[:, None, :]).sum((1, 2))
         loss = torch.where(live, dim - explained, torch.zeros_like(explained))  # (batch,)
     return _reduce(loss, reduction)
+
+
+#: the embedding losses by the names the trainer and the domains use.
+LOSSES = {"affinity": affinity_loss, "whitened_kmeans": whitened_kmeans_loss}
 
 
 def _check_magnitude(magnitude, owner: str) -> torch.Tensor:

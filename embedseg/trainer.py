@@ -54,6 +54,7 @@ from ._validation import check_bool, check_choice, check_float, check_int
 from .distributed import DistContext, env_local_rank, setup, shard_indices
 from .domain import Domain
 from .errors import EmbedsegError
+from .losses import LOSSES
 from .model import Model
 from .networks import embeddings_of
 
@@ -135,7 +136,7 @@ class TrainerConfig:
         if self.grad_clip is not None:
             check_float(self.grad_clip, "grad_clip", owner, 0.0, None, closed="neither")
         if self.loss is not None:
-            check_choice(self.loss, "loss", owner, ("affinity", "whitened_kmeans"))
+            check_choice(self.loss, "loss", owner, LOSSES)
         if not isinstance(self.device, (str, torch.device)):
             raise TypeError(
                 f"The 'device' parameter of fit must be a str such as 'auto', 'cpu' or 'cuda'. "

@@ -98,6 +98,9 @@ def test_default_loss_is_the_core_loss_with_padding_ignored():
     torch.testing.assert_close(got, affinity_loss(v, labels.masked_fill(~mask, -1)))
     with pytest.raises(ValueError, match="Training needs labels"):
         Minimal().compute_loss(v, EncodedBatch(None, mask, None), "affinity")
+    with pytest.raises(ValueError, match="The 'loss' parameter of Minimal.compute_loss must be one of "
+                       "'affinity', 'whitened_kmeans'. Got 'l2' instead"):
+        Minimal().compute_loss(v, batch, "l2")
 
 
 def test_a_minimal_domain_trains_and_predicts():
