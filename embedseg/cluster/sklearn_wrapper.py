@@ -97,8 +97,8 @@ class SklearnClusterer(BaseClusterer):
 
     def __init__(
         self,
-        *,
         estimator: Any,
+        *,
         n_clusters: int | str | torch.Tensor | None = None,
         max_clusters: int = 8,
         seed: int = 0,

@@ -116,3 +116,12 @@ def test_a_spec_naming_a_function_is_refused_before_it_runs(tmp_path):
     with pytest.raises(ValueError, match="estimator class.*function"):
         SklearnClusterer(estimator=spec).fit(X)
     assert not target.exists()
+
+
+def test_the_estimator_may_be_given_positionally():
+    X, _ = items()
+    est = SklearnClusterer(AgglomerativeClustering(), n_clusters=2)
+    assert isinstance(est.get_params()["estimator"], dict) and est.clone().n_clusters == 2
+    torch.testing.assert_close(
+        est.fit_predict(X), SklearnClusterer(estimator=AgglomerativeClustering(), n_clusters=2).fit_predict(X)
+    )
