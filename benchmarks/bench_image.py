@@ -125,7 +125,8 @@ def bench_nuclei(args: argparse.Namespace) -> None:
         x = int(rng.integers(0, left_img.shape[1] - 128 + 1))
         crops.append((left_img[y : y + 128, x : x + 128], left_lab[y : y + 128, x : x + 128]))
     t0 = time.time()
-    model = embedseg.fit(crops, domain="image", max_minutes=args.minutes, progress=False, seed=0)
+    extra = {"network_params": {"init": args.init}} if args.init else {}
+    model = embedseg.fit(crops, domain="image", max_minutes=args.minutes, progress=False, seed=0, **extra)
     train_min = (time.time() - t0) / 60
     if args.save:
         model.save(args.save)
@@ -134,8 +135,9 @@ def bench_nuclei(args: argparse.Namespace) -> None:
     rows += classic_rows([left_img], [left_lab], [right_img], [right_lab])
     n_left = len(np.unique(left_lab)) - 1
     n_right = len(np.unique(right_lab)) - 1
+    start = f"from {args.init}" if args.init else "from random weights"
     print(
-        f"Nuclei: train on 64 crops of the left half ({n_left} nuclei, {train_min:.1f} min of "
+        f"Nuclei ({start}): train on 64 crops of the left half ({n_left} nuclei, {train_min:.1f} min of "
         f"training), test on the right half ({n_right} nuclei)\n"
     )
     print(table(rows))
@@ -173,6 +175,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=8.0, help="nuclei: training budget")
     parser.add_argument("--nuclei-dir", default=None, help="nuclei: folder with img2d.tif and mask2d.tif")
     parser.add_argument("--save", default=None, help="nuclei: save the trained model here")
+    parser.add_argument("--init", default=None, help="nuclei: start from this model's network (e.g. image-shapes)")
     args = parser.parse_args()
     {"synthetic": bench_synthetic, "nuclei": bench_nuclei, "speed": bench_speed}[args.section](args)
 

@@ -56,6 +56,9 @@ class UNetEmbedding(nn.Module):
         stride: 1 (U-Net at full resolution) or 2 (at half resolution, with a full-resolution
             fusion branch).
         foreground: add a foreground-logit head (used by the image domain's decoding).
+        init: start from the network weights of a saved model (transfer learning): a model
+            folder, or the name of a model shipped in the repository's ``pretrained/`` folder
+            (e.g. "image-shapes"). The architecture parameters must match. None = random.
 
     Shape:
         input (batch, in_channels, H, W) -> ``{"embeddings": (batch, H*W, dim) unit-norm,
@@ -79,6 +82,7 @@ class UNetEmbedding(nn.Module):
         depth: int | None = None,
         stride: int | None = None,
         foreground: bool = True,
+        init: str | None = None,
     ) -> None:
         super().__init__()
         owner = "UNetEmbedding"
@@ -120,6 +124,35 @@ class UNetEmbedding(nn.Module):
         self.merge = nn.ModuleList(_DoubleConv(2 * widths[i], widths[i]) for i in reversed(range(d)))
         self.embed = nn.Conv2d(widths[0], dim, kernel_size=1)
         self.fg = nn.Conv2d(widths[0], 1, kernel_size=1) if foreground else None
+        self.init = init
+        if init is not None:
+            self._load_init(init)
+
+    def _load_init(self, init: str) -> None:
+        """Copy the weights of a saved model's network (a folder, or a shipped model's name)."""
+        from pathlib import Path
+
+        import embedseg
+
+        if not isinstance(init, str):
+            raise TypeError(f"The 'init' parameter of UNetEmbedding must be a str or None. Got {init!r} instead.")
+        path = Path(init)
+        if not path.is_dir():
+            path = Path(__file__).resolve().parents[2] / "pretrained" / init
+        if not path.is_dir():
+            raise ValueError(
+                f"The 'init' parameter of UNetEmbedding must name a saved model folder or a shipped "
+                f"model in pretrained/. Got {init!r}, which is neither."
+            )
+        source = embedseg.load(str(path)).network.state_dict()
+        mine = self.state_dict()
+        bad = [k for k in mine if k not in source or source[k].shape != mine[k].shape]
+        if bad:
+            raise ValueError(
+                f"The network of '{path}' does not fit this UNetEmbedding ({len(bad)} tensors differ, "
+                f"e.g. '{bad[0]}'); give the same in_channels, dim, size, base, depth and stride."
+            )
+        self.load_state_dict(source)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor] | torch.Tensor:
         check_tensor(x, "x", ndim=4, floating=True, what="(batch, channels, H, W)")
@@ -162,4 +195,4 @@ class UNetEmbedding(nn.Module):
 
 def network_params(module: nn.Module) -> dict[str, Any]:
     """The keyword parameters that rebuild a :class:`UNetEmbedding`."""
-    return {k: getattr(module, k) for k in ("in_channels", "dim", "size", "base", "depth", "stride", "foreground")}
+    return {k: getattr(module, k) for k in ("in_channels", "dim", "size", "base", "depth", "stride", "foreground", "init")}

@@ -64,3 +64,17 @@ def test_bad_input_names_the_argument():
         net(torch.rand(1, 3, 16, 16))
     with pytest.raises(ValueError, match="4 dimensions"):
         net(torch.rand(16, 16))
+
+
+def test_init_copies_a_saved_models_network(tmp_path):
+    from embedseg.api import build_model
+
+    model = build_model("image", network_params={"dim": 4, "base": 8})
+    model.save(tmp_path / "m")
+    net = UNetEmbedding(dim=4, base=8, init=str(tmp_path / "m"))
+    for (k, a), b in zip(model.network.state_dict().items(), net.state_dict().values()):
+        assert torch.equal(a, b), k
+    with pytest.raises(ValueError, match="does not fit"):
+        UNetEmbedding(dim=6, base=8, init=str(tmp_path / "m"))
+    with pytest.raises(ValueError, match="neither"):
+        UNetEmbedding(init=str(tmp_path / "nowhere"))
