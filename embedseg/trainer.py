@@ -864,7 +864,10 @@ class Trainer:
         # this run's in the rotation, which could delete the one latest.json names.
         later = [p for step, p in saved if step > self.step]
         earlier = [p for step, p in saved if step <= self.step]
-        for old in later + earlier[: -self.config.keep_checkpoints]:
+        # Half-written folders of a process that was killed mid-write (rank 0 is the only
+        # writer here, and its own write is complete by now).
+        killed = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(".step-") and p.name.endswith(".tmp")]
+        for old in later + earlier[: -self.config.keep_checkpoints] + killed:
             shutil.rmtree(old, ignore_errors=True)
 
     @staticmethod

@@ -255,6 +255,9 @@ def test_resuming_from_an_earlier_checkpoint_drops_the_abandoned_later_ones(tmp_
     opts = dict(BASE, epochs=2, checkpoint_every=2, out_dir=str(tmp_path))
     embedseg.fit(TRAIN, **opts, keep_checkpoints=3)  # keeps steps 6, 8, 10
     root = tmp_path / "checkpoints"
+    killed = root / ".step-00000009.x1y2.tmp"  # a process killed while writing step 9
+    killed.mkdir()
+    (killed / "checkpoint.safetensors").write_bytes(b"partial")
     # Going back to step 6 abandons steps 8 and 10: the new step-7 checkpoint must not lose
     # to them in the rotation, or latest.json would name a deleted folder.
     embedseg.fit(TRAIN, **opts, keep_checkpoints=1, resume=str(root / "step-00000006"), max_steps=7)
