@@ -3,7 +3,7 @@ reseeding, Euclidean or spherical (cosine) geometry, per-item and automatic clus
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 
@@ -216,13 +216,6 @@ class KMeans(BaseClusterer):
         self.seed = seed
         self.soft_temperature = soft_temperature
         self.init_size = init_size
-
-    def get_params(self) -> dict[str, Any]:
-        """The constructor parameters, as given (a per-item count tensor becomes a list)."""
-        params = super().get_params()
-        if isinstance(params["n_clusters"], torch.Tensor):
-            params["n_clusters"] = params["n_clusters"].tolist()
-        return params
 
     def _validate_params(self) -> None:
         owner = type(self).__name__

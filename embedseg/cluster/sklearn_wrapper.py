@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from .._validation import check_int, shape_str
+from ..errors import require
 from . import _ops
 from .base import BaseClusterer
 
@@ -42,7 +43,7 @@ def _build_estimator(spec: Any, owner: str) -> Any:
                 f"The 'estimator' parameter of {owner} given as a dict must name a scikit-learn "
                 f"class under 'class' (e.g. 'sklearn.cluster.KMeans'). Got {path!r} instead."
             )
-        from sklearn.base import BaseEstimator
+        BaseEstimator = require("sklearn.base", "sklearn").BaseEstimator
 
         module, _, name = path.rpartition(".")
         try:
@@ -57,7 +58,7 @@ def _build_estimator(spec: Any, owner: str) -> Any:
                 f"Got {path!r}, which is a {type(cls).__name__}, instead."
             )
         return cls(**dict(spec.get("params") or {}))
-    from sklearn.base import clone
+    clone = require("sklearn.base", "sklearn").clone
 
     return clone(spec)
 
