@@ -187,9 +187,14 @@ class InstanceFolder(torch.utils.data.Dataset):
         FileNotFoundError: a missing folder, an empty ``images/``, or an image without a mask.
 
     Example:
-        >>> ds = InstanceFolder("data/nuclei", augment=True, crop_size=128)  # doctest: +SKIP
-        >>> ds[0]["image"].shape  # doctest: +SKIP
-        torch.Size([1, 128, 128])
+        >>> import pathlib, tempfile, numpy as np, tifffile
+        >>> root = pathlib.Path(tempfile.mkdtemp())
+        >>> (root / "images").mkdir(); (root / "masks").mkdir()
+        >>> tifffile.imwrite(root / "images" / "a.tif", np.zeros((64, 64), np.uint16))
+        >>> tifffile.imwrite(root / "masks" / "a.tif", np.ones((64, 64), np.uint16))
+        >>> ds = InstanceFolder(root, augment=True, crop_size=32)
+        >>> ds[0]["image"].shape, ds[0]["labels"].shape
+        (torch.Size([1, 32, 32]), torch.Size([32, 32]))
     """
 
     def __init__(
