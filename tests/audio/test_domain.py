@@ -181,3 +181,15 @@ def test_fit_reduces_the_loss(items):
     fresh = build_model("audio", network_params=SMALL_NET)
     before = float(d.compute_loss(fresh.embed(enc), enc, "affinity"))
     assert trained < before
+
+
+def test_shipped_model_loads_and_separates(items):
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[2] / "pretrained" / "audio-speech-8k"
+    size = sum(f.stat().st_size for f in folder.iterdir())
+    assert size < 20 * 2**20
+    model = embedseg.load(folder)
+    assert model.full_config()["network"]["name"] == "dc_compact"
+    out = model.separate(items[0]["mixture"], n_sources=2)
+    assert out.shape == (2, items[0]["mixture"].shape[0]) and torch.isfinite(out).all()
