@@ -2,6 +2,7 @@
 
     python examples/image_segmentation.py                 # train ~3 minutes, then evaluate
     python examples/image_segmentation.py --pretrained    # use pretrained/image-shapes instead
+    python examples/image_segmentation.py --init image-shapes   # fine-tune the shipped model
 
 1. Generates synthetic scenes (textured shapes on textured backgrounds, touching and occluding).
 2. Trains the CPU-size U-Net on 128 x 128 scenes with at most 12 objects.
@@ -63,6 +64,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Deep-clustering instance segmentation on synthetic scenes.")
     parser.add_argument("--minutes", type=float, default=3.0, help="training budget (default 3)")
     parser.add_argument("--pretrained", action="store_true", help="use pretrained/image-shapes")
+    parser.add_argument("--init", default=None, help="start training from this model's network (e.g. image-shapes)")
     parser.add_argument("--n-test", type=int, default=6, help="held-out scenes (default 6)")
     parser.add_argument("--out", default="image_segmentation.png", help="the figure (default ./image_segmentation.png)")
     args = parser.parse_args()
@@ -79,9 +81,10 @@ def main() -> None:
         print("model: pretrained/image-shapes")
     else:
         t0 = time.time()
+        init = {"network_params": {"init": args.init}} if args.init else {}
         model = embedseg.fit(
             train, domain="image", max_minutes=args.minutes, epochs=100, batch_size=8, lr=3e-3,
-            warmup_steps=20, seed=0, progress=False,
+            warmup_steps=20, seed=0, progress=False, **init,
         )
         print(f"trained for {(time.time() - t0) / 60:.1f} min")
 
