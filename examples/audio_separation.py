@@ -37,7 +37,6 @@ import embedseg  # noqa: E402
 from domains.audio import MixtureDataset, build_speech_corpus  # noqa: E402
 from domains.audio.audio_io import save_audio  # noqa: E402
 from domains.audio.corpus import missing_speech_tools  # noqa: E402
-from domains.audio.features import frame_mask, stft  # noqa: E402
 from domains.audio.metrics import oracle_separation, separation_scores  # noqa: E402
 
 PRETRAINED = REPO / "pretrained" / "audio-speech-8k"

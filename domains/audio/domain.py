@@ -15,7 +15,6 @@ encoded ``mask`` is valid-and-active) and then handled explicitly by ``silent_bi
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import math
 import os
@@ -31,7 +30,7 @@ from embedseg.domain import Domain, EncodedBatch
 from embedseg.losses import magnitude_weights, voice_activity_weights
 from embedseg.networks import embeddings_of
 
-from .audio_io import as_waveform, load_audio, resample, save_audio
+from .audio_io import as_waveform, load_audio, resample
 from .features import (
     STFTConfig,
     apply_masks,

@@ -15,7 +15,6 @@ an 8 ms (64-sample) hop, log-magnitude features normalized per utterance.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Any
 

@@ -1,6 +1,5 @@
 """AudioDomain: encode, decode, losses, metrics, Model.separate, saving, the commands."""
 
-import warnings
 
 import numpy as np
 import pytest
@@ -10,7 +9,7 @@ import torch
 import embedseg
 from embedseg.api import build_model
 from domains.audio import AudioDomain, MixtureDataset
-from domains.audio.features import STFTConfig, ideal_binary_labels, stft
+from domains.audio.features import ideal_binary_labels, stft
 from domains.audio.metrics import oracle_separation, separation_scores
 
 SMALL_NET = {"hidden": 12, "layers": 1, "dim": 8}
