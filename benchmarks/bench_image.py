@@ -180,7 +180,13 @@ def main() -> None:
     parser.add_argument("--nuclei-dir", default=None, help="nuclei: folder with img2d.tif and mask2d.tif")
     parser.add_argument("--save", default=None, help="nuclei: save the trained model here")
     parser.add_argument("--init", default=None, help="nuclei: start from this model's network (e.g. image-shapes)")
+    parser.add_argument(
+        "--threads", type=int, default=None,
+        help="torch threads for synthetic/nuclei (one is much faster when another job holds a core)",
+    )
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     {"synthetic": bench_synthetic, "nuclei": bench_nuclei, "speed": bench_speed}[args.section](args)
 
 

@@ -36,7 +36,10 @@ def main() -> None:
     parser.add_argument("--init", default=None, help="continue training the network of this saved model")
     parser.add_argument("--seed", type=int, default=0, help="training seed (scene order, augmentation)")
     parser.add_argument("--evaluate-only", action="store_true", help="only score the model at --out")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (1 avoids stalls on a shared CPU)")
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     if args.evaluate_only:
         evaluate(args.out)
         return
