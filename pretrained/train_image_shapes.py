@@ -2,7 +2,7 @@
 
 Run from the repository root:
 
-    python pretrained/image-shapes/train.py --minutes 20 --out pretrained/image-shapes
+    python pretrained/train_image_shapes.py --minutes 20 --out pretrained/image-shapes
 
 It trains the CPU-size U-Net on 128 x 128 synthetic scenes with at most 12 objects, then
 scores it on held-out 256 x 256 scenes with 30-60 objects (more than any training scene) and
@@ -61,10 +61,7 @@ def main() -> None:
         out_dir=args.run_dir,
     )
     train_s = time.time() - t0
-    recipe = Path(__file__).read_text()
-    # Saving replaces the folder's contents; keep this recipe beside the model.
     model.save(args.out)
-    Path(args.out, "train.py").write_text(recipe)
     evaluate(args.out, {"train_minutes": round(train_s / 60, 1)})
 
 
