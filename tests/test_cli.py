@@ -12,33 +12,20 @@ import pytest
 import torch
 
 import embedseg
-from embedseg import Domain, EncodedBatch
+from embedseg import Domain
 from embedseg import cli
 from embedseg.domain import DOMAINS
 
-from toys import one_thread  # noqa: F401  (an autouse fixture)
+from toys import PaddedPoints, one_thread  # noqa: F401  (one_thread: an autouse fixture)
 
 
 @embedseg.register_domain("toy-cli", override=True)
-class NpzDomain(Domain):
+class NpzDomain(PaddedPoints):
     """Items come from an .npz file with ``points`` (items, n, 2) and ``labels`` (items, n)."""
 
     def load_dataset(self, path, split):
         data = np.load(path)
         return [(torch.from_numpy(p), torch.from_numpy(y)) for p, y in zip(data["points"], data["labels"])]
-
-    def collate(self, items):
-        return torch.stack([p for p, _ in items]).float(), torch.stack([y for _, y in items]).long()
-
-    def encode(self, batch, device):
-        points, labels = (t.to(device) for t in batch)
-        return EncodedBatch(points, torch.ones_like(labels, dtype=torch.bool), labels)
-
-    def network_spec(self, name=None, **params):
-        return {"name": name or "point_mlp", "params": {"in_features": 2, "dim": 4, "hidden": 16, **params}}
-
-    def decode(self, batch, labels, proba, embeddings):
-        return list(labels)
 
     def metrics(self, outputs, batch):
         from sklearn.metrics import adjusted_rand_score
