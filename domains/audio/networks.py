@@ -20,6 +20,31 @@ from embedseg.networks import normalize_embeddings, register_network
 __all__ = ["BLSTMEmbedding", "CompactBLSTMEmbedding", "DilatedConvEmbedding"]
 
 
+def _check_features(features: torch.Tensor, n_freqs: int) -> None:
+    """Reject features whose frequency axis does not match the network's."""
+    if features.ndim != 3 or features.shape[-1] != n_freqs:
+        raise ValueError(
+            f"'features' must have {n_freqs} frequency bins (batch, frames, freqs). Got shape "
+            f"{tuple(features.shape)}."
+        )
+
+
+def _heads_output(embed: torch.Tensor, mask_logits: torch.Tensor | None, dim: int, mask_sources: int) -> Any:
+    """Unit-norm embeddings (tanh, then norm), plus Chimera++ masks when there is a mask head.
+
+    Shape:
+        embed (batch, frames, freqs * dim), mask_logits (batch, frames, freqs * C) ->
+        embeddings (batch, frames * freqs, dim), masks (batch, C, frames, freqs).
+    """
+    b, t, _ = embed.shape
+    v = normalize_embeddings(torch.tanh(embed).reshape(b, -1, dim))  # (batch, frames * freqs, dim)
+    if mask_logits is None:
+        return v
+    logits = mask_logits.reshape(b, t, -1, mask_sources)  # (batch, frames, freqs, C)
+    masks = torch.softmax(logits.float(), dim=-1).permute(0, 3, 1, 2)  # (batch, C, frames, freqs)
+    return {"embeddings": v, "masks": masks}
+
+
 @register_network("dc_blstm")
 class BLSTMEmbedding(nn.Module):
     """Deep clustering's BLSTM (Hershey et al. 2015): stacked bidirectional LSTMs over frames,
@@ -73,18 +98,11 @@ class BLSTMEmbedding(nn.Module):
         self.mask_head = nn.Linear(2 * hidden, n_freqs * mask_sources) if mask_sources else None
 
     def forward(self, features: torch.Tensor) -> Any:
-        b, t, f = features.shape
-        if f != self.n_freqs:
-            raise ValueError(f"'features' must have {self.n_freqs} frequency bins (batch, frames, freqs). Got shape {tuple(features.shape)}.")
+        _check_features(features, self.n_freqs)
         h, _ = self.blstm(features)  # (batch, frames, 2 * hidden)
         h = self.drop(h)
-        v = torch.tanh(self.embed(h)).reshape(b, t * f, self.dim)  # (batch, frames * freqs, dim)
-        v = normalize_embeddings(v)
-        if self.mask_head is None:
-            return v
-        logits = self.mask_head(h).reshape(b, t, f, self.mask_sources)  # (batch, frames, freqs, C)
-        masks = torch.softmax(logits.float(), dim=-1).permute(0, 3, 1, 2)  # (batch, C, frames, freqs)
-        return {"embeddings": v, "masks": masks}
+        masks = None if self.mask_head is None else self.mask_head(h)
+        return _heads_output(self.embed(h), masks, self.dim, self.mask_sources)
 
 
 @register_network("dc_compact")
@@ -178,14 +196,7 @@ class DilatedConvEmbedding(nn.Module):
         self.mask_head = nn.Conv1d(channels, n_freqs * mask_sources, 1) if mask_sources else None
 
     def forward(self, features: torch.Tensor) -> Any:
-        b, t, f = features.shape
-        if f != self.n_freqs:
-            raise ValueError(f"'features' must have {self.n_freqs} frequency bins (batch, frames, freqs). Got shape {tuple(features.shape)}.")
+        _check_features(features, self.n_freqs)
         h = self.body(self.inp(features.transpose(1, 2)))  # (batch, channels, frames)
-        v = torch.tanh(self.embed(h)).transpose(1, 2).reshape(b, t * f, self.dim)  # (batch, frames * freqs, dim)
-        v = normalize_embeddings(v)
-        if self.mask_head is None:
-            return v
-        logits = self.mask_head(h).transpose(1, 2).reshape(b, t, f, self.mask_sources)
-        masks = torch.softmax(logits.float(), dim=-1).permute(0, 3, 1, 2)  # (batch, C, frames, freqs)
-        return {"embeddings": v, "masks": masks}
+        masks = None if self.mask_head is None else self.mask_head(h).transpose(1, 2)
+        return _heads_output(self.embed(h).transpose(1, 2), masks, self.dim, self.mask_sources)
