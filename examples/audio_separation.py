@@ -57,7 +57,9 @@ def get_corpus(root: Path, n_sentences: int) -> Path:
 def train(corpus: Path, args: argparse.Namespace) -> embedseg.Model:
     train_set = MixtureDataset(corpus, split="train", segment_seconds=args.segment, n_mixtures=200_000, seed=0)
     valid_set = MixtureDataset(corpus, split="valid", segment_seconds=None, n_mixtures=args.n_valid, seed=1)
-    network_params = json.loads(args.network_params) if args.network_params else None
+    network_params = json.loads(args.network_params) if args.network_params else {}
+    if args.mask_sources and "mask_sources" not in network_params:
+        network_params["mask_sources"] = args.mask_sources
     network = args.network
     if args.init is not None:  # continue training a saved model's network
         network = embedseg.load(args.init).network
@@ -73,6 +75,7 @@ def train(corpus: Path, args: argparse.Namespace) -> embedseg.Model:
         batch_size=args.batch_size,
         lr=args.lr,
         loss=args.loss,
+        domain_options={"weights": args.weights},
         warmup_steps=50,
         eval_every=args.eval_every,
         plateau_patience=2,
@@ -152,11 +155,16 @@ def main(argv=None) -> int:
     p.add_argument("--network", default="dc_compact")
     p.add_argument("--network-params", default=None, help='JSON, e.g. \'{"hidden": 300}\'')
     p.add_argument("--init", type=Path, default=None, help="start from this saved model's weights")
-    p.add_argument("--segment", type=float, default=1.5, help="training segment length in seconds")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--mask-sources", type=int, default=2,
+                   help="masks of a Chimera++ mask-inference head trained jointly with the embeddings (0: none); "
+                   "it speeds up the shared layers' learning, while the separation still clusters the embeddings")
+    p.add_argument("--segment", type=float, default=1.0, help="training segment length in seconds")
+    p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--loss", default="whitened_kmeans", choices=("affinity", "whitened_kmeans"),
                    help="embedding loss; the whitened k-means loss (Wang et al. 2018) escapes the affinity loss's early collapse plateau faster")
+    p.add_argument("--weights", default="magnitude", choices=("voice_activity", "magnitude"),
+                   help="bin weights of the embedding loss: every bin within 40 dB of the peak counts alike, or in proportion to its magnitude (Wang et al. 2018)")
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--n-valid", type=int, default=16)
     p.add_argument("--device", default="auto")
