@@ -36,6 +36,8 @@ def main() -> None:
     parser.add_argument("--init", default=None, help="continue training the network of this saved model")
     parser.add_argument("--seed", type=int, default=0, help="training seed (scene order, augmentation)")
     parser.add_argument("--evaluate-only", action="store_true", help="only score the model at --out")
+    parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
+    parser.add_argument("--max-objects", type=int, default=12, help="most objects in a training scene (the held-out scenes have 30-60)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (1 avoids stalls on a shared CPU)")
     args = parser.parse_args()
     if args.threads is not None:
@@ -44,7 +46,7 @@ def main() -> None:
         evaluate(args.out)
         return
     torch.manual_seed(args.seed)
-    train = SyntheticScenes(4000, size=128, max_objects=12, seed=0)
+    train = SyntheticScenes(4000, size=128, max_objects=args.max_objects, seed=0)
     init = {"network": embedseg.load(args.init).network} if args.init else {}
     t0 = time.time()
     model = embedseg.fit(
@@ -54,7 +56,7 @@ def main() -> None:
         max_minutes=args.minutes,
         epochs=100,
         batch_size=8,
-        lr=3e-3,
+        lr=args.lr,
         warmup_steps=20,
         seed=args.seed,
         progress=False,
@@ -62,7 +64,10 @@ def main() -> None:
     )
     train_s = time.time() - t0
     model.save(args.out)
-    evaluate(args.out, {"train_minutes": round(train_s / 60, 1)})
+    evaluate(args.out, {
+        "train": f"SyntheticScenes(4000, size=128, max_objects={args.max_objects}, seed=0), augmented",
+        "train_minutes": round(train_s / 60, 1),
+    })
 
 
 def evaluate(path: str, extra: dict | None = None) -> dict:
