@@ -251,7 +251,10 @@ def read_tensors(path: str | os.PathLike, what: str) -> tuple[dict[str, torch.Te
 def write_model_folder(
     path: str | os.PathLike, state_dict: Mapping[str, torch.Tensor], config: Mapping[str, Any]
 ) -> Path:
-    """Write weights and config to ``path`` (a folder), replacing an earlier model atomically."""
+    """Write weights and config to ``path`` (a folder), replacing an earlier model atomically.
+
+    Other files in an existing folder (scores, notes, a README) are carried over to the new
+    version, so saving over a model never deletes what a user kept next to it."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ValueError(f"'path' must be a folder (or not exist yet). Got the file '{path}' instead.")
@@ -259,6 +262,14 @@ def write_model_folder(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
+        if path.is_dir():
+            for entry in path.iterdir():
+                if entry.name in (WEIGHTS_FILE, CONFIG_FILE):
+                    continue
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.copytree(entry, tmp / entry.name, symlinks=True)
+                else:
+                    shutil.copy2(entry, tmp / entry.name, follow_symlinks=False)
         atomic_save_tensors(tmp / WEIGHTS_FILE, state_dict, {"format": MODEL_FORMAT})
         atomic_write_json(tmp / CONFIG_FILE, config)
         replace_folder(tmp, path)

@@ -100,6 +100,19 @@ def test_saving_again_replaces_the_folder_atomically(saved):
     assert torch.equal(embedseg.load(path).network.head.proj.bias, torch.zeros(16))
 
 
+def test_saving_again_keeps_the_users_other_files(saved):
+    model, path = saved
+    (path / "scores.json").write_text('{"ap50": 0.5}')
+    (path / "notes").mkdir()
+    (path / "notes" / "README.md").write_text("trained on my data")
+    torch.nn.init.zeros_(model.network.head.proj.bias)
+    model.save(path)
+    assert sorted(os.listdir(path)) == ["config.json", "model.safetensors", "notes", "scores.json"]
+    assert (path / "scores.json").read_text() == '{"ap50": 0.5}'
+    assert (path / "notes" / "README.md").read_text() == "trained on my data"
+    assert torch.equal(embedseg.load(path).network.head.proj.bias, torch.zeros(16))
+
+
 def test_to_jsonable():
     import numpy as np
 
