@@ -213,3 +213,46 @@ def test_mismatched_labels_and_negative_ids():
         d.collate([{"image": np.zeros((4, 4)), "labels": -np.ones((4, 4), int)}])
     with pytest.raises(ValueError, match="every item"):
         d.collate([{"image": np.zeros((4, 4)), "labels": np.zeros((4, 4), int)}, {"image": np.zeros((4, 4))}])
+
+
+def test_tune_decoding_picks_the_best_setting_and_keeps_it():
+    from pathlib import Path
+
+    from domains.image import matching_dataset
+
+    model = embedseg.load(Path(__file__).resolve().parents[2] / "pretrained" / "image-shapes")
+    scenes = SyntheticScenes(3, size=96, min_objects=8, max_objects=14, seed=3)
+    items = [scenes[i] for i in range(3)]
+    grid = {"seed_consistency": [0.8, 0.99], "merge_threshold": [0.0, 0.8]}
+    dom = model.domain
+    # Reference: segment the images with each setting through the public path and score them.
+    scores = {}
+    for sc in grid["seed_consistency"]:
+        for mt in grid["merge_threshold"]:
+            dom.seed_consistency, dom.merge_threshold = sc, mt
+            preds = [model.segment(it["image"]).numpy() for it in items]
+            m = matching_dataset([it["labels"].numpy() for it in items], preds, [0.5, 0.75])
+            scores[(sc, mt)] = (m[0.5]["ap"], m[0.75]["ap"])
+    result = model.tune_decoding(items, grid=grid)
+    chosen = (result["settings"]["seed_consistency"], result["settings"]["merge_threshold"])
+    assert scores[chosen] == max(scores.values())
+    assert (result["ap50"], result["ap75"]) == scores[chosen]
+    assert (dom.seed_consistency, dom.merge_threshold) == chosen
+    assert dom.get_config()["seed_consistency"] == chosen[0]
+    assert len(set(scores.values())) > 1  # the settings matter on these scenes
+
+
+def test_tune_decoding_bad_input(model):
+    item = _item(24, 24)
+    with pytest.raises(ValueError, match="'grid' must map some of"):
+        model.tune_decoding([item], grid={"fg_threshold": [0.5]})
+    with pytest.raises(ValueError, match=r"grid\['min_size'\]"):
+        model.tune_decoding([item], grid={"min_size": []})
+    with pytest.raises(ValueError, match="seed_consistency"):
+        model.tune_decoding([item], grid={"seed_consistency": [1.5]})
+    with pytest.raises(ValueError, match="must have labels"):
+        model.tune_decoding([item["image"]])
+    with pytest.raises(ValueError, match="at least one annotated image"):
+        model.tune_decoding([])
+    with pytest.raises(ValueError, match="labels"):
+        model.tune_decoding([(item["image"], item["labels"][:10])])
