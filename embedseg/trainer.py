@@ -68,12 +68,15 @@ class TrainingError(EmbedsegError):
     """Training cannot go on (repeated non-finite losses, an unusable checkpoint)."""
 
 
+DEFAULT_EPOCHS = 10  # passes over the data when nothing else bounds a run
+
+
 @dataclass
 class TrainerConfig:
     """Every option of the trainer (``embedseg.fit`` accepts each field as a keyword)."""
 
     # -- length ---------------------------------------------------------------------------------
-    epochs: int = 10  # passes over the training data
+    epochs: int | None = None  # passes over the data; None: 10, unlimited when max_steps/max_minutes bound the run
     max_steps: int | None = None  # stop after this many steps in all (None: epochs decide)
     max_minutes: float | None = None  # wall-clock budget of this call; stops cleanly, keeps the best
     # -- data -----------------------------------------------------------------------------------
@@ -113,10 +116,18 @@ class TrainerConfig:
     tensorboard: bool = False  # also write TensorBoard events to out_dir/tensorboard
     plot: bool = True  # write out_dir/curves.png (needs matplotlib)
 
+    @property
+    def epoch_limit(self) -> int | None:
+        """The number of epochs to run; None when only max_steps / max_minutes stop the run."""
+        if self.epochs is not None:
+            return self.epochs
+        return None if (self.max_steps is not None or self.max_minutes is not None) else DEFAULT_EPOCHS
+
     def validate(self) -> "TrainerConfig":
         """Check every field; raises ValueError/TypeError naming the bad one. Returns self."""
         owner = "fit"
-        check_int(self.epochs, "epochs", owner, 1)
+        if self.epochs is not None:
+            check_int(self.epochs, "epochs", owner, 1)
         if self.max_steps is not None:
             check_int(self.max_steps, "max_steps", owner, 1)
         if self.max_minutes is not None:
@@ -413,15 +424,19 @@ class Trainer:
         else:
             self.steps_per_epoch = None
         planned = None
-        if self.steps_per_epoch is not None:
-            planned = cfg.epochs * self.steps_per_epoch
+        if self.steps_per_epoch is not None and cfg.epoch_limit is not None:
+            planned = cfg.epoch_limit * self.steps_per_epoch
         if cfg.max_steps is not None:
             planned = cfg.max_steps if planned is None else min(planned, cfg.max_steps)
         self.planned_steps = planned
+        # A run bounded by time alone warms up as one of the default length would.
+        warm_basis = planned
+        if warm_basis is None and self.steps_per_epoch is not None:
+            warm_basis = DEFAULT_EPOCHS * self.steps_per_epoch
         if cfg.warmup_steps is not None:
             self.warmup = cfg.warmup_steps
         else:
-            self.warmup = 0 if planned is None else min(500, planned // 50)
+            self.warmup = 0 if warm_basis is None else min(500, warm_basis // 50)
 
         if cfg.monitor == "loss":
             self.monitor_key, self.higher_is_better = "valid_loss", False
@@ -1029,7 +1044,7 @@ class Trainer:
         stopped = "epochs"
         done = cfg.max_steps is not None and self.step >= cfg.max_steps
         try:
-            while not done and self.epoch < cfg.epochs:
+            while not done and (cfg.epoch_limit is None or self.epoch < cfg.epoch_limit):
                 for batch in self._synced(self._epoch_loader(self.epoch, self.batch_in_epoch)):
                     lr = self._set_lr()
                     loss, ok = self._train_step(batch)
@@ -1079,7 +1094,7 @@ class Trainer:
                     self.batch_in_epoch = 0
                     if cfg.eval_every is None and self._evaluate():
                         done, stopped = True, "early_stopping"
-                    if not done and self.epoch < cfg.epochs and time_up():
+                    if not done and (cfg.epoch_limit is None or self.epoch < cfg.epoch_limit) and time_up():
                         done, stopped = True, "max_minutes"
                     if cfg.checkpoint_every is None or done:
                         self._checkpoint()

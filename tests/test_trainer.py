@@ -454,3 +454,17 @@ def test_a_crash_while_writing_a_checkpoint_leaves_the_previous_one_usable(tmp_p
     resumed = embedseg.fit(TRAIN, **BASE, epochs=2, checkpoint_every=2, out_dir=str(tmp_path), resume=True)
     straight = embedseg.fit(TRAIN, **BASE, epochs=2, checkpoint_every=2)
     assert weights_equal(straight, resumed)
+
+
+def test_a_time_budget_alone_is_used_in_full_rather_than_stopping_after_ten_epochs():
+    # One epoch of TRAIN is a few steps: ten epochs end long before 2 seconds are up.
+    cfg = TrainerConfig(max_minutes=2 / 60)
+    assert cfg.epochs is None and cfg.epoch_limit is None
+    assert TrainerConfig().epoch_limit == 10 and TrainerConfig(epochs=3, max_minutes=1).epoch_limit == 3
+    ten = embedseg.fit(TRAIN, **BASE)
+    timed = embedseg.fit(TRAIN, **BASE, max_minutes=2 / 60)
+    assert ten.config["training"]["stopped"] == "epochs" and ten.config["training"]["epochs"] == 10
+    assert timed.config["training"]["stopped"] == "max_minutes"
+    assert timed.config["training"]["steps"] > ten.config["training"]["steps"]
+    capped = embedseg.fit(TRAIN, **BASE, max_steps=3 * ten.config["training"]["steps"])
+    assert capped.config["training"]["steps"] == 3 * ten.config["training"]["steps"]
