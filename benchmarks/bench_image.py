@@ -126,6 +126,8 @@ def bench_nuclei(args: argparse.Namespace) -> None:
         crops.append((left_img[y : y + 128, x : x + 128], left_lab[y : y + 128, x : x + 128]))
     t0 = time.time()
     extra = {"network_params": {"init": args.init}} if args.init else {}
+    if args.epochs is not None:
+        extra["epochs"] = args.epochs
     model = embedseg.fit(crops, domain="image", max_minutes=args.minutes, progress=False, seed=0, **extra)
     train_min = (time.time() - t0) / 60
     rows = [("embedseg, default decoding", scores([right_lab], [model.segment(right_img).numpy()]))]
@@ -183,6 +185,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=8.0, help="nuclei: training budget")
     parser.add_argument("--nuclei-dir", default=None, help="nuclei: folder with img2d.tif and mask2d.tif")
     parser.add_argument("--save", default=None, help="nuclei: save the trained model here")
+    parser.add_argument("--epochs", type=int, default=None, help="nuclei: passes over the (augmented) crops; default: fit's")
     parser.add_argument("--no-tune", action="store_true", help="nuclei: keep the default decoding settings")
     parser.add_argument("--init", default=None, help="nuclei: start from this model's network (e.g. image-shapes)")
     parser.add_argument(
