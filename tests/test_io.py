@@ -247,3 +247,18 @@ def test_load_accepts_a_training_run_folder(saved, tmp_path):
     state, config = read_model_folder(run / "model")
     assert set(state) == set(model.network.state_dict())
     assert isinstance(embedseg.load(run), Model)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+def test_saved_files_get_the_usual_permissions(saved, tmp_path):
+    _, path = saved
+    old = os.umask(0o022)
+    try:
+        embedseg.load(path).save(tmp_path / "again")
+        atomic_write_json(tmp_path / "x.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "again").stat().st_mode & 0o777 == 0o755
+    for name in ("config.json", "model.safetensors"):
+        assert (tmp_path / "again" / name).stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o644
