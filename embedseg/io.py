@@ -22,8 +22,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import secrets
 import shutil
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -40,6 +40,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_save_tensors",
+    "make_temp_folder",
     "replace_folder",
     "settled_folder",
     "check_no_pickle",
@@ -75,22 +76,43 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _umask() -> int:
-    """The process's file-creation mask (read by setting it and putting it back)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _temp_name(folder: Path, stem: str) -> Path:
+    return folder / f".{stem}.{secrets.token_hex(6)}.tmp"
+
+
+def make_temp_folder(parent: str | os.PathLike, stem: str) -> Path:
+    """A new empty folder ``.<stem>.<random>.tmp`` in ``parent`` with the permissions mkdir()
+    gives (0o777 less the umask, applied by the system), unlike mkdtemp's owner-only 0o700."""
+    parent = Path(parent)
+    for _ in range(100):
+        tmp = _temp_name(parent, stem)
+        try:
+            os.mkdir(tmp, 0o777)
+            return tmp
+        except FileExistsError:  # pragma: no cover - 48 random bits collided
+            continue
+    raise FileExistsError(f"Could not create a temporary folder in '{parent}'.")  # pragma: no cover
+
+
+def _open_temp_file(parent: Path, stem: str) -> tuple[int, Path]:
+    """A new file ``.<stem>.<random>.tmp`` opened for writing, with the permissions open()
+    gives (0o666 less the umask), unlike mkstemp's owner-only 0o600."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = _temp_name(parent, stem)
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:  # pragma: no cover - 48 random bits collided
+            continue
+    raise FileExistsError(f"Could not create a temporary file in '{parent}'.")  # pragma: no cover
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder, then rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _open_temp_file(path.parent, path.name)
     try:
-        # mkstemp creates the file readable by its owner only; give it the permissions a
-        # plain open() would (0o666 less the umask), so that saved files read like any other.
-        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -268,14 +290,18 @@ def write_model_folder(
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ValueError(f"'path' must be a folder (or not exist yet). Got the file '{path}' instead.")
+    if path.is_symlink():  # replace the folder the link points to, and keep the link
+        path = path.resolve()
     config = to_jsonable(dict(config), "the model config")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = make_temp_folder(path.parent, path.name)
     try:
-        os.chmod(tmp, 0o777 & ~_umask())  # as mkdir() would, not mkdtemp's owner-only 0o700
-        if path.is_dir():
-            for entry in path.iterdir():
-                if entry.name in (WEIGHTS_FILE, CONFIG_FILE):
+        # What a user kept next to the model comes along; the previous version may still be
+        # set aside as <name>.old by a replace that stopped halfway.
+        earlier = settled_folder(path)
+        if earlier.is_dir():
+            for entry in earlier.iterdir():
+                if entry.name in (WEIGHTS_FILE, CONFIG_FILE) or (entry.name.startswith(".") and entry.name.endswith(".tmp")):
                     continue
                 if entry.is_dir() and not entry.is_symlink():
                     shutil.copytree(entry, tmp / entry.name, symlinks=True)

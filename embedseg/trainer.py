@@ -38,7 +38,6 @@ import os
 import random
 import shutil
 import sys
-import tempfile
 import time
 import warnings
 from contextlib import nullcontext
@@ -77,8 +76,8 @@ class TrainerConfig:
 
     # -- length ---------------------------------------------------------------------------------
     epochs: int | None = None  # passes over the data; None: 10, unlimited when max_steps/max_minutes bound the run
-    max_steps: int | None = None  # stop after this many steps in all (None: epochs decide)
-    max_minutes: float | None = None  # wall-clock budget of this call; stops cleanly, keeps the best
+    max_steps: int | None = None  # stop after this many steps in all (None: epochs or max_minutes decide)
+    max_minutes: float | None = None  # wall-clock budget of this call (a resumed call gets it afresh)
     # -- data -----------------------------------------------------------------------------------
     batch_size: int = 8  # items per step and per process
     shuffle: bool = True  # a new order every epoch, seeded by seed + epoch
@@ -88,7 +87,7 @@ class TrainerConfig:
     lr: float = 1e-3  # peak learning rate
     weight_decay: float = 0.0  # decoupled for AdamW, L2 for RMSprop
     momentum: float = 0.0  # RMSprop momentum
-    warmup_steps: int | None = None  # linear warm-up; None: 2% of the planned steps, at most 500
+    warmup_steps: int | None = None  # linear warm-up; None: 2% of the planned steps (of 10 epochs if time-bound), <= 500
     plateau_patience: int = 3  # evaluations without improvement before the lr is decayed
     plateau_factor: float = 0.5  # lr multiplier at each plateau
     min_lr: float = 1e-6  # the lr never decays below this
@@ -807,7 +806,7 @@ class Trainer:
         torch_states = self.dist.all_gather_tensor(torch.get_rng_state().to(self.device)).cpu()  # (world, n) uint8
         if not self.dist.is_main:
             return
-        from .io import atomic_save_tensors, atomic_write_json, replace_folder
+        from .io import atomic_save_tensors, atomic_write_json, make_temp_folder, replace_folder
 
         tensors: dict[str, torch.Tensor] = {}
         for k, v in self.network.state_dict().items():
@@ -861,7 +860,7 @@ class Trainer:
         root = self.out_dir / "checkpoints"
         root.mkdir(parents=True, exist_ok=True)
         name = f"step-{self.step:08d}"
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=root))
+        tmp = make_temp_folder(root, name)
         try:
             atomic_save_tensors(tmp / CHECKPOINT_TENSORS, tensors, {"format": "embedseg-checkpoint"})
             atomic_write_json(tmp / CHECKPOINT_JSON, state)
@@ -1045,6 +1044,7 @@ class Trainer:
         done = cfg.max_steps is not None and self.step >= cfg.max_steps
         try:
             while not done and (cfg.epoch_limit is None or self.epoch < cfg.epoch_limit):
+                epoch_start = self.step if self.batch_in_epoch == 0 else None
                 for batch in self._synced(self._epoch_loader(self.epoch, self.batch_in_epoch)):
                     lr = self._set_lr()
                     loss, ok = self._train_step(batch)
@@ -1090,6 +1090,12 @@ class Trainer:
                         break
                 else:
                     # The epoch ran to its end.
+                    if epoch_start is not None and self.step == epoch_start:
+                        # An iterable dataset that yields nothing (a generator used up by an
+                        # earlier pass) would otherwise spin through empty epochs until the
+                        # time or step budget ends, which may be never.
+                        done, stopped = True, "data_exhausted"
+                        break
                     self.epoch += 1
                     self.batch_in_epoch = 0
                     if cfg.eval_every is None and self._evaluate():

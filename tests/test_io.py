@@ -252,13 +252,34 @@ def test_load_accepts_a_training_run_folder(saved, tmp_path):
 @pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
 def test_saved_files_get_the_usual_permissions(saved, tmp_path):
     _, path = saved
-    old = os.umask(0o022)
+    old = os.umask(0o027)
     try:
         embedseg.load(path).save(tmp_path / "again")
         atomic_write_json(tmp_path / "x.json", {"a": 1})
+        assert os.umask(0o027) == 0o027  # the umask was left as it was
     finally:
         os.umask(old)
-    assert (tmp_path / "again").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "again").stat().st_mode & 0o777 == 0o750
     for name in ("config.json", "model.safetensors"):
-        assert (tmp_path / "again" / name).stat().st_mode & 0o777 == 0o644
-    assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o644
+        assert (tmp_path / "again" / name).stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o640
+
+
+def test_saving_after_an_interrupted_replace_keeps_the_users_files(saved):
+    model, path = saved
+    (path / "scores.json").write_text("{}")
+    os.replace(path, path.with_name(path.name + ".old"))  # a replace that stopped halfway
+    model.save(path)
+    assert sorted(os.listdir(path)) == ["config.json", "model.safetensors", "scores.json"]
+    assert not path.with_name(path.name + ".old").exists()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="symbolic links")
+def test_saving_through_a_link_replaces_its_target_and_keeps_the_link(saved, tmp_path):
+    model, path = saved
+    link = tmp_path / "link"
+    link.symlink_to(path, target_is_directory=True)
+    torch.nn.init.zeros_(model.network.head.proj.bias)
+    model.save(link)
+    assert link.is_symlink() and link.resolve() == path.resolve()
+    assert torch.equal(embedseg.load(path).network.head.proj.bias, torch.zeros(16))

@@ -468,3 +468,16 @@ def test_a_time_budget_alone_is_used_in_full_rather_than_stopping_after_ten_epoc
     assert timed.config["training"]["steps"] > ten.config["training"]["steps"]
     capped = embedseg.fit(TRAIN, **BASE, max_steps=3 * ten.config["training"]["steps"])
     assert capped.config["training"]["steps"] == 3 * ten.config["training"]["steps"]
+
+
+def test_an_iterable_that_runs_dry_ends_the_run_instead_of_spinning():
+    class OneShot(torch.utils.data.IterableDataset):
+        def __init__(self, items):
+            self.items = iter(items)
+
+        def __iter__(self):
+            return self.items  # a generator-like source: empty after the first pass
+
+    model = embedseg.fit(OneShot(TRAIN), **BASE, max_steps=1000)
+    assert model.config["training"]["stopped"] == "data_exhausted"
+    assert model.config["training"]["steps"] == 5  # 20 items in batches of 4, once

@@ -487,8 +487,8 @@ class ImageDomain(Domain):
         """Choose the decoding settings with the best AP50 (ties: the best AP75) on annotated
         images, and keep them in the model (they are saved with it).
 
-        The network runs once per image; only the decoding is repeated for each combination,
-        so a grid of ten settings costs little more than segmenting the images once. Tune on
+        The network and the embedding grouping run once per image; only the decoding is
+        repeated for each combination. On a full tie the current settings stay. Tune on
         images that are not the ones you report scores on (a classic pipeline tuned on the
         same images is the fair comparison).
 
@@ -502,6 +502,8 @@ class ImageDomain(Domain):
             ``{"settings": {...}, "ap50": ..., "ap75": ...}``: the chosen settings (now the
             domain's) and their scores on ``items``.
         """
+        if grid is not None and not isinstance(grid, dict):
+            raise TypeError(f"'grid' must be a dict of setting -> values to try. Got {type(grid).__name__} instead.")
         grid = dict(self.DECODING_GRID if grid is None else grid)
         checks = {
             "seed_consistency": lambda v: check_float(v, "seed_consistency", "tune_decoding", 0.0, 1.0),
@@ -514,7 +516,7 @@ class ImageDomain(Domain):
                 f"'grid' must map some of {sorted(checks)} to the values to try. Got keys {sorted(grid)} instead."
             )
         for name, values in grid.items():
-            values = list(values) if isinstance(values, (list, tuple)) else None
+            values = None if isinstance(values, (str, bytes)) else list(np.atleast_1d(np.asarray(values)).tolist())
             if not values:
                 raise ValueError(f"'grid[{name!r}]' must be a non-empty list of values. Got {grid[name]!r} instead.")
             grid[name] = [checks[name](v) for v in values]
@@ -541,7 +543,8 @@ class ImageDomain(Domain):
             ]
             m = matching_dataset(truths, preds, [0.5, 0.75])
             key = (m[0.5]["ap"], m[0.75]["ap"])
-            if best_key is None or key > best_key:
+            is_current = all(current[name] == value for name, value in zip(grid, combo))
+            if best_key is None or key > best_key or (key == best_key and is_current):
                 best, best_key = dict(zip(grid, combo)), key
         for name, value in best.items():
             setattr(self, name, value)

@@ -254,5 +254,7 @@ def test_tune_decoding_bad_input(model):
         model.tune_decoding([item["image"]])
     with pytest.raises(ValueError, match="at least one annotated image"):
         model.tune_decoding([])
-    with pytest.raises(ValueError, match="labels"):
+    with pytest.raises(ValueError, match=r"items\[0\] labels"):
         model.tune_decoding([(item["image"], item["labels"][:10])])
+    with pytest.raises(TypeError, match="'grid' must be a dict"):
+        model.tune_decoding([item], grid=[0.9])
