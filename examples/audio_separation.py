@@ -5,7 +5,9 @@ With no arguments this script:
 1. builds the built-in speech corpus in ``data/speech`` if it is absent (27 voices x 50
    sentences; needs ``scripts/install_speech_voices.sh`` to have run, as root);
 2. trains the compact BLSTM for a few minutes on CPU on 2-speaker mixtures of the training
-   voices (or, with ``--pretrained``, loads the shipped model ``pretrained/audio-speech-8k``);
+   voices: whitened k-means loss on magnitude-weighted bins, with a Chimera++ mask head trained
+   alongside (the separation itself clusters the embeddings); or, with ``--pretrained``, loads
+   the shipped model ``pretrained/audio-speech-8k``;
 3. separates 2-speaker mixtures of the held-out test voices and prints SDRi and SI-SDRi next
    to the oracle ideal binary and ratio masks on the same mixtures;
 4. writes the separated wavs and a PNG (mixture spectrogram, estimated masks, a 2-D
