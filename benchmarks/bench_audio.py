@@ -97,12 +97,17 @@ def main(argv=None) -> int:
     p.add_argument("--n", type=int, default=40, help="mixtures per experiment")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--skip", default="", help="comma-separated experiments to skip: two,three,count,real,speed")
+    p.add_argument("--inference", choices=("clusters", "masks"), default=None,
+                   help="override the model's inference: deep clustering, or its mask-inference head (fixed count)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     skip = set(filter(None, args.skip.split(",")))
     model = embedseg.load(args.model)
+    if args.inference is not None:
+        model.domain.inference = args.inference
     print(f"model: {args.model} ({sum(q.numel() for q in model.network.parameters()):,} parameters); "
-          f"corpus: {args.corpus}; {platform.machine()}, torch {torch.__version__}, {args.threads} threads")
+          f"corpus: {args.corpus}; {platform.machine()}, torch {torch.__version__}, {args.threads} threads; "
+          f"inference: {model.domain.inference}")
 
     if "two" not in skip:
         ds = MixtureDataset(args.corpus, split="test", n_sources=2, segment_seconds=None, n_mixtures=args.n, seed=2)
