@@ -76,35 +76,33 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _temp_name(folder: Path, stem: str) -> Path:
-    return folder / f".{stem}.{secrets.token_hex(6)}.tmp"
+def _create_temp(parent: Path, stem: str, create: Any) -> Any:
+    """``create(path)`` on a fresh name ``.<stem>.<random>.tmp`` in ``parent``, drawing another
+    name if that one exists; the system applies the umask to what ``create`` makes."""
+    for _ in range(100):
+        try:
+            return create(parent / f".{stem}.{secrets.token_hex(6)}.tmp")
+        except FileExistsError:  # pragma: no cover - 48 random bits collided
+            continue
+    raise FileExistsError(f"Could not create a temporary entry in '{parent}'.")  # pragma: no cover
 
 
 def make_temp_folder(parent: str | os.PathLike, stem: str) -> Path:
     """A new empty folder ``.<stem>.<random>.tmp`` in ``parent`` with the permissions mkdir()
-    gives (0o777 less the umask, applied by the system), unlike mkdtemp's owner-only 0o700."""
-    parent = Path(parent)
-    for _ in range(100):
-        tmp = _temp_name(parent, stem)
-        try:
-            os.mkdir(tmp, 0o777)
-            return tmp
-        except FileExistsError:  # pragma: no cover - 48 random bits collided
-            continue
-    raise FileExistsError(f"Could not create a temporary folder in '{parent}'.")  # pragma: no cover
+    gives (0o777 less the umask), unlike mkdtemp's owner-only 0o700."""
+
+    def mkdir(path: Path) -> Path:
+        os.mkdir(path, 0o777)
+        return path
+
+    return _create_temp(Path(parent), stem, mkdir)
 
 
 def _open_temp_file(parent: Path, stem: str) -> tuple[int, Path]:
     """A new file ``.<stem>.<random>.tmp`` opened for writing, with the permissions open()
     gives (0o666 less the umask), unlike mkstemp's owner-only 0o600."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    for _ in range(100):
-        tmp = _temp_name(parent, stem)
-        try:
-            return os.open(tmp, flags, 0o666), tmp
-        except FileExistsError:  # pragma: no cover - 48 random bits collided
-            continue
-    raise FileExistsError(f"Could not create a temporary file in '{parent}'.")  # pragma: no cover
+    return _create_temp(parent, stem, lambda path: (os.open(path, flags, 0o666), path))
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -300,15 +300,8 @@ class ImageDomain(Domain):
             grp = labels[i].reshape(h, w)[:hi, :wi]
             fgi = None if fg is None else fg[i].reshape(h, w)[:hi, :wi]
             lab = decode_instances(
-                emb.reshape(hi * wi, -1),
-                (hi, wi),
-                grp,
-                fgi,
-                fg_threshold=self.fg_threshold,
-                merge_threshold=self.merge_threshold,
-                seed_consistency=self.seed_consistency,
-                min_size=self.min_size,
-                n_instances=batch.context.get("n_instances"),
+                emb.reshape(hi * wi, -1), (hi, wi), grp, fgi,
+                **self._decoding_settings(), n_instances=batch.context.get("n_instances"),
             )
             out.append(torch.from_numpy(lab))
         return out
@@ -328,6 +321,24 @@ class ImageDomain(Domain):
     def predict(self, model: "Model", x: Any, **options: Any) -> torch.Tensor:
         """``model.predict(image)`` is :meth:`segment`."""
         return self.segment(model, x, **options)
+
+    def _decoding_settings(self) -> dict[str, Any]:
+        """The keyword settings :func:`decode_instances` takes from this domain."""
+        return {
+            "fg_threshold": self.fg_threshold,
+            "merge_threshold": self.merge_threshold,
+            "seed_consistency": self.seed_consistency,
+            "min_size": self.min_size,
+        }
+
+    def _embed_and_group(
+        self, model: "Model", image: Any, name: str = "image"
+    ) -> tuple[tuple[int, int], torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Everything of one image's segmentation before decoding: ((h, w), embeddings
+        (h*w, dim), foreground probability (h*w,) or None, embedding groups (h*w,))."""
+        x = self.prepare_image(image, name)
+        emb, fg = self._embed_image(model, x)
+        return tuple(x.shape[1:]), emb, fg, self._groups(model, emb, fg)
 
     def _embed_image(self, model: "Model", x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Embeddings (H*W, dim) and foreground probabilities (H*W,) of one prepared image,
@@ -435,21 +446,8 @@ class ImageDomain(Domain):
         """
         if n_instances is not None:
             check_int(n_instances, "n_instances", "segment", 0)
-        x = self.prepare_image(image)
-        _, h, w = x.shape
-        emb, fg = self._embed_image(model, x)
-        groups = self._groups(model, emb, fg)
-        lab = decode_instances(
-            emb,
-            (h, w),
-            groups,
-            fg,
-            fg_threshold=self.fg_threshold,
-            merge_threshold=self.merge_threshold,
-            seed_consistency=self.seed_consistency,
-            min_size=self.min_size,
-            n_instances=n_instances,
-        )
+        hw, emb, fg, groups = self._embed_and_group(model, image)
+        lab = decode_instances(emb, hw, groups, fg, **self._decoding_settings(), n_instances=n_instances)
         return torch.from_numpy(lab)
 
     def segment_batch(
@@ -528,19 +526,14 @@ class ImageDomain(Domain):
             image, labels = _item_pair(item)
             if labels is None:
                 raise ValueError(f"'items[{i}]' must have labels to tune against. Got an image without labels.")
-            x = self.prepare_image(image, f"items[{i}] image")
-            _, h, w = x.shape
-            truths.append(to_label_tensor(labels, (h, w), f"items[{i}] labels").numpy())
-            emb, fg = self._embed_image(model, x)
-            prepared.append((emb, (h, w), self._groups(model, emb, fg), fg))
-        current = {"seed_consistency": self.seed_consistency, "merge_threshold": self.merge_threshold, "min_size": self.min_size}
+            hw, emb, fg, groups = self._embed_and_group(model, image, f"items[{i}] image")
+            truths.append(to_label_tensor(labels, hw, f"items[{i}] labels").numpy())
+            prepared.append((hw, emb, fg, groups))
+        current = self._decoding_settings()
         best, best_key = None, None
         for combo in itertools.product(*grid.values()):
             settings = {**current, **dict(zip(grid, combo))}
-            preds = [
-                decode_instances(emb, hw, groups, fg, fg_threshold=self.fg_threshold, **settings)
-                for emb, hw, groups, fg in prepared
-            ]
+            preds = [decode_instances(emb, hw, groups, fg, **settings) for hw, emb, fg, groups in prepared]
             m = matching_dataset(truths, preds, [0.5, 0.75])
             key = (m[0.5]["ap"], m[0.75]["ap"])
             is_current = all(current[name] == value for name, value in zip(grid, combo))
