@@ -57,7 +57,10 @@ def get_corpus(root: Path, n_sentences: int) -> Path:
 
 
 def train(corpus: Path, args: argparse.Namespace) -> embedseg.Model:
-    train_set = MixtureDataset(corpus, split="train", segment_seconds=args.segment, n_mixtures=200_000, seed=0)
+    speed = (1 - args.speed_perturb, 1 + args.speed_perturb) if args.speed_perturb > 0 else None
+    train_set = MixtureDataset(
+        corpus, split="train", segment_seconds=args.segment, n_mixtures=200_000, seed=0, speed_range=speed
+    )
     valid_set = MixtureDataset(corpus, split="valid", segment_seconds=None, n_mixtures=args.n_valid, seed=1)
     network_params = json.loads(args.network_params) if args.network_params else {}
     if args.mask_sources and "mask_sources" not in network_params:
@@ -161,6 +164,9 @@ def main(argv=None) -> int:
                    help="masks of a Chimera++ mask-inference head trained jointly with the embeddings (0: none); "
                    "it speeds up the shared layers' learning, while the separation still clusters the embeddings")
     p.add_argument("--segment", type=float, default=1.0, help="training segment length in seconds")
+    p.add_argument("--speed-perturb", type=float, default=0.0,
+                   help="play each training utterance at a speed drawn from [1 - P, 1 + P] (new pitch and "
+                        "formants: more distinct voices from a corpus with few speakers); 0: off")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--loss", default="whitened_kmeans", choices=("affinity", "whitened_kmeans"),

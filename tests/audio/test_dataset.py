@@ -62,3 +62,56 @@ def test_bad_arguments(tiny_corpus, tmp_path):
         MixtureDataset(tiny_corpus, snr_range=(5, 0))
     with pytest.raises(IndexError):
         MixtureDataset(tiny_corpus, n_mixtures=3)[3]
+
+
+def _tone_corpus(root, freqs, rate=8000, seconds=1.0):
+    t = np.arange(int(rate * seconds)) / rate
+    for name, f in freqs.items():
+        (root / name).mkdir(parents=True)
+        sf.write(root / name / "u.wav", 0.3 * np.sin(2 * np.pi * f * t), rate)
+    return root
+
+
+def _peak_hz(x, rate=8000):
+    spec = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    return np.fft.rfftfreq(len(x), 1 / rate)[int(spec.argmax())]
+
+
+def test_speed_perturbation_scales_duration_and_pitch(tmp_path):
+    root = _tone_corpus(tmp_path, {"low": 400.0, "high": 1000.0})
+    plain = MixtureDataset(root, segment_seconds=None, n_mixtures=3)
+    fast = MixtureDataset(root, segment_seconds=None, n_mixtures=3, speed_range=(1.1, 1.1))
+    slow = MixtureDataset(root, segment_seconds=None, n_mixtures=3, speed_range=(0.8, 0.8))
+    assert plain[0]["sources"].shape[1] == 8000
+    assert abs(fast[0]["sources"].shape[1] - 8000 / 1.1) <= 1
+    assert abs(slow[0]["sources"].shape[1] - 8000 / 0.8) <= 1
+    for ds, factor in ((plain, 1.0), (fast, 1.1), (slow, 0.8)):
+        item = ds[1]
+        for src, who in zip(item["sources"].numpy(), item["speakers"]):
+            base = 400.0 if who == "low" else 1000.0
+            assert abs(_peak_hz(src) - base * factor) < 5.0, (who, factor)
+    a, b = fast[2], fast[2]
+    assert torch.equal(a["mixture"], b["mixture"])  # still deterministic per index
+
+
+def test_speed_factors_vary_within_the_range(tmp_path):
+    root = _tone_corpus(tmp_path, {"a": 500.0, "b": 700.0})
+    ds = MixtureDataset(root, segment_seconds=None, n_mixtures=40, speed_range=(0.9, 1.1))
+    factors = set()
+    for i in range(40):
+        item = ds[i]
+        for src, who in zip(item["sources"].numpy(), item["speakers"]):
+            factors.add(round(_peak_hz(src) / (500.0 if who == "a" else 700.0), 2))
+    assert min(factors) >= 0.89 and max(factors) <= 1.11
+    assert len(factors) >= 4
+
+
+@pytest.mark.parametrize(
+    "bad, error, match",
+    [((0.9,), TypeError, "pair of speed factors"), ((1.2, 1.1), ValueError, "speed_range"),
+     ((0.1, 1.0), ValueError, r"\[0.5, 2\]"), ("fast", TypeError, "pair of speed factors")],
+)
+def test_bad_speed_range(tmp_path, bad, error, match):
+    root = _tone_corpus(tmp_path, {"a": 500.0, "b": 700.0})
+    with pytest.raises(error, match=match):
+        MixtureDataset(root, speed_range=bad)
