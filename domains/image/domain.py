@@ -63,6 +63,13 @@ class ImageDomain(Domain):
         min_size: instances smaller than this (pixels) are merged or dropped.
         tile_size: images with a side above this are segmented tile by tile.
         tile_overlap: overlap of neighbouring tiles (pixels); each tile keeps its centre.
+        flip_views: views of the image embedded at inference: 1 (as given), 2 (and mirrored
+            left-right) or 4 (and mirrored top-bottom, and both). Each view's embeddings are
+            mapped back, and the views are concatenated and scaled by 1/sqrt(views): still unit
+            norm, and the cosine affinity of two pixels becomes the mean of their affinities
+            over the views, which steadies the seams between touching objects; foreground
+            probabilities are averaged. Costs one network pass per view. Not used with
+            ``coords`` (coordinate channels do not mirror with the content).
         percentiles: the (low, high) intensity percentiles mapped to 0 and 1.
 
     Example:
@@ -95,6 +102,7 @@ class ImageDomain(Domain):
         tile_size: int = 512,
         tile_overlap: int = 64,
         percentiles: tuple[float, float] = (1.0, 99.8),
+        flip_views: int = 2,
     ) -> None:
         owner = "ImageDomain"
         check_choice(channels, "channels", owner, (1, 3))
@@ -110,6 +118,7 @@ class ImageDomain(Domain):
         check_int(min_size, "min_size", owner, 1)
         check_int(tile_size, "tile_size", owner, 32)
         check_int(tile_overlap, "tile_overlap", owner, 0, tile_size // 2 - 1)
+        check_choice(flip_views, "flip_views", owner, (1, 2, 4))
         if not (isinstance(percentiles, (tuple, list)) and len(percentiles) == 2):
             raise TypeError(
                 f"The 'percentiles' parameter of {owner} must be a (low, high) pair. Got {percentiles!r} instead."
@@ -130,6 +139,7 @@ class ImageDomain(Domain):
         self.tile_size = tile_size
         self.tile_overlap = tile_overlap
         self.percentiles = tuple(percentiles)
+        self.flip_views = flip_views
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -144,6 +154,7 @@ class ImageDomain(Domain):
             "tile_size": self.tile_size,
             "tile_overlap": self.tile_overlap,
             "percentiles": list(self.percentiles),
+            "flip_views": self.flip_views,
         }
 
     # -- data -----------------------------------------------------------------------------------
@@ -337,7 +348,28 @@ class ImageDomain(Domain):
         emb, fg = self._embed_image(model, x)
         return tuple(x.shape[1:]), emb, fg, self._groups(model, emb, fg)
 
+    # The flips of each inference view, as dims of a (C, H, W) image: none, left-right,
+    # top-bottom, both.
+    _VIEW_FLIPS: ClassVar[tuple[tuple[int, ...], ...]] = ((), (2,), (1,), (1, 2))
+
     def _embed_image(self, model: "Model", x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Embeddings (H*W, dim * views) and foreground probabilities (H*W,) of one prepared
+        image, over its ``flip_views`` mirrored views (see the class notes)."""
+        views = 1 if self.coords else self.flip_views
+        if views == 1:
+            return self._embed_view(model, x)
+        _, h, w = x.shape
+        embs, fgs = [], []
+        for dims in self._VIEW_FLIPS[:views]:
+            emb, fg = self._embed_view(model, x.flip(dims) if dims else x)
+            back = [d - 1 for d in dims]  # the same flips on (H, W, ...) maps
+            embs.append(emb.reshape(h, w, -1).flip(back).reshape(h * w, -1) if dims else emb)
+            if fg is not None:
+                fgs.append(fg.reshape(h, w).flip(back).reshape(h * w) if dims else fg)
+        emb = torch.cat(embs, dim=-1) / math.sqrt(views)
+        return emb, torch.stack(fgs).mean(0) if fgs else None
+
+    def _embed_view(self, model: "Model", x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Embeddings (H*W, dim) and foreground probabilities (H*W,) of one prepared image,
         tile by tile when a side exceeds ``tile_size``."""
         c, h, w = x.shape

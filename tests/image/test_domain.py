@@ -147,6 +147,38 @@ def test_tiled_embeddings_agree_with_whole_image(model):
     assert float((fg_whole - fg_tiled).abs().mean()) < 0.02
 
 
+def test_flip_views_average_the_affinities_of_mirrored_views(model):
+    x = ImageDomain().prepare_image(np.random.default_rng(2).random((20, 28)))
+    single, fg_single = ImageDomain(flip_views=1)._embed_image(model, x)
+    mirrored, fg_mirrored = ImageDomain(flip_views=1)._embed_image(model, x.flip(2))
+    mirrored = mirrored.reshape(20, 28, -1).flip(1).reshape(20 * 28, -1)
+    fg_mirrored = fg_mirrored.reshape(20, 28).flip(1).reshape(-1)
+    two, fg_two = ImageDomain(flip_views=2)._embed_image(model, x)
+    assert two.shape == (20 * 28, 2 * single.shape[1])
+    torch.testing.assert_close(two.norm(dim=-1), torch.ones(20 * 28))
+    # The cosine affinity of any two pixels is the mean of their affinities in the two views.
+    want = 0.5 * (single @ single.T + mirrored @ mirrored.T)
+    torch.testing.assert_close(two @ two.T, want, atol=1e-5, rtol=0)
+    torch.testing.assert_close(fg_two, 0.5 * (fg_single + fg_mirrored))
+
+
+def test_four_flip_views_make_affinities_mirror_invariant(model):
+    x = ImageDomain().prepare_image(np.random.default_rng(3).random((16, 24)))
+    d = ImageDomain(flip_views=4)
+    emb, fg = d._embed_image(model, x)
+    emb_m, fg_m = d._embed_image(model, x.flip(1))  # the image mirrored top-bottom
+    emb_m = emb_m.reshape(16, 24, -1).flip(0).reshape(16 * 24, -1)
+    torch.testing.assert_close(emb_m @ emb_m.T, emb @ emb.T, atol=1e-5, rtol=0)
+    torch.testing.assert_close(fg_m.reshape(16, 24).flip(0).reshape(-1), fg, atol=1e-6, rtol=0)
+
+
+def test_flip_views_are_not_used_with_coordinate_channels():
+    torch.manual_seed(0)
+    m = build_model("image", domain_options={"coords": True}, network_params={"dim": 8, "base": 8})
+    x = m.domain.prepare_image(np.random.default_rng(4).random((16, 16)))
+    assert m.domain.flip_views == 2 and m.domain._embed_image(m, x)[0].shape == (256, 8)
+
+
 def test_segment_batch_and_counts(model):
     imgs = [np.random.default_rng(i).random((24, 24)) for i in range(3)]
     out = model.segment_batch(imgs)
@@ -198,7 +230,7 @@ def test_fit_runs_a_few_steps_on_synthetic_scenes():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"channels": 2}, {"background": "drop"}, {"weighting": "sqrt"}, {"tile_size": 16}, {"tile_overlap": 400}, {"percentiles": (5, 1)}],
+    [{"channels": 2}, {"background": "drop"}, {"weighting": "sqrt"}, {"tile_size": 16}, {"tile_overlap": 400}, {"percentiles": (5, 1)}, {"flip_views": 3}],
 )
 def test_bad_options(kwargs):
     with pytest.raises((ValueError, TypeError)):
