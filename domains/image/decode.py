@@ -22,6 +22,15 @@ give *neighbouring* objects different embeddings. So decoding works in three ste
 5. **Region growing.** The instances grow from their seeds over the remaining foreground
    (watershed on the embedding disagreement), so rims and seams go to the nearest instance;
    foreground components left without a seed become instances of their own if large enough.
+6. **Split-off.** A small or occluded object may have no seed of its own (its embeddings
+   never agree over a whole 3 x 3 neighbourhood), or share one connected fragment with a
+   touching neighbour of the same group; growing then hands its pixels to that neighbour, yet
+   they keep embeddings unlike the neighbour's. Connected parts of an instance whose pixels
+   have cosine similarity below ``split_threshold`` with the instance's mean embedding, of at
+   least ``min_size`` pixels, become instances of their own; the pixels of a split instance
+   then go to whichever of its parts has the closest mean embedding (crumbs below
+   ``min_size`` return). On dense synthetic scenes this finds about a quarter of the objects
+   that were merged into a neighbour.
 
 With ``n_instances`` given, merging goes on below the threshold (most similar first) until
 that many remain, and if too few remain, the largest instance with the most spread-out
@@ -188,6 +197,52 @@ def _grow(labels: np.ndarray, fg: np.ndarray, cost: np.ndarray, min_size: int) -
     return labels
 
 
+def _unit_means(labels: np.ndarray, emb: np.ndarray, n: int) -> np.ndarray:
+    """Unit-norm mean embedding of every label in [0, n): (n, dim)."""
+    sums = np.stack([np.bincount(labels, weights=emb[:, d], minlength=n) for d in range(emb.shape[1])], 1)
+    return sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+
+
+def _split_off(labels: np.ndarray, emb: np.ndarray, threshold: float, min_size: int) -> np.ndarray:
+    """Step 6 of the module notes: parts of instances unlike their instance's mean embedding
+    become instances of their own. ``emb`` is (H*W, dim), unit rows."""
+    h, w = labels.shape
+    flat = labels.ravel()
+    n = int(flat.max()) + 1
+    if n == 1:
+        return labels
+    units = _unit_means(flat, emb, n)
+    cos = np.einsum("ij,ij->i", emb, units[flat])
+    outlier = (flat > 0) & (cos < threshold)
+    if not outlier.any():
+        return labels
+    comp = _components(np.where(outlier.reshape(h, w), labels, 0)).ravel()
+    sizes = np.bincount(comp)
+    keep = sizes >= min_size
+    keep[0] = False
+    if not keep.any():
+        return labels
+    n_new = int(keep.sum())
+    new_id = np.zeros(len(sizes), dtype=np.int64)
+    new_id[keep] = n + np.arange(n_new)
+    first = np.zeros(len(sizes), dtype=np.int64)  # a pixel of every component
+    first[comp[::-1]] = np.arange(len(comp))[::-1]
+    host = np.arange(n + n_new)  # the instance each id was split from (itself for old ones)
+    host[n:] = flat[first[keep]]
+    parts = np.where(new_id[comp] > 0, new_id[comp], flat)
+    # Every pixel of a split instance goes to the part of it with the closest mean embedding.
+    part_units = _unit_means(parts, emb, n + n_new)
+    for instance in np.unique(host[n:]):
+        ids = np.concatenate([[instance], np.flatnonzero(host[n:] == instance) + n])
+        where = np.flatnonzero(host[parts] == instance)
+        parts[where] = ids[np.argmax(emb[where] @ part_units[ids].T, axis=1)]
+    # Connected pieces of new parts smaller than min_size return to the instance they left.
+    pieces = _components(parts.reshape(h, w)).ravel()
+    small = (np.bincount(pieces)[pieces] < min_size) & (parts >= n)
+    parts[small] = host[parts[small]]
+    return parts.reshape(h, w)
+
+
 def _split_two(emb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """2-means on unit embeddings (farthest-point start, a few Lloyd steps); returns 0/1 labels."""
     c0 = emb[rng.integers(len(emb))]
@@ -247,6 +302,7 @@ def decode_instances(
     merge_threshold: float = 0.5,
     seed_consistency: float = 0.95,
     min_size: int = 16,
+    split_threshold: float = 0.5,
     n_instances: int | None = None,
 ) -> np.ndarray:
     """Instance label map of one image from its pixel embeddings (see the module notes).
@@ -263,6 +319,10 @@ def decode_instances(
         seed_consistency: norm of the 3 x 3 mean embedding, relative to its median over the
             foreground, above which a pixel is a seed (0 = every foreground pixel).
         min_size: fragments smaller than this join a neighbour or are dropped (pixels).
+        split_threshold: cosine similarity with their instance's mean embedding below which
+            connected parts of an instance are split off as instances of their own (step 6;
+            -1 turns it off). Used only when ``n_instances`` is None: a given count has its
+            own merging and splitting.
         n_instances: the number of instances wanted; None = automatic.
 
     Returns:
@@ -283,6 +343,7 @@ def decode_instances(
     fg_threshold = check_float(fg_threshold, "fg_threshold", "decode_instances", 0.0, 1.0)
     seed_consistency = check_float(seed_consistency, "seed_consistency", "decode_instances", 0.0, 1.0)
     min_size = check_int(min_size, "min_size", "decode_instances", 1)
+    split_threshold = check_float(split_threshold, "split_threshold", "decode_instances", -1.0, 1.0)
     if n_instances is not None:
         n_instances = check_int(n_instances, "n_instances", "decode_instances", 0)
 
@@ -313,6 +374,8 @@ def decode_instances(
         regions.merge_until(-2.0, target=n_instances)
     labels = regions.label_map(frag)
     labels = _grow(labels, fg, 1.0 - consistency, min_size)
+    if n_instances is None and split_threshold > -1.0:
+        labels = _split_off(labels, emb, split_threshold, min_size)
     if n_instances is not None:
         ids, counts = np.unique(labels[labels > 0], return_counts=True)
         if len(ids) > n_instances:

@@ -61,6 +61,8 @@ class ImageDomain(Domain):
         merge_threshold: cosine similarity above which adjacent fragments merge.
         seed_consistency: 3 x 3 embedding agreement above which a pixel seeds an instance.
         min_size: instances smaller than this (pixels) are merged or dropped.
+        split_threshold: cosine similarity with their instance's mean embedding below which
+            parts of an instance are split off as instances of their own (-1: never).
         tile_size: images with a side above this are segmented tile by tile.
         tile_overlap: overlap of neighbouring tiles (pixels); each tile keeps its centre.
         flip_views: views of the image embedded at inference: 1 (as given), 2 (and mirrored
@@ -99,6 +101,7 @@ class ImageDomain(Domain):
         merge_threshold: float = 0.5,
         seed_consistency: float = 0.95,
         min_size: int = 16,
+        split_threshold: float = 0.5,
         tile_size: int = 512,
         tile_overlap: int = 64,
         percentiles: tuple[float, float] = (1.0, 99.8),
@@ -116,6 +119,7 @@ class ImageDomain(Domain):
         check_float(merge_threshold, "merge_threshold", owner, -1.0, 1.0)
         check_float(seed_consistency, "seed_consistency", owner, 0.0, 1.0)
         check_int(min_size, "min_size", owner, 1)
+        check_float(split_threshold, "split_threshold", owner, -1.0, 1.0)
         check_int(tile_size, "tile_size", owner, 32)
         check_int(tile_overlap, "tile_overlap", owner, 0, tile_size // 2 - 1)
         check_choice(flip_views, "flip_views", owner, (1, 2, 4))
@@ -136,6 +140,7 @@ class ImageDomain(Domain):
         self.merge_threshold = merge_threshold
         self.seed_consistency = seed_consistency
         self.min_size = min_size
+        self.split_threshold = split_threshold
         self.tile_size = tile_size
         self.tile_overlap = tile_overlap
         self.percentiles = tuple(percentiles)
@@ -337,6 +342,7 @@ class ImageDomain(Domain):
             "merge_threshold": self.merge_threshold,
             "seed_consistency": self.seed_consistency,
             "min_size": self.min_size,
+            "split_threshold": self.split_threshold,
         }
 
     def _embed_and_group(
@@ -499,10 +505,12 @@ class ImageDomain(Domain):
 
     # Settings :meth:`tune_decoding` tries by default: seed consistency decides which pixels seed
     # an instance (higher keeps seeds off the seams between touching objects), the merge
-    # threshold how alike adjacent fragments must be to join.
+    # threshold how alike adjacent fragments must be to join, the split threshold how unlike
+    # its instance a part must be to stand alone (-1: never).
     DECODING_GRID: ClassVar[dict[str, tuple[Any, ...]]] = {
-        "seed_consistency": (0.95, 0.97, 0.98, 0.99, 0.995),
+        "seed_consistency": (0.95, 0.97, 0.98, 0.99),
         "merge_threshold": (0.5, 0.6),
+        "split_threshold": (-1.0, 0.4, 0.5, 0.6),
     }
 
     def tune_decoding(
@@ -522,8 +530,9 @@ class ImageDomain(Domain):
         Args:
             model: a trained image model.
             items: annotated images: dicts {"image", "labels"} or (image, labels) pairs.
-            grid: values to try per setting, among "seed_consistency", "merge_threshold" and
-                "min_size"; every combination is scored. None: :attr:`DECODING_GRID`.
+            grid: values to try per setting, among "seed_consistency", "merge_threshold",
+                "split_threshold" and "min_size"; every combination is scored. None:
+                :attr:`DECODING_GRID`.
 
         Returns:
             ``{"settings": {...}, "ap50": ..., "ap75": ...}``: the chosen settings (now the
@@ -536,6 +545,7 @@ class ImageDomain(Domain):
             "seed_consistency": lambda v: check_float(v, "seed_consistency", "tune_decoding", 0.0, 1.0),
             "merge_threshold": lambda v: check_float(v, "merge_threshold", "tune_decoding", -1.0, 1.0),
             "min_size": lambda v: check_int(v, "min_size", "tune_decoding", 1),
+            "split_threshold": lambda v: check_float(v, "split_threshold", "tune_decoding", -1.0, 1.0),
         }
         unknown = sorted(set(grid) - set(checks))
         if not grid or unknown:

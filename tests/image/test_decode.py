@@ -122,3 +122,58 @@ def test_bad_parameters():
         decode_instances(emb, (2, 2), np.zeros(4, int), None, merge_threshold=2.0)
     with pytest.raises(ValueError, match="n_instances"):
         decode_instances(emb, (2, 2), np.zeros(4, int), None, n_instances=-1)
+    with pytest.raises(ValueError, match="split_threshold"):
+        decode_instances(emb, (2, 2), np.zeros(4, int), None, split_threshold=1.5)
+
+
+def _object_without_seeds(part_rows=6, dim=8, seed=0):
+    """A 20 x 20 object A and, touching its lower edge, a small object B whose embeddings are
+    too noisy to seed an instance (no 3 x 3 neighbourhood agrees) yet unlike A's. B's first
+    row is a seam whose embeddings are closer to B's than to A's, but not enough to be an
+    outlier of A. All foreground pixels share one embedding group."""
+    rng = np.random.default_rng(seed)
+    e1, e2 = np.eye(dim)[0], np.eye(dim)[1]
+    labels = np.zeros((32, 24), dtype=np.int64)
+    labels[2:22, 2:22] = 1
+    labels[22 : 22 + part_rows, 8:13] = 2
+    emb = np.tile(np.eye(dim)[2], (32, 24, 1))
+    emb[labels == 1] = e1
+    noisy = e2 + rng.normal(scale=0.5, size=(part_rows - 1, 5, dim))
+    emb[23 : 22 + part_rows, 8:13] = noisy
+    emb[22, 8:13] = 0.6 * e1 + 0.8 * e2  # the seam: cosine 0.6 with A, 0.8 with B
+    emb /= np.linalg.norm(emb, axis=-1, keepdims=True)
+    fg = (labels > 0).astype(float).ravel()
+    return labels, emb.reshape(-1, dim), fg
+
+
+def test_split_off_recovers_an_object_that_has_no_seed():
+    labels, emb, fg = _object_without_seeds()
+    groups = np.zeros(len(fg), dtype=np.int64)
+    merged = decode_instances(emb, labels.shape, groups, fg, split_threshold=-1.0)
+    assert merged.max() == 1  # growing gave B's pixels to A
+    pred = decode_instances(emb, labels.shape, groups, fg, split_threshold=0.5)
+    assert pred.max() == 2
+    # B is found whole, seam included (its pixels went to the closer of the two means).
+    b = pred[24, 10]
+    np.testing.assert_array_equal(pred == b, labels == 2)
+    np.testing.assert_array_equal(pred == pred[10, 10], labels == 1)
+
+
+def test_split_off_keeps_parts_below_min_size_and_alike_parts():
+    labels, emb, fg = _object_without_seeds(part_rows=3)  # B: 15 pixels < min_size 16
+    groups = np.zeros(len(fg), dtype=np.int64)
+    assert decode_instances(emb, labels.shape, groups, fg, split_threshold=0.5, min_size=16).max() == 1
+    # A uniform object with noisy embeddings has no part unlike its mean: nothing to split.
+    rng = np.random.default_rng(1)
+    one = np.zeros((20, 20), dtype=np.int64)
+    one[2:18, 2:18] = 1
+    e = np.eye(6)[0] + rng.normal(scale=0.2, size=(20, 20, 6))
+    e /= np.linalg.norm(e, axis=-1, keepdims=True)
+    pred = decode_instances(e.reshape(-1, 6), one.shape, np.zeros(400, int), (one > 0).ravel(), split_threshold=0.5)
+    assert pred.max() == 1
+
+
+def test_split_off_is_not_used_with_a_given_count():
+    labels, emb, fg = _object_without_seeds()
+    groups = np.zeros(len(fg), dtype=np.int64)
+    assert decode_instances(emb, labels.shape, groups, fg, split_threshold=0.5, n_instances=1).max() == 1
