@@ -43,6 +43,10 @@ from .features import (
 )
 from .metrics import separation_scores
 
+# Mixtures with larger samples are scaled down for separation (and the sources back up):
+# beyond ~1e17 a float32 STFT overflows; PCM-scale input (int16, int32) stays well inside.
+_LARGE_SAMPLE = 1e6
+
 __all__ = ["AudioDomain"]
 
 
@@ -146,6 +150,12 @@ class AudioDomain(Domain):
         "n_sources" (batch,).
         """
         items = [it if isinstance(it, dict) else {"mixture": it} for it in items]
+        for i, it in enumerate(items):
+            if "mixture" not in it:
+                raise ValueError(
+                    f"Audio items must be dicts with a 'mixture' waveform (and 'sources' to train on), or "
+                    f"bare waveforms. Item {i} has keys {sorted(map(str, it))}."
+                )
         mixtures = [as_waveform(it["mixture"], "mixture").reshape(-1) for it in items]
         lengths = torch.tensor([len(m) for m in mixtures], dtype=torch.long)
         t = int(lengths.max())
@@ -344,6 +354,8 @@ class AudioDomain(Domain):
         as_numpy = isinstance(mixture, np.ndarray)
         if isinstance(mixture, (str, os.PathLike)):
             wave, rate = load_audio(mixture)
+            if sample_rate is not None:
+                _ci(sample_rate, "sample_rate", owner, 1000)
             if sample_rate is not None and sample_rate != rate:
                 raise ValueError(f"'sample_rate' ({sample_rate}) contradicts the file's own rate ({rate}); leave it out for files.")
         else:
@@ -353,6 +365,8 @@ class AudioDomain(Domain):
             raise ValueError(f"'mixture' must be (time,) or (batch, time). Got shape {tuple(wave.shape)} instead.")
         single = wave.ndim == 1
         waves = wave[None] if single else wave  # (batch, time)
+        if waves.shape[0] == 0:
+            raise ValueError(f"'mixture' must hold at least one mixture. Got an empty batch of shape {tuple(wave.shape)}.")
         if n_sources is None or n_sources == "auto":
             k: int | str = "auto"
         else:
@@ -361,9 +375,14 @@ class AudioDomain(Domain):
         length = waves.shape[-1]
         min_len = math.ceil(self.n_fft * rate / self.sample_rate)
         if length < min_len:
+            hint = (
+                f" A {tuple(wave.shape)} array reads as {waves.shape[0]} mixtures of {length} samples: for a "
+                f"(time, channels) recording pass a (time,) signal or its transpose."
+                if not single and waves.shape[0] >= min_len else ""
+            )
             raise ValueError(
                 f"'mixture' must be at least one STFT frame long: {self.n_fft} samples at {self.sample_rate} Hz "
-                f"({min_len} at {rate} Hz). Got {length} samples."
+                f"({min_len} at {rate} Hz). Got {length} samples.{hint}"
             )
         spread = waves.amax(-1) - waves.amin(-1)  # (batch,)
         if bool((spread == 0).any()):
@@ -372,7 +391,12 @@ class AudioDomain(Domain):
         clipped = (waves.abs() >= 0.999 * waves.abs().amax(-1, keepdim=True)).float().mean(-1)  # (batch,)
         if bool(((waves.abs().amax(-1) >= 0.99) & (clipped > 1e-3)).any()):
             warnings.warn("The mixture looks clipped (many samples at full scale); separation quality will suffer.", stacklevel=3)
-        x = resample(waves, rate, self.sample_rate)  # (batch, time at the model's rate)
+        # Separation is linear in the mixture (masks come from per-utterance normalized features),
+        # so very large sample values are scaled down for the computation, and the sources back
+        # up, instead of overflowing float32 in the STFT.
+        peak = waves.abs().amax(-1, keepdim=True)  # (batch, 1)
+        scale = torch.where(peak > _LARGE_SAMPLE, peak, torch.ones_like(peak))
+        x = resample(waves / scale, rate, self.sample_rate)  # (batch, time at the model's rate)
         outs: list[torch.Tensor] = []
         for start in range(0, x.shape[0], batch_size):  # bounded memory for long batches
             chunk = x[start : start + batch_size]
@@ -394,7 +418,7 @@ class AudioDomain(Domain):
         result = torch.zeros(len(outs), k_max, length)
         for i, o in enumerate(outs):
             back = resample(o.detach().cpu(), self.sample_rate, rate)[:, :length]  # (k, <= length)
-            result[i, : o.shape[0], : back.shape[-1]] = back
+            result[i, : o.shape[0], : back.shape[-1]] = back * scale[i]
         result = result[0] if single else result
         return result.numpy() if as_numpy else result
 

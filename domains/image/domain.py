@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import numpy as np
@@ -273,6 +274,13 @@ class ImageDomain(Domain):
         """``image_unet`` by default, sized for this domain's channels; ``params`` override."""
         in_channels = self.channels + (2 if self.coords else 0)
         if name is None or name == "image_unet":
+            if "in_channels" in params and params["in_channels"] != in_channels:
+                raise ValueError(
+                    f"The 'in_channels' network parameter must be {in_channels} for this image domain "
+                    f"(channels={self.channels}, coords={self.coords}). Got {params['in_channels']!r} "
+                    f"instead; set the domain's 'channels' (1 or 3) or 'coords' options rather than "
+                    f"the network's input channels."
+                )
             full = {"in_channels": in_channels, "dim": 16, "size": "cpu", "foreground": True}
             full.update(params)
             return {"name": "image_unet", "params": full}
@@ -479,9 +487,13 @@ class ImageDomain(Domain):
             ValueError, TypeError: a malformed image (wrong rank, NaN, empty) or bad
                 ``n_instances``.
         """
+        return self._segment_one(model, image, n_instances, "image", "n_instances")
+
+    def _segment_one(self, model: "Model", image: Any, n_instances: Any, name: str, count_name: str) -> torch.Tensor:
+        """:meth:`segment`, with the arguments' names for messages (``images[3]`` in a batch)."""
         if n_instances is not None:
-            check_int(n_instances, "n_instances", "segment", 0)
-        hw, emb, fg, groups = self._embed_and_group(model, image)
+            check_int(n_instances, count_name, "segment", 0)
+        hw, emb, fg, groups = self._embed_and_group(model, image, name)
         lab = decode_instances(emb, hw, groups, fg, **self._decoding_settings(), n_instances=n_instances)
         return torch.from_numpy(lab)
 
@@ -492,16 +504,33 @@ class ImageDomain(Domain):
 
         Args:
             images: a sequence of images, or a (B, C, H, W) / (B, H, W) array or tensor.
-            n_instances: one count for all, one per image, or None.
+            n_instances: one count for all, one per image (a sequence, array or tensor), or
+                None.
         """
-        # A stacked array or tensor is a batch along its first axis.
-        images = list(images)
-        counts = list(n_instances) if isinstance(n_instances, (list, tuple)) else [n_instances] * len(images)
+        if isinstance(images, (np.ndarray, torch.Tensor)):
+            if images.ndim not in (3, 4):
+                raise ValueError(
+                    f"'images' given as one array or tensor must be a stack (B, H, W) or (B, C, H, W). "
+                    f"Got shape {tuple(images.shape)} instead; use segment() for a single image."
+                )
+        elif isinstance(images, (str, bytes, dict)) or not isinstance(images, Iterable):
+            raise TypeError(
+                f"'images' must be a sequence of images or a (B, H, W) / (B, C, H, W) array or tensor. "
+                f"Got {type(images).__name__} instead."
+            )
+        images = list(images)  # a stacked array or tensor is a batch along its first axis
+        if isinstance(n_instances, (list, tuple, np.ndarray, torch.Tensor)):
+            counts = [None if c is None else (c.item() if hasattr(c, "item") else c) for c in list(n_instances)]
+        else:
+            counts = [n_instances] * len(images)
         if len(counts) != len(images):
             raise ValueError(
                 f"'n_instances' must give one count per image ({len(images)}). Got {len(counts)} instead."
             )
-        return [self.segment(model, img, n) for img, n in zip(images, counts)]
+        return [
+            self._segment_one(model, img, n, f"images[{i}]", f"n_instances[{i}]")
+            for i, (img, n) in enumerate(zip(images, counts))
+        ]
 
     # Settings :meth:`tune_decoding` tries by default: seed consistency decides which pixels seed
     # an instance (higher keeps seeds off the seams between touching objects), the merge
@@ -557,6 +586,12 @@ class ImageDomain(Domain):
             if not values:
                 raise ValueError(f"'grid[{name!r}]' must be a non-empty list of values. Got {grid[name]!r} instead.")
             grid[name] = [checks[name](v) for v in values]
+        if isinstance(items, (Mapping, str, bytes)) or not isinstance(items, Iterable):
+            raise TypeError(
+                "'items' must be a sequence of annotated images ({'image', 'labels'} dicts or "
+                f"(image, labels) pairs). Got {type(items).__name__} instead"
+                + ("; wrap a single item in a list." if isinstance(items, Mapping) else ".")
+            )
         items = list(items)
         if not items:
             raise ValueError("'items' must hold at least one annotated image. Got none.")

@@ -137,7 +137,12 @@ def _item_pair(item: Any) -> tuple[Any, Any]:
         if "image" not in item:
             raise ValueError(f"Image items must have an 'image' entry. Got keys {sorted(item)}.")
         return item["image"], item.get("labels")
-    if isinstance(item, (tuple, list)) and len(item) in (1, 2):
+    if isinstance(item, (tuple, list)):
+        if len(item) not in (1, 2):
+            raise ValueError(
+                f"Image items given as tuples must be (image,) or (image, labels). Got a "
+                f"{type(item).__name__} of {len(item)} entries."
+            )
         return item[0], (item[1] if len(item) == 2 else None)
     return item, None
 

@@ -154,6 +154,31 @@ def test_separate_rejects_bad_input(model):
         model.separate(clipped, n_sources=2)
 
 
+def test_separate_more_bad_input(model, items, tmp_path):
+    with pytest.raises(ValueError, match="at least one mixture"):
+        model.separate(np.zeros((0, 8000), np.float32))
+    with pytest.raises(ValueError, match=r"\(time, channels\) recording"):
+        model.separate(np.zeros((8000, 2), np.float32) + np.random.default_rng(0).random((8000, 2)))
+    path = tmp_path / "mix.wav"
+    sf.write(path, items[0]["mixture"].numpy(), 8000)
+    with pytest.raises(TypeError, match="'sample_rate' parameter of separate"):
+        model.separate(str(path), sample_rate="8k")
+    with pytest.raises(ValueError, match="'mixture' waveform.*Item 1 has keys \\['image'\\]"):
+        model.domain.collate([items[0], {"image": np.zeros(8)}])
+
+
+def test_separation_is_scale_invariant_even_near_float32_limits(model, items):
+    mix = items[2]["mixture"]
+    ref = model.separate(mix, n_sources=2)
+    for scale in (1e-3, 1e5, 3e37):  # 3e37: the STFT would overflow float32 without rescaling
+        out = model.separate(mix.double() * scale, n_sources=2) / scale
+        assert bool(torch.isfinite(out).all())
+        # Equal up to source order, and up to the odd time-frequency bin whose nearest center
+        # flips with float rounding (an untrained network's clusters are close together).
+        err = min((out - ref).norm(), (out - ref.flip(0)).norm())
+        assert float(err) < 0.02 * float(ref.norm())
+
+
 def test_save_load_roundtrip_and_cli(model, items, tmp_path):
     path = model.save(tmp_path / "m")
     loaded = embedseg.load(path)

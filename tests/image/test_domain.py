@@ -189,6 +189,38 @@ def test_segment_batch_and_counts(model):
     assert all(torch.equal(a, b) for a, b in zip(out, stacked))
 
 
+def test_segment_batch_bad_input_names_the_image(model):
+    imgs = [np.random.default_rng(i).random((24, 24)) for i in range(3)]
+    for bad in (None, 5, "images.png", {"image": imgs[0]}):
+        with pytest.raises(TypeError, match="'images' must be a sequence of images"):
+            model.segment_batch(bad)
+    with pytest.raises(ValueError, match=r"use segment\(\) for a single image"):
+        model.segment_batch(imgs[0])
+    with pytest.raises(ValueError, match=r"images\[1\]"):
+        model.segment_batch([imgs[0], np.full((24, 24), np.nan)])
+    with pytest.raises(ValueError, match=r"n_instances\[2\]"):
+        model.segment_batch(imgs, n_instances=[1, 2, -1])
+    per_image = model.segment_batch(imgs, n_instances=np.array([1, 2, 0]))  # an array of counts
+    for img, n, got in zip(imgs, (1, 2, 0), per_image):
+        assert torch.equal(got, model.segment(img, n_instances=n))
+
+
+def test_tune_decoding_rejects_a_single_item_and_odd_tuples(model):
+    item = _item(24, 24)
+    with pytest.raises(TypeError, match="wrap a single item in a list"):
+        model.tune_decoding(item)
+    with pytest.raises(TypeError, match="'items' must be a sequence"):
+        model.tune_decoding(None)
+    with pytest.raises(ValueError, match=r"\(image,\) or \(image, labels\).*3 entries"):
+        model.tune_decoding([(item["image"], item["labels"], "extra")])
+
+
+def test_network_input_channels_must_match_the_domain():
+    with pytest.raises(ValueError, match="'in_channels' network parameter must be 1"):
+        build_model("image", network_params={"in_channels": 3})
+    assert build_model("image", domain_options={"channels": 3}, network_params={"in_channels": 3, "dim": 4, "base": 4})
+
+
 def test_save_load_round_trip_and_cli(model, tmp_path, capsys):
     img = (np.random.default_rng(0).random((30, 30)) * 255).astype(np.uint8)
     expected = model.segment(img)
