@@ -21,20 +21,54 @@ def _n_sources(text: str) -> int | str:
     return value
 
 
+def _check_out_folder(out: Path) -> None:
+    """``--out`` must be a folder or not exist yet (under an existing folder, or a path of folders
+    to create); checked before any work so a bad ``--out`` costs nothing and creates nothing."""
+    if out.exists():
+        if not out.is_dir():
+            raise ValueError(f"'--out' must be a folder or a path that does not exist yet. Got '{out}', an existing file.")
+        return
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(
+                    f"'--out' must be a folder or a path that does not exist yet. Got '{out}', but '{parent}' is a file."
+                )
+            return
+
+
+def _check_inputs(paths: list[str]) -> None:
+    """Every MIXTURE must be an existing audio file that libsndfile can open."""
+    from embedseg.errors import require
+
+    sf = require("soundfile", "audio")
+    for path in paths:
+        if not Path(path).is_file():
+            what = "a folder" if Path(path).is_dir() else "no such file"
+            raise FileNotFoundError(f"'MIXTURE' must be an audio file (wav, flac, ...). Got '{path}': {what}.")
+        try:
+            sf.info(str(path))
+        except Exception as exc:  # libsndfile raises its own error type
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise ValueError(f"'MIXTURE' must be an audio file (wav, flac, ...). Could not read '{path}' as audio: {reason}") from exc
+
+
 def _cmd_separate(args: argparse.Namespace) -> int:
     import embedseg
 
     from .audio_io import load_audio, save_audio
 
+    out = Path(args.out)
+    _check_out_folder(out)
+    _check_inputs(args.inputs)
     model = embedseg.load(args.model, device=args.device)
     if not hasattr(model.domain, "separate"):
-        raise ValueError(f"'{args.model}' is a {model.domain.name!r} model; 'separate' needs an audio model.")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+        raise ValueError(f"'MODEL' must be an audio model. Got '{args.model}', a model of the {model.domain.name!r} domain.")
     for path in args.inputs:
         wave, rate = load_audio(path)
         sources = model.separate(wave, n_sources=args.n_sources, sample_rate=rate)  # (k, time)
         stem = Path(path).stem
+        out.mkdir(parents=True, exist_ok=True)  # only now that there is something to write
         for i, s in enumerate(sources):
             save_audio(out / f"{stem}_s{i + 1}.wav", s, rate)
         print(f"{path}: {sources.shape[0]} sources -> {out}/{stem}_s*.wav")

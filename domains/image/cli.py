@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import sys
+from pathlib import Path
 from typing import Any
 
 __all__ = ["add_segment_command", "run_segment"]
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {text!r}")
+    return value
 
 
 def add_segment_command(subparsers: Any) -> None:
@@ -19,34 +29,38 @@ def add_segment_command(subparsers: Any) -> None:
     )
     p.add_argument("model", help="a saved image model folder")
     p.add_argument("image", help="the image file")
-    p.add_argument("--out", required=True, help="output label map (.png or .tif)")
-    p.add_argument("--overlay", default=None, help="also write a colored overlay PNG")
-    p.add_argument("--n-instances", type=int, default=None, help="the number of instances (default: automatic)")
+    p.add_argument("--out", required=True, help="output label map (.png, .tif or .tiff)")
+    p.add_argument("--overlay", default=None, help="also write a colored overlay (.png, .jpg or .tif)")
+    p.add_argument("--n-instances", type=_count, default=None, help="the number of instances (default: automatic)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.set_defaults(func=run_segment)
 
 
 def run_segment(args: argparse.Namespace) -> int:
-    """Run the ``segment`` command; returns the exit code."""
-    import embedseg
-    from skimage import io as skio
+    """Run the ``segment`` command; returns the exit code.
 
-    from .imageio import read_image, write_labels
+    Errors are raised (``ValueError``, ``OSError``, ...) for ``embedseg.cli.main`` to report as
+    one ``embedseg: error: ...`` line with exit status 2. The outputs are checked before the
+    model runs, and each file appears only once it is completely written.
+    """
+    import embedseg
+
+    from .imageio import IMAGE_SUFFIXES, LABEL_SUFFIXES, check_output_path, read_image, write_image, write_labels
     from .viz import overlay
 
-    try:
-        model = embedseg.load(args.model, device=args.device)
-        if "segment" not in type(model.domain).model_methods:
-            print(f"error: '{args.model}' is a {model.domain.name!r} model, not an image model.", file=sys.stderr)
-            return 2
-        image = read_image(args.image)
-        labels = model.segment(image, n_instances=args.n_instances)
-        write_labels(args.out, labels)
-        if args.overlay:
-            picture = (overlay(image, labels) * 255).round().astype("uint8")
-            skio.imsave(args.overlay, picture, check_contrast=False)
-    except (OSError, ValueError, TypeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    out = check_output_path(args.out, LABEL_SUFFIXES, "--out", "a label map file")
+    if args.overlay is not None:
+        check_output_path(args.overlay, IMAGE_SUFFIXES, "--overlay", "an image file")
+        if Path(args.overlay).resolve() == out.resolve():
+            raise ValueError(f"'--overlay' must differ from '--out'. Got '{args.overlay}' for both.")
+    image = read_image(args.image)
+    model = embedseg.load(args.model, device=args.device)
+    if "segment" not in type(model.domain).model_methods:
+        raise ValueError(f"'MODEL' must be an image model. Got '{args.model}', a model of the {model.domain.name!r} domain.")
+    labels = model.segment(image, n_instances=args.n_instances)
+    write_labels(out, labels, name="--out")
+    if args.overlay is not None:
+        picture = (overlay(image, labels) * 255).round().astype("uint8")
+        write_image(args.overlay, picture, name="--overlay")
     print(f"{int(labels.max())} instances -> {args.out}")
     return 0

@@ -7,8 +7,9 @@ number of channels, and checks label maps (non-negative integer ids, same size a
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -25,9 +26,13 @@ __all__ = [
     "read_image",
     "read_labels",
     "write_labels",
+    "write_image",
+    "check_output_path",
 ]
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
+#: formats that hold an integer label map losslessly (16-bit PNG, 16/32-bit TIFF).
+LABEL_SUFFIXES = (".png", ".tif", ".tiff")
 
 
 def _as_array(x: Any, name: str) -> np.ndarray | torch.Tensor:
@@ -154,15 +159,27 @@ def to_label_tensor(labels: Any, shape: tuple[int, int] | None = None, name: str
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file (png, tif, jpg) into a numpy array of its stored dtype."""
+    """Read an image file (png, tif, jpg) into a numpy array of its stored dtype.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: the file cannot be decoded as an image (the message names the file and
+            keeps the reader's reason).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No image file at '{path}'.")
     if path.suffix.lower() in (".tif", ".tiff"):
         tifffile = require("tifffile", "image")
-        return np.asarray(tifffile.imread(str(path)))
-    skio = require("skimage.io", "image")
-    return np.asarray(skio.imread(str(path)))
+        reader = tifffile.imread
+    else:
+        reader = require("skimage.io", "image").imread
+    try:
+        return np.asarray(reader(str(path)))
+    except Exception as exc:  # PIL, imageio and tifffile raise many unrelated error types
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        reason = lines[0] if lines else type(exc).__name__  # later lines are install hints
+        raise ValueError(f"Could not read '{path}' as an image (png, tif, jpg): {reason}") from exc
 
 
 def read_labels(path: str | Path) -> np.ndarray:
@@ -182,15 +199,101 @@ def read_labels(path: str | Path) -> np.ndarray:
     return x
 
 
-def write_labels(path: str | Path, labels: Any) -> None:
-    """Write an instance map: 16-bit PNG/TIFF (ids up to 65535), else 32-bit TIFF."""
+def _suffix_list(suffixes: tuple[str, ...]) -> str:
+    return ", ".join(suffixes[:-1]) + " or " + suffixes[-1]
+
+
+def check_output_path(path: str | Path, suffixes: tuple[str, ...], name: str = "path", what: str = "a file") -> Path:
+    """Check, before anything is computed or written, that ``path`` can take an output file.
+
+    The suffix must be one of ``suffixes`` (case-insensitive), ``path`` must not be a folder,
+    and its parent folder must exist.
+
+    Raises:
+        ValueError: a wrong or missing suffix, or ``path`` is a folder.
+        FileNotFoundError: the parent folder does not exist.
+    """
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        raise TypeError(f"'{name}' must be a file path. Got {path!r} instead.")
     path = Path(path)
-    arr = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
-    if arr.size and arr.max() > 65535 and path.suffix.lower() not in (".tif", ".tiff"):
-        raise ValueError(f"Label ids above 65535 need a .tif output. Got '{path.name}'.")
-    if path.suffix.lower() in (".tif", ".tiff"):
+    if path.suffix.lower() not in suffixes:
+        got = f"'{path.name}' (suffix '{path.suffix}')" if path.suffix else f"'{path.name}' (no suffix)"
+        raise ValueError(f"'{name}' must be {what} ending in {_suffix_list(suffixes)}. Got {got} instead.")
+    if path.is_dir():
+        raise ValueError(f"'{name}' must be {what}, not a folder. Got '{path}', an existing folder.")
+    parent = path.parent
+    if not parent.is_dir():
+        raise FileNotFoundError(f"'{name}' must be in an existing folder. Got '{path}', but '{parent}' is not a folder.")
+    return path
+
+
+def _write_atomically(path: Path, write: Callable[[str], None]) -> None:
+    """Run ``write(tmp)`` on a new hidden file next to ``path`` (same suffix, so the writer picks
+    the same format), then rename it to ``path``: a failure leaves neither an empty nor a
+    partial file, and an existing ``path`` untouched."""
+    for _ in range(100):
+        tmp = path.parent / f".{path.stem}.{os.urandom(4).hex()}.tmp{path.suffix}"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # umask applies
+            break
+        except FileExistsError:
+            continue
+    else:  # pragma: no cover
+        raise FileExistsError(f"Could not create a temporary file next to '{path}'.")
+    try:
+        write(str(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def write_labels(path: str | Path, labels: Any, name: str = "path") -> None:
+    """Write an instance map: 16-bit PNG/TIFF (ids up to 65535), else 32-bit TIFF.
+
+    ``path`` must end in .png, .tif or .tiff (the formats that keep integer ids exactly); it is
+    checked before anything is written, and the file appears only once it is complete.
+
+    Raises:
+        ValueError: another suffix, ids above 65535 for a .png, or a label map that is not an
+            (H, W) map of ids >= 0.
+        FileNotFoundError: the parent folder does not exist.
+    """
+    path = check_output_path(path, LABEL_SUFFIXES, name, "a label map file")
+    arr = to_label_tensor(labels, name="labels").numpy()
+    tif = path.suffix.lower() in (".tif", ".tiff")
+    top = int(arr.max(initial=0))
+    if top > 65535 and not tif:
+        raise ValueError(
+            f"'{name}' must be a .tif or .tiff file for label ids above 65535. Got '{path.name}' with ids up to {top}."
+        )
+    if tif:
         tifffile = require("tifffile", "image")
-        tifffile.imwrite(str(path), arr.astype(np.uint16 if arr.max(initial=0) <= 65535 else np.uint32))
+        data = arr.astype(np.uint16 if top <= 65535 else np.uint32)
+        _write_atomically(path, lambda tmp: tifffile.imwrite(tmp, data))
         return
     skio = require("skimage.io", "image")
-    skio.imsave(str(path), arr.astype(np.uint16), check_contrast=False)
+    data = arr.astype(np.uint16)
+    _write_atomically(path, lambda tmp: skio.imsave(tmp, data, check_contrast=False))
+
+
+def write_image(path: str | Path, image: Any, name: str = "path") -> None:
+    """Write an 8-bit gray or RGB(A) picture (H, W) or (H, W, C) as png, tif or jpg.
+
+    The suffix is checked before anything is written, and the file appears only once complete.
+
+    Raises:
+        ValueError: another suffix, or not an (H, W) / (H, W, 1|3|4) uint8-compatible array.
+        FileNotFoundError: the parent folder does not exist.
+    """
+    path = check_output_path(path, IMAGE_SUFFIXES, name, "an image file")
+    arr = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] in (1, 3, 4))) or arr.dtype != np.uint8:
+        raise ValueError(f"'image' must be a uint8 (H, W) or (H, W, C) array with C in 1, 3, 4. Got {shape_str(arr)} instead.")
+    if path.suffix.lower() in (".jpg", ".jpeg") and arr.ndim == 3 and arr.shape[-1] == 4:
+        arr = arr[..., :3]  # JPEG has no alpha channel
+    skio = require("skimage.io", "image")
+    _write_atomically(path, lambda tmp: skio.imsave(tmp, arr, check_contrast=False))
