@@ -37,15 +37,17 @@ def shape_str(x: Any) -> str:
     return f"{x!r} ({type(x).__name__})"
 
 
-def _interval(low: float | None, high: float | None, closed: str) -> str:
+def _interval(low: float | None, high: float | None, closed: str, allow_inf: bool = False) -> str:
+    """The interval in math notation; an open end is closed ("[-inf", "inf]") when infinity
+    itself is allowed."""
     left = "[" if closed in ("both", "left") else "("
     right = "]" if closed in ("both", "right") else ")"
     lo = "-inf" if low is None else f"{low:g}"
     hi = "inf" if high is None else f"{high:g}"
     if low is None:
-        left = "("
+        left = "[" if allow_inf else "("
     if high is None:
-        right = ")"
+        right = "]" if allow_inf else ")"
     return f"{left}{lo}, {hi}{right}"
 
 
@@ -73,23 +75,34 @@ def check_float(
     low: float | None = None,
     high: float | None = None,
     closed: str = "both",
+    *,
+    allow_inf: bool = False,
 ) -> float:
-    """Return ``value`` as float if it is a finite real within the interval, else raise."""
+    """Return ``value`` as float if it is a finite real within the interval, else raise.
+
+    NaN is always rejected, and so are +-inf unless ``allow_inf=True`` (for parameters where
+    infinity means "no limit"); the bounds still apply to infinite values then.
+    """
+    interval = _interval(low, high, closed, allow_inf)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(
             f"The '{name}' parameter of {owner} must be a float in "
-            f"{_interval(low, high, closed)}. Got {value!r} ({type(value).__name__}) instead."
+            f"{interval}. Got {value!r} ({type(value).__name__}) instead."
         )
-    v = float(value)
-    bad = math.isnan(v)
+    try:
+        v = float(value)
+    except (OverflowError, ValueError):  # an int too large for a float
+        raise ValueError(
+            f"The '{name}' parameter of {owner} must be a float in {interval}. Got {value!r} instead."
+        ) from None
+    bad = math.isnan(v) or (math.isinf(v) and not allow_inf)
     if low is not None:
         bad |= v < low if closed in ("both", "left") else v <= low
     if high is not None:
         bad |= v > high if closed in ("both", "right") else v >= high
     if bad:
         raise ValueError(
-            f"The '{name}' parameter of {owner} must be a float in "
-            f"{_interval(low, high, closed)}. Got {value!r} instead."
+            f"The '{name}' parameter of {owner} must be a float in {interval}. Got {value!r} instead."
         )
     return v
 

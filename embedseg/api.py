@@ -146,6 +146,10 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> Model:
 
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"'path' must be a str or os.PathLike. Got {type(path).__name__} instead.")
+    if isinstance(os.fspath(path), bytes):
+        raise TypeError(f"'path' must be a str or os.PathLike of str. Got the bytes path {path!r} instead.")
+    if not os.fspath(path):
+        raise ValueError("'path' must name a model folder. Got an empty path ('') instead.")
     folder = os.fspath(model_folder(path))
     state_dict, config = read_model_folder(folder)
     from .trainer import resolve_device

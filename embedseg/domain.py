@@ -226,19 +226,75 @@ def list_domains() -> list[str]:
     return DOMAINS.names()
 
 
+def _option_names(factory: Any) -> list[str] | None:
+    """The keyword options ``factory`` (a domain class) takes; None when it takes any."""
+    import inspect
+
+    target = factory.__init__ if isinstance(factory, type) else factory
+    if target is object.__init__:  # a class without its own __init__ takes no options
+        return []
+    try:
+        params = inspect.signature(target).parameters.values()
+    except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
+        return None
+    if any(p.kind == p.VAR_KEYWORD for p in params):
+        return None
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    names = [p.name for p in params if p.kind in kinds]
+    return names[1:] if isinstance(factory, type) and names[:1] == ["self"] else names
+
+
+def _build_domain(name: str, options: Mapping[str, Any], what: str | None = None) -> Domain:
+    """``create_domain``, naming ``what`` (the argument that gave the options) in messages."""
+    factory = DOMAINS.get(name)
+    valid = _option_names(factory)
+    if valid is not None:
+        unknown = [k for k in options if k not in valid]
+        if unknown:
+            label = f"the domain '{name}' ({getattr(factory, '__name__', type(factory).__name__)})"
+            names = ", ".join(repr(k) for k in unknown)
+            lead = (
+                f"{what} has option(s) {names} that {label} does not take."
+                if what
+                else f"{label[0].upper()}{label[1:]} has no option(s) {names}."
+            )
+            raise TypeError(
+                f"{lead} Valid options: {', '.join(valid) if valid else 'none (it takes no options)'}."
+            )
+    return factory(**options)
+
+
 def create_domain(name: str, **options: Any) -> Domain:
-    """Build the domain adapter registered as ``name`` with its options."""
-    return DOMAINS.create(name, **options)
+    """Build the domain adapter registered as ``name`` with its options.
+
+    Raises:
+        ValueError: an unknown name (the message lists the valid ones).
+        TypeError: an option the domain does not take (the message lists the ones it takes).
+    """
+    return _build_domain(name, options)
 
 
 def resolve_domain(domain: str | Domain, options: Mapping[str, Any] | None = None) -> Domain:
-    """A domain adapter from a registered name or an instance."""
+    """A domain adapter from a registered name or an instance, with ``options`` (the
+    ``domain_options`` of :func:`embedseg.fit`) for a name."""
+    if options is not None and not isinstance(options, Mapping):
+        raise TypeError(
+            f"The 'domain_options' parameter of fit must be a dict. Got {options!r} "
+            f"({type(options).__name__}) instead."
+        )
     if isinstance(domain, Domain):
         if options:
             raise ValueError("'domain_options' can only be given with a domain name, not an instance.")
         return domain
     if isinstance(domain, str):
-        return create_domain(domain, **dict(options or {}))
+        options = dict(options or {})
+        bad_keys = [k for k in options if not isinstance(k, str)]
+        if bad_keys:
+            raise TypeError(
+                f"The 'domain_options' parameter of fit must have option names (str) as keys. "
+                f"Got {bad_keys[0]!r} ({type(bad_keys[0]).__name__}) instead."
+            )
+        return _build_domain(domain, options, "The 'domain_options' parameter of fit")
     raise TypeError(
         f"'domain' must be a registered name (one of {list_domains()}) or an embedseg.Domain "
         f"instance. Got {domain!r} ({type(domain).__name__}) instead."

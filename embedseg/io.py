@@ -169,6 +169,8 @@ def settled_folder(folder: str | os.PathLike) -> Path:
     """``folder``, or its complete previous version ``<name>.old`` when a :func:`replace_folder`
     stopped between its two renames and left no ``folder``."""
     folder = Path(folder)
+    if not folder.name:  # "", "." or "/": the current folder or a root, never set aside
+        return folder
     aside = folder.with_name(folder.name + ".old")
     if not folder.exists() and aside.is_dir():
         return aside
@@ -283,20 +285,37 @@ def write_model_folder(
 ) -> Path:
     """Write weights and config to ``path`` (a folder), replacing an earlier model atomically.
 
-    Other files in an existing folder (scores, notes, a README) are carried over to the new
-    version, so saving over a model never deletes what a user kept next to it."""
+    Other files in an existing model folder (scores, notes, a README) are carried over to the
+    new version, so saving over a model never deletes what a user kept next to it; an existing
+    folder that holds other files but no saved model is refused rather than replaced."""
+    given = os.fspath(path)
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ValueError(f"'path' must be a folder (or not exist yet). Got the file '{path}' instead.")
     if path.is_symlink():  # replace the folder the link points to, and keep the link
         path = path.resolve()
+    if path.name in ("", ".", ".."):
+        # "", ".", ".." and "/" (or a link to one) name no folder of the model's own: saving
+        # would replace the current folder, a parent or a root, and everything in it.
+        raise ValueError(
+            f"'path' must name the model's own folder (e.g. 'models/speech'). Got "
+            f"{'an empty path' if not given else repr(given)}"
+            f"{f' (a link to {str(path)!r})' if given and Path(given).is_symlink() else ''} instead."
+        )
+    earlier = settled_folder(path)
+    if earlier.is_dir() and not (earlier / CONFIG_FILE).is_file() and any(earlier.iterdir()):
+        # Saving replaces the folder: only a saved model's folder (whose other files come
+        # along) or an empty one may be replaced, never a folder of someone's other work.
+        raise ValueError(
+            f"'path' must be a new folder, an empty one or a saved model's folder. Got '{path}', "
+            f"which holds other files and no '{CONFIG_FILE}'; choose another folder."
+        )
     config = to_jsonable(dict(config), "the model config")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = make_temp_folder(path.parent, path.name)
     try:
         # What a user kept next to the model comes along; the previous version may still be
         # set aside as <name>.old by a replace that stopped halfway.
-        earlier = settled_folder(path)
         if earlier.is_dir():
             for entry in earlier.iterdir():
                 if entry.name in (WEIGHTS_FILE, CONFIG_FILE) or (entry.name.startswith(".") and entry.name.endswith(".tmp")):
@@ -337,6 +356,14 @@ def read_model_folder(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor],
         raise ModelFileError(
             f"A saved model is a folder holding '{CONFIG_FILE}' and '{WEIGHTS_FILE}'. "
             f"Got the file '{path}' instead."
+        )
+    # First whether this is a model folder at all: scanning any folder (a home or a data
+    # folder) for pickles would take long and then blame a file that has nothing to do with it.
+    if not (path / CONFIG_FILE).is_file():
+        shown = f"'{path}'" if path.is_absolute() else f"'{path}' ({path.resolve()})"
+        raise ModelFileError(
+            f"No saved model at {shown}: the model config file '{path / CONFIG_FILE}' is missing "
+            f"(a saved model is a folder holding '{CONFIG_FILE}' and '{WEIGHTS_FILE}')."
         )
     check_no_pickle(path)
     config = read_json(path / CONFIG_FILE, "model config")

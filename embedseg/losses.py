@@ -406,7 +406,8 @@ def voice_activity_weights(
 
     Args:
         magnitude: linear magnitude of each bin.
-        threshold_db: how far below the maximum a bin may lie, in dB, >= 0.
+        threshold_db: how far below the maximum a bin may lie, in dB, >= 0; ``inf`` keeps
+            every bin of non-zero magnitude.
         mask: True for real bins, False for padding; None means all bins are real.
 
     Returns:
@@ -428,7 +429,7 @@ def voice_activity_weights(
         tensor([[1., 1., 0., 0.]])
     """
     magnitude = _check_magnitude(magnitude, "voice_activity_weights")
-    threshold_db = check_float(threshold_db, "threshold_db", "voice_activity_weights", low=0.0)
+    threshold_db = check_float(threshold_db, "threshold_db", "voice_activity_weights", low=0.0, allow_inf=True)
     mask = check_mask(mask, magnitude.shape, magnitude.device)
     masked = magnitude.masked_fill(~mask, 0)  # (batch, n)
     floor = masked.amax(1, keepdim=True) * 10.0 ** (-threshold_db / 20.0)  # (batch, 1)

@@ -23,7 +23,14 @@ from .domain import DOMAINS, Domain, EncodedBatch
 from .errors import ModelFileError
 from .networks import NETWORKS, embeddings_of
 
-__all__ = ["Model", "network_config", "clusterer_config", "domain_config", "build_clusterer"]
+__all__ = [
+    "Model",
+    "network_config",
+    "clusterer_config",
+    "domain_config",
+    "build_clusterer",
+    "validate_clusterer",
+]
 
 
 def _version() -> str:
@@ -103,26 +110,48 @@ def clusterer_config(clusterer: Any) -> dict[str, Any]:
     return {"name": name, "params": params}
 
 
+def validate_clusterer(clusterer: Any) -> Any:
+    """Check a clusterer's parameters now (its ``_validate_params()``), not when it first
+    clusters; returns it. A clusterer class without the check is taken as it is."""
+    try:
+        clusterer._validate_params()
+    except NotImplementedError:  # a user clusterer that checks its parameters elsewhere
+        pass
+    return clusterer
+
+
 def build_clusterer(spec: Any, default: Mapping[str, Any] | None = None) -> Any:
     """A clusterer from a name, a ``{"name", "params"}`` mapping, or an instance.
 
     A bare name takes ``n_clusters`` from ``default`` (the domain's clusterer spec), since the
-    domain knows how many parts its inputs usually have.
+    domain knows how many parts its inputs usually have. The parameters are checked here.
+
+    Raises:
+        ValueError, TypeError: an unknown name or parameter, or a parameter out of range (the
+            message names it).
     """
     from .cluster import create_clusterer
     from .cluster.base import BaseClusterer
 
+    def create(name: str, params: Any) -> Any:
+        if params is not None and not isinstance(params, Mapping):
+            raise TypeError(
+                f"The 'params' of a 'clusterer' mapping must be a dict. Got {params!r} "
+                f"({type(params).__name__}) instead."
+            )
+        return validate_clusterer(create_clusterer(name, **dict(params or {})))
+
     if isinstance(spec, BaseClusterer):
-        return spec
+        return validate_clusterer(spec)
     default = dict(default or {})
     if spec is None:
-        return create_clusterer(default["name"], **dict(default.get("params") or {}))
+        return create(default["name"], default.get("params"))
     if isinstance(spec, str):
         params = {}
         n = (default.get("params") or {}).get("n_clusters")
         if n is not None:
             params["n_clusters"] = n
-        return create_clusterer(spec, **params)
+        return create(spec, params)
     if isinstance(spec, Mapping):
         if not isinstance(spec.get("name"), str):
             raise ValueError(
@@ -134,7 +163,7 @@ def build_clusterer(spec: Any, default: Mapping[str, Any] | None = None) -> Any:
             raise ValueError(
                 f"A 'clusterer' mapping has only 'name' and 'params' keys. Got also {sorted(extra)}."
             )
-        return create_clusterer(spec["name"], **dict(spec.get("params") or {}))
+        return create(spec["name"], spec.get("params"))
     raise TypeError(
         f"'clusterer' must be a registered name, a {{'name', 'params'}} mapping or a clusterer "
         f"instance. Got {spec!r} ({type(spec).__name__}) instead."
@@ -176,6 +205,7 @@ class Model:
                 f"'clusterer' must be an embedseg clusterer (a BaseClusterer). Got "
                 f"{type(clusterer).__name__} instead."
             )
+        validate_clusterer(clusterer)  # bad parameters fail here, not at the first prediction
         self.network = network
         self.domain = domain
         self.clusterer = clusterer
@@ -367,18 +397,25 @@ class Model:
         """
         from .cluster import create_clusterer
         from .domain import create_domain
+        from .io import CONFIG_FILE
         from .networks import create_network
 
         def build(kind: str, make, name: str, params: Mapping[str, Any]):
             try:
                 return make(name, **dict(params))
             except (ValueError, TypeError) as exc:
-                raise ModelFileError(f"Cannot rebuild the {kind} of {source}: {exc}") from None
+                raise ModelFileError(
+                    f"Cannot rebuild the {kind} of {source} from the '{kind}' entry of its "
+                    f"{CONFIG_FILE}: {exc}"
+                ) from None
+
+        def make_clusterer(name: str, **params: Any) -> Any:
+            return validate_clusterer(create_clusterer(name, **params))
 
         domain = build("domain", create_domain, config["domain"]["name"], config["domain"].get("options") or {})
         network = build("network", create_network, config["network"]["name"], config["network"].get("params") or {})
         clusterer = build(
-            "clusterer", create_clusterer, config["clusterer"]["name"], config["clusterer"].get("params") or {}
+            "clusterer", make_clusterer, config["clusterer"]["name"], config["clusterer"].get("params") or {}
         )
         if state_dict is not None:
             try:

@@ -130,7 +130,8 @@ class TrainerConfig:
         if self.max_steps is not None:
             check_int(self.max_steps, "max_steps", owner, 1)
         if self.max_minutes is not None:
-            check_float(self.max_minutes, "max_minutes", owner, 0.0, None, closed="neither")
+            # inf: no time limit, but (unlike None) no default number of epochs either.
+            check_float(self.max_minutes, "max_minutes", owner, 0.0, None, closed="neither", allow_inf=True)
         check_int(self.batch_size, "batch_size", owner, 1)
         check_bool(self.shuffle, "shuffle", owner)
         check_int(self.num_workers, "num_workers", owner, 0)
@@ -167,11 +168,8 @@ class TrainerConfig:
         if self.patience is not None:
             check_int(self.patience, "patience", owner, 1)
         check_int(self.max_bad_steps, "max_bad_steps", owner, 1)
-        if self.out_dir is not None and not isinstance(self.out_dir, (str, os.PathLike)):
-            raise TypeError(
-                f"The 'out_dir' parameter of fit must be a path or None. Got {self.out_dir!r} "
-                f"({type(self.out_dir).__name__}) instead."
-            )
+        if self.out_dir is not None:
+            _check_out_dir(self.out_dir)
         if not isinstance(self.resume, (bool, str, os.PathLike)):
             raise TypeError(
                 f"The 'resume' parameter of fit must be a bool or a checkpoint path. Got "
@@ -197,12 +195,66 @@ class TrainerConfig:
         return [f.name for f in fields(cls)]
 
     def to_json(self) -> dict[str, Any]:
-        """The options as JSON data (paths as strings)."""
+        """The options as JSON data (paths as strings; ``max_minutes=inf``, no time limit, as
+        null since JSON has no infinity)."""
         out = asdict(self)
+        if isinstance(out["max_minutes"], (int, float)) and not math.isfinite(out["max_minutes"]):
+            out["max_minutes"] = None
         for key in ("out_dir", "resume", "device"):
             if out[key] is not None and not isinstance(out[key], bool):
                 out[key] = os.fspath(out[key]) if not isinstance(out[key], torch.device) else str(out[key])
         return out
+
+
+def _check_out_dir(out_dir: Any) -> None:
+    """Raise unless ``out_dir`` is a path that is, or can become, a folder."""
+    if not isinstance(out_dir, (str, os.PathLike)):
+        raise TypeError(
+            f"The 'out_dir' parameter of fit must be a path or None. Got {out_dir!r} "
+            f"({type(out_dir).__name__}) instead."
+        )
+    text = os.fspath(out_dir)
+    if isinstance(text, bytes) or not text:
+        raise ValueError(
+            f"The 'out_dir' parameter of fit must be a folder path (or None to write nothing). "
+            f"Got {out_dir!r} instead."
+        )
+    path = Path(text)
+    # The folder itself, or the nearest part of its path that exists, must be a folder.
+    for part in (path, *path.parents):
+        if not part.exists():
+            continue
+        if part.is_dir():
+            break
+        got = f"the existing file '{text}'" if part == path else f"'{text}', below the existing file '{part}',"
+        raise ValueError(
+            f"The 'out_dir' parameter of fit must be a folder (or not exist yet). Got {got} instead."
+        )
+
+
+def check_dataset(data: Any, name: str) -> None:
+    """Raise unless ``data`` is a map-style dataset (``__len__`` and ``__getitem__``, e.g. a
+    list) with at least one item, or a torch IterableDataset."""
+    expected = (
+        f"'{name}' must be a map-style dataset (with __len__ and __getitem__, e.g. a list), or a "
+        f"torch IterableDataset, of domain-native items."
+    )
+    if data is None:
+        raise TypeError(f"{expected} Got None instead.")
+    if isinstance(data, Mapping):
+        raise TypeError(
+            f"{expected} Got a {type(data).__name__} instead: a mapping is not a dataset (pass a "
+            f"list of items, each item as the domain documents it)."
+        )
+    if isinstance(data, (str, bytes, os.PathLike)):
+        raise TypeError(
+            f"{expected} Got the {type(data).__name__} {data!r} instead (to read a dataset from a "
+            f"path, use the domain's load_dataset(path, split))."
+        )
+    if not (_is_map_style(data) or isinstance(data, torch.utils.data.IterableDataset)):
+        raise TypeError(f"{expected} Got {type(data).__name__} instead.")
+    if _is_map_style(data) and len(data) == 0:
+        raise _empty_dataset(name, data)  # now, not after an epoch of training
 
 
 def resolve_device(device: str | torch.device, owner: str = "fit") -> torch.device:
@@ -350,6 +402,9 @@ class Trainer:
     # -- setup ------------------------------------------------------------------------------------
     def _setup(self, train: Any, valid: Any) -> None:
         cfg = self.config
+        check_dataset(train, "dataset")
+        if valid is not None:  # None: no validation
+            check_dataset(valid, "valid")
         self.device = resolve_device(cfg.device)
         self.dist: DistContext = setup(self.device)
         if self.dist.enabled and self.device.type == "cuda":
@@ -402,16 +457,6 @@ class Trainer:
             )
         self.train_module = module
 
-        for name, data in (("dataset", train), ("valid", valid)):
-            if data is not None and not (
-                _is_map_style(data) or isinstance(data, torch.utils.data.IterableDataset)
-            ):
-                raise TypeError(
-                    f"'{name}' must be a map-style dataset (with __len__ and __getitem__, e.g. a "
-                    f"list), or a torch IterableDataset. Got {type(data).__name__} instead."
-                )
-            if data is not None and _is_map_style(data) and len(data) == 0:
-                raise _empty_dataset(name, data)  # now, not after an epoch of training
         # The domain may wrap the training set (augmentation); validation data stays as given.
         train = self.domain.training_data(train)
         self.train_set = train
@@ -638,6 +683,7 @@ class Trainer:
         network.eval()
         sums: dict[str, float] = {}
         count = 0
+        unlabeled = 0  # items of batches that came without labels
         # Clustering and decoding are only worth it when the domain has metrics to compute.
         has_metrics = self.config.valid_metrics and type(self.domain).metrics is not Domain.metrics
         try:
@@ -651,6 +697,8 @@ class Trainer:
                     if encoded.labels is not None:
                         loss = self.domain.compute_loss(output, encoded, self.loss_name)
                         sums["valid_loss"] = sums.get("valid_loss", 0.0) + float(loss) * n
+                    else:
+                        unlabeled += n
                     if has_metrics:
                         encoded.context.setdefault("network_output", output)
                         embeddings = embeddings_of(output)  # (batch, n_points, dim)
@@ -662,12 +710,14 @@ class Trainer:
         finally:
             network.train(was_training)
         if self.dist.enabled:
-            gathered = self.dist.all_gather_object((sums, count))
-            sums, count = {}, 0
-            for part, n in gathered:
+            gathered = self.dist.all_gather_object((sums, count, unlabeled))
+            sums, count, unlabeled = {}, 0, 0
+            for part, n, n_unlabeled in gathered:
                 count += n
+                unlabeled += n_unlabeled
                 for key, value in part.items():
                     sums[key] = sums.get(key, 0.0) + value
+        self.valid_unlabeled = unlabeled
         if count == 0:  # an iterable dataset that yielded nothing
             raise _empty_dataset("valid", self.valid_set)
         return {k: v / count for k, v in sums.items()}
@@ -684,12 +734,7 @@ class Trainer:
         record: dict[str, float] = {}
         if self.valid_set is not None:
             record = self._validate()
-            if self.monitor_key not in record:
-                raise ValueError(
-                    f"The 'monitor' parameter of fit names {self.monitor_key!r}, but validation "
-                    f"gave only {sorted(record)}."
-                )
-            value = record[self.monitor_key]
+            value = self._monitored(record)
         else:
             value = train_loss
         if value is None or not math.isfinite(value):
@@ -723,12 +768,31 @@ class Trainer:
     def _consider_final(self) -> None:
         """Validate the last weights as a candidate for the best model, changing nothing else."""
         record = self._validate()
-        value = record.get(self.monitor_key)
-        if value is None or not math.isfinite(value):
+        value = self._monitored(record)
+        if not math.isfinite(value):
             return
         if self._better(value, self.best_value):
             self._keep_best(value, record, snapshot=True)
         self._log_record(record)
+
+    def _monitored(self, record: Mapping[str, float]) -> float:
+        """The monitored value of a validation record; raises when validation did not give it."""
+        if self.monitor_key in record:
+            return record[self.monitor_key]
+        gave = f"gave only {sorted(record)}" if record else "gave no values"
+        why = ""
+        n_unlabeled = getattr(self, "valid_unlabeled", 0)
+        if n_unlabeled:
+            lacking = "no validation loss" if self.monitor_key == "valid_loss" else "no metric that needs labels"
+            why = (
+                f" {n_unlabeled} validation item(s) came without labels (the domain's encode() "
+                f"returned labels=None), which give {lacking}: give labelled 'valid' items."
+            )
+        elif self.monitor_key != "valid_loss" and type(self.domain).metrics is Domain.metrics:
+            why = f" The domain {type(self.domain).__name__} defines no metrics."
+        raise ValueError(
+            f"The 'monitor' parameter of fit names {self.monitor_key!r}, but validation {gave}.{why}"
+        )
 
     def _better(self, value: float, than: float | None) -> bool:
         """Whether ``value`` improves on ``than`` (None: nothing to beat) for the monitor."""

@@ -75,6 +75,37 @@ def test_duplicates_unknown_names_and_non_domains():
         resolve_domain(Minimal(), {"x": 1})
 
 
+class WithOptions(Minimal):
+    def __init__(self, *, scale: float = 1.0, shift: float = 0.0) -> None:
+        self.scale, self.shift = scale, shift
+
+
+def test_domain_options_must_be_a_mapping_of_known_options():
+    register_domain("toy-options", WithOptions, override=True)
+    register_domain("toy-no-options", Minimal, override=True)
+    try:
+        assert create_domain("toy-options", scale=2.0).scale == 2.0
+        with pytest.raises(TypeError, match=r"The 'domain_options' parameter of fit must be a dict. Got \[1\] \(list\)"):
+            resolve_domain("toy-options", [1])
+        with pytest.raises(TypeError, match="The 'domain_options' parameter of fit must be a dict"):
+            embedseg.fit([1], domain="toy-options", domain_options=[1])
+        with pytest.raises(
+            TypeError,
+            match=r"The 'domain_options' parameter of fit has option\(s\) 'bogus' that the domain "
+            r"'toy-options' \(WithOptions\) does not take. Valid options: scale, shift\.",
+        ):
+            embedseg.fit([1], domain="toy-options", domain_options={"bogus": 1, "scale": 2.0})
+        with pytest.raises(TypeError, match=r"option names \(str\) as keys. Got 1 \(int\)"):
+            resolve_domain("toy-options", {1: 2})
+        with pytest.raises(TypeError, match=r"The domain 'toy-options' \(WithOptions\) has no option\(s\) 'bogus'"):
+            create_domain("toy-options", bogus=1)
+        with pytest.raises(TypeError, match=r"has no option\(s\) 'x'. Valid options: none \(it takes no options\)"):
+            create_domain("toy-no-options", x=1)
+    finally:
+        DOMAINS.unregister("toy-options")
+        DOMAINS.unregister("toy-no-options")
+
+
 def test_base_contract_defaults():
     base = Domain()
     with pytest.raises(NotImplementedError, match="must implement encode"):

@@ -100,6 +100,26 @@ def test_saving_again_replaces_the_folder_atomically(saved):
     assert torch.equal(embedseg.load(path).network.head.proj.bias, torch.zeros(16))
 
 
+@pytest.mark.skipif(os.name != "posix", reason="POSIX paths and symbolic links")
+def test_saving_to_a_path_without_a_folder_name_is_refused_before_writing(saved, tmp_path, monkeypatch):
+    """"", ".", ".." or "/" would replace the current folder, a parent or a root (and copy all
+    that is in it as "the user's other files")."""
+    model, _ = saved
+
+    def never(*args, **kwargs):  # a regression must not start copying a whole tree
+        raise AssertionError("write_model_folder went on to write")
+
+    monkeypatch.setattr("embedseg.io.make_temp_folder", never)
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    (tmp_path / "work" / "to-root").symlink_to("/", target_is_directory=True)
+    for bad, shown in [("", "an empty path"), (".", "'.'"), ("..", "'..'"), ("/", "'/'"),
+                       ("x/..", "'x/..'"), ("to-root", "'to-root' \\(a link to '/'\\)")]:
+        with pytest.raises(ValueError, match=f"'path' must name the model's own folder .* Got {shown} instead"):
+            model.save(bad)
+    assert sorted(os.listdir(tmp_path / "work")) == ["to-root"]
+
+
 def test_saving_again_keeps_the_users_other_files(saved):
     model, path = saved
     (path / "scores.json").write_text('{"ap50": 0.5}')
@@ -177,6 +197,38 @@ def test_missing_folder_or_a_file_instead(tmp_path):
         embedseg.load(tmp_path / "f")
 
 
+def test_empty_current_and_root_paths_are_not_model_folders(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match=r"'path' must name a model folder. Got an empty path"):
+        embedseg.load("")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelFileError, match=r"No saved model at '\.' \(.*\): the model config file 'config.json' is missing"):
+        embedseg.load(".")
+    with pytest.raises(ModelFileError, match=r"No saved model at '/': the model config file '/config.json' is missing"):
+        embedseg.load("/")
+    with pytest.raises(TypeError, match="'path' must be a str or os.PathLike"):
+        embedseg.load(None)
+
+
+def test_a_folder_without_a_model_is_refused_before_any_scan(tmp_path, monkeypatch):
+    """A folder without config.json is not a model: no pickle scan (slow on a big tree), and
+    no blame on an unrelated pickle file in it."""
+    (tmp_path / "deep" / "er").mkdir(parents=True)
+    (tmp_path / "deep" / "er" / "old.pth").write_bytes(b"x")
+    scanned = []
+    monkeypatch.setattr("embedseg.io.check_no_pickle", lambda folder: scanned.append(folder))
+    with pytest.raises(ModelFileError, match=r"No saved model at '.*': the model config file '.*config.json' is missing"):
+        embedseg.load(tmp_path)
+    assert scanned == []
+
+
+def test_a_model_folder_with_a_pickle_in_a_subfolder_is_refused_on_load(saved):
+    _, path = saved
+    (path / "sub").mkdir()
+    (path / "sub" / "old.pth").write_bytes(b"x")
+    with pytest.raises(ModelFileError, match="'sub/old.pth' is a pickle payload"):
+        embedseg.load(path)
+
+
 def test_missing_config(saved):
     _, path = saved
     (path / "config.json").unlink()
@@ -231,6 +283,14 @@ def edit_config(path, **changes):
         ({"clusterer": {"name": "dbscan"}}, "Unknown clusterer 'dbscan'. Valid clusterers: .*'kmeans'"),
         ({"network": {"params": {"in_features": 2, "dim": 32}}}, "weights of the model .* do not match the network"),
         ({"network": {"params": {"in_features": 2, "depth": 3}}}, "Cannot rebuild the network"),
+        # A bad saved parameter fails on load, naming the entry, not at the first prediction.
+        ({"clusterer": {"params": {"n_clusters": 0}}},
+         r"Cannot rebuild the clusterer of the model at '.*' from the 'clusterer' entry of its "
+         r"config.json: The 'n_clusters' parameter of KMeans must be an int in \[1, inf\). Got 0"),
+        ({"clusterer": {"params": {"n_clusters": 2, "metric": "manhattan"}}}, "'metric' parameter of KMeans"),
+        ({"domain": {"options": {"scale": 1.0, "bogus": 1}}},
+         r"the 'domain' entry of its config.json: The domain 'toy-io' \(ToyDomain\) has no option\(s\) "
+         r"'bogus'. Valid options: scale"),
     ],
 )
 def test_bad_config_entries_give_clear_errors(saved, changes, match):
@@ -283,3 +343,18 @@ def test_saving_through_a_link_replaces_its_target_and_keeps_the_link(saved, tmp
     model.save(link)
     assert link.is_symlink() and link.resolve() == path.resolve()
     assert torch.equal(embedseg.load(path).network.head.proj.bias, torch.zeros(16))
+
+
+def test_saving_never_replaces_a_folder_of_other_work(tmp_path):
+    from embedseg.io import write_model_folder
+
+    work = tmp_path / "project"
+    work.mkdir()
+    (work / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="holds other files and no 'config.json'"):
+        write_model_folder(work, {"w": torch.zeros(2)}, {"a": 1})
+    assert sorted(p.name for p in work.iterdir()) == ["notes.txt"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    write_model_folder(empty, {"w": torch.zeros(2)}, {"a": 1})  # an empty folder is fine
+    assert (empty / "config.json").is_file()

@@ -187,3 +187,23 @@ def test_load_rejects_bad_devices_naming_load(trained, tmp_path):
         n = torch.cuda.device_count()
         with pytest.raises(ValueError, match=f"has {n} CUDA device"):
             embedseg.load(tmp_path / "m", device=f"cuda:{n}")
+
+
+@pytest.mark.parametrize(
+    "clusterer, error, match",
+    [
+        ({"name": "kmeans", "params": {"n_clusters": -3}}, ValueError,
+         r"The 'n_clusters' parameter of KMeans must be an int in \[1, inf\)\. Got -3 instead\."),
+        ({"name": "gmm", "params": {"covariance_type": "round"}}, ValueError, "'covariance_type' parameter of GaussianMixture"),
+        ({"name": "kmeans", "params": [2]}, TypeError, "The 'params' of a 'clusterer' mapping must be a dict"),
+        (KMeans(n_clusters=0), ValueError, "'n_clusters' parameter of KMeans"),
+    ],
+)
+def test_bad_clusterer_parameters_fail_when_the_model_is_built(clusterer, error, match):
+    with pytest.raises(error, match=match):
+        embedseg.fit(blobs(4), domain="toy-model", clusterer=clusterer, max_steps=1, device="cpu", progress=False)
+
+
+def test_constructor_checks_the_clusterer_parameters(trained):
+    with pytest.raises(ValueError, match="'n_init' parameter of KMeans must be an int in \\[1, inf\\). Got 0"):
+        Model(trained.network, trained.domain, KMeans(n_clusters=2, n_init=0), {})

@@ -121,6 +121,73 @@ def test_datasets_must_be_datasets():
         embedseg.fit(TRAIN, valid=3, **BASE)
 
 
+@pytest.mark.parametrize(
+    "option", ["lr", "min_lr", "grad_clip", "weight_decay", "plateau_factor", "momentum"],
+)
+def test_infinite_option_values_are_rejected(option):
+    for bad in (float("inf"), -float("inf")):
+        with pytest.raises(ValueError, match=f"The '{option}' parameter of fit must be a float in .*\\. Got -?inf instead"):
+            embedseg.fit(TRAIN, **{**BASE, option: bad})
+
+
+def test_max_minutes_inf_means_no_time_limit(tmp_path):
+    model = embedseg.fit(TRAIN, **BASE, max_steps=2, max_minutes=float("inf"), out_dir=str(tmp_path / "run"))
+    summary = model.config["training"]
+    assert summary["steps"] == 2 and summary["stopped"] == "max_steps"
+    assert summary["trainer"]["max_minutes"] is None  # JSON has no infinity
+    assert embedseg.load(tmp_path / "run").config["training"]["steps"] == 2
+    with pytest.raises(ValueError, match=r"The 'max_minutes' parameter of fit must be a float in \(0, inf\]. Got -inf"):
+        embedseg.fit(TRAIN, **BASE, max_minutes=-float("inf"))
+
+
+def test_none_and_mappings_are_not_datasets():
+    with pytest.raises(TypeError, match="'dataset' must be a map-style dataset .* Got None instead"):
+        embedseg.fit(None, **BASE, max_steps=2)
+    with pytest.raises(TypeError, match="'dataset' must be a map-style dataset .* Got a dict instead: a mapping is not a dataset"):
+        embedseg.fit({"image": 1}, **BASE, max_steps=2)
+    with pytest.raises(TypeError, match="'valid' must be a map-style dataset .* Got a dict instead: a mapping"):
+        embedseg.fit(TRAIN, valid={0: VALID[0]}, **BASE, max_steps=2)
+    with pytest.raises(TypeError, match="'dataset' must be .* Got the str 'data/train' instead .*load_dataset"):
+        embedseg.fit("data/train", **BASE, max_steps=2)
+
+
+def test_out_dir_must_be_a_folder_path(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="The 'out_dir' parameter of fit must be a folder .* Got the existing file '.*file' instead"):
+        embedseg.fit(TRAIN, **BASE, max_steps=2, out_dir=str(tmp_path / "file"))
+    with pytest.raises(ValueError, match="The 'out_dir' parameter of fit must be a folder .* below the existing file '.*file'"):
+        embedseg.fit(TRAIN, **BASE, max_steps=2, out_dir=tmp_path / "file" / "run")
+    with pytest.raises(ValueError, match="The 'out_dir' parameter of fit must be a folder path .* Got ''"):
+        embedseg.fit(TRAIN, **BASE, max_steps=2, out_dir="")
+    assert (tmp_path / "file").read_text() == "x"
+
+
+def test_a_monitor_validation_does_not_give_fails_also_at_the_end_of_a_run():
+    # max_steps=2 ends the run before the first epoch's evaluation: only the final one runs.
+    with pytest.raises(ValueError, match=r"names 'nope', but validation gave only \['ari', 'const', 'valid_loss'\]"):
+        embedseg.fit(TRAIN, valid=VALID, **BASE, monitor="nope", max_steps=2)
+
+
+@embedseg.register_domain("toy-trainer-unlabeled", override=True)
+class UnlabeledValidation(BlobsDomain):
+    """Items whose labels are all negative come without labels (labels=None)."""
+
+    def encode(self, batch, device):
+        encoded = super().encode(batch, device)
+        if not bool((encoded.labels >= 0).any()):
+            encoded.labels = None
+        return encoded
+
+
+def test_validation_items_without_labels_are_named_when_the_monitor_needs_them():
+    unlabeled = [(p, torch.full_like(y, -1)) for p, y in VALID]
+    base = {**BASE, "domain": "toy-trainer-unlabeled", "valid_metrics": False}
+    for steps in (2, 5):  # the end-of-run evaluation, then the one at the end of an epoch
+        with pytest.raises(ValueError, match=r"names 'valid_loss', but validation gave no values. 6 validation "
+                           r"item\(s\) came without labels .* no validation loss"):
+            embedseg.fit(TRAIN, valid=unlabeled, **base, max_steps=steps)
+
+
 def test_empty_datasets_and_frozen_networks_are_rejected_naming_them():
     with pytest.raises(ValueError, match="'dataset' must hold at least one item. Got an empty list"):
         embedseg.fit([], **BASE)

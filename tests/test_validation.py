@@ -55,3 +55,21 @@ def test_check_mask_labels_weights():
         v.check_labels(torch.zeros(2, 3), (2, 3))
     with pytest.raises(ValueError, match=">= 0"):
         v.check_weights(-torch.ones(2, 3), (2, 3))
+
+
+def test_check_float_rejects_infinity_unless_allowed():
+    for bad in (float("inf"), -float("inf")):
+        with pytest.raises(ValueError, match=r"The 'lr' parameter of fit must be a float in \(0, inf\)\. Got -?inf instead\."):
+            v.check_float(bad, "lr", "fit", 0.0, None, closed="neither")
+        with pytest.raises(ValueError, match=r"must be a float in \(-inf, inf\)\. Got -?inf"):
+            v.check_float(bad, "x", "f")
+    with pytest.raises(ValueError, match=r"\[0, 1\]\. Got inf"):
+        v.check_float(float("inf"), "p", "f", 0.0, 1.0)
+    # Opted in: infinity is a value (the message shows the closed end), the bounds still apply.
+    assert v.check_float(float("inf"), "max_minutes", "fit", 0.0, None, closed="neither", allow_inf=True) == float("inf")
+    with pytest.raises(ValueError, match=r"must be a float in \(0, inf\]\. Got -inf instead\."):
+        v.check_float(-float("inf"), "max_minutes", "fit", 0.0, None, closed="neither", allow_inf=True)
+    with pytest.raises(ValueError, match=r"Got nan"):
+        v.check_float(float("nan"), "x", "f", allow_inf=True)
+    with pytest.raises(ValueError, match=r"The 'x' parameter of f must be a float in \(-inf, inf\)\. Got 1000"):
+        v.check_float(10**400, "x", "f")  # too large for a float
