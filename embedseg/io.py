@@ -76,12 +76,12 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _create_temp(parent: Path, stem: str, create: Any) -> Any:
-    """``create(path)`` on a fresh name ``.<stem>.<random>.tmp`` in ``parent``, drawing another
-    name if that one exists; the system applies the umask to what ``create`` makes."""
+def _create_temp(parent: Path, stem: str, create: Any, suffix: str = "") -> Any:
+    """``create(path)`` on a fresh name ``.<stem>.<random>.tmp<suffix>`` in ``parent``, drawing
+    another name if that one exists; the system applies the umask to what ``create`` makes."""
     for _ in range(100):
         try:
-            return create(parent / f".{stem}.{secrets.token_hex(6)}.tmp")
+            return create(parent / f".{stem}.{secrets.token_hex(6)}.tmp{suffix}")
         except FileExistsError:  # pragma: no cover - 48 random bits collided
             continue
     raise FileExistsError(f"Could not create a temporary entry in '{parent}'.")  # pragma: no cover
@@ -121,6 +121,22 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+def atomic_write_with(path: str | os.PathLike, write: Any) -> None:
+    """Call ``write(tmp)`` (a str path) on a new empty file next to ``path`` that ends in the same suffix (so
+    writers that choose the format by the suffix choose the same), then rename it to ``path``:
+    a failure leaves neither an empty nor a partial file, and an existing ``path`` untouched."""
+    path = Path(path)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    tmp = _create_temp(path.parent, path.stem, lambda p: (os.close(os.open(p, flags, 0o666)), p)[1], path.suffix)
+    try:
+        write(str(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:

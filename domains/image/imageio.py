@@ -16,6 +16,7 @@ import torch
 
 from embedseg._validation import shape_str
 from embedseg.errors import require
+from embedseg.io import atomic_write_with
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -227,30 +228,6 @@ def check_output_path(path: str | Path, suffixes: tuple[str, ...], name: str = "
     return path
 
 
-def _write_atomically(path: Path, write: Callable[[str], None]) -> None:
-    """Run ``write(tmp)`` on a new hidden file next to ``path`` (same suffix, so the writer picks
-    the same format), then rename it to ``path``: a failure leaves neither an empty nor a
-    partial file, and an existing ``path`` untouched."""
-    for _ in range(100):
-        tmp = path.parent / f".{path.stem}.{os.urandom(4).hex()}.tmp{path.suffix}"
-        try:
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # umask applies
-            break
-        except FileExistsError:
-            continue
-    else:  # pragma: no cover
-        raise FileExistsError(f"Could not create a temporary file next to '{path}'.")
-    try:
-        write(str(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def write_labels(path: str | Path, labels: Any, name: str = "path") -> None:
     """Write an instance map: 16-bit PNG/TIFF (ids up to 65535), else 32-bit TIFF.
 
@@ -273,11 +250,11 @@ def write_labels(path: str | Path, labels: Any, name: str = "path") -> None:
     if tif:
         tifffile = require("tifffile", "image")
         data = arr.astype(np.uint16 if top <= 65535 else np.uint32)
-        _write_atomically(path, lambda tmp: tifffile.imwrite(tmp, data))
+        atomic_write_with(path, lambda tmp: tifffile.imwrite(tmp, data))
         return
     skio = require("skimage.io", "image")
     data = arr.astype(np.uint16)
-    _write_atomically(path, lambda tmp: skio.imsave(tmp, data, check_contrast=False))
+    atomic_write_with(path, lambda tmp: skio.imsave(tmp, data, check_contrast=False))
 
 
 def write_image(path: str | Path, image: Any, name: str = "path") -> None:
@@ -296,4 +273,4 @@ def write_image(path: str | Path, image: Any, name: str = "path") -> None:
     if path.suffix.lower() in (".jpg", ".jpeg") and arr.ndim == 3 and arr.shape[-1] == 4:
         arr = arr[..., :3]  # JPEG has no alpha channel
     skio = require("skimage.io", "image")
-    _write_atomically(path, lambda tmp: skio.imsave(tmp, arr, check_contrast=False))
+    atomic_write_with(path, lambda tmp: skio.imsave(tmp, arr, check_contrast=False))
