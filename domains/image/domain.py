@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
@@ -495,6 +496,13 @@ class ImageDomain(Domain):
             check_int(n_instances, count_name, "segment", 0)
         hw, emb, fg, groups = self._embed_and_group(model, image, name)
         lab = decode_instances(emb, hw, groups, fg, **self._decoding_settings(), n_instances=n_instances)
+        found = int(lab.max())
+        if n_instances is not None and found < n_instances:
+            warnings.warn(
+                f"'{count_name}' asked for {n_instances} instances, but {name} holds only {found} "
+                f"regions of at least min_size={self.min_size} foreground pixels that can be told apart.",
+                stacklevel=3,
+            )
         return torch.from_numpy(lab)
 
     def segment_batch(

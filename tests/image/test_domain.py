@@ -189,6 +189,7 @@ def test_segment_batch_and_counts(model):
     assert all(torch.equal(a, b) for a, b in zip(out, stacked))
 
 
+@pytest.mark.filterwarnings("ignore:'n_instances.*asked for")  # random images hold no objects
 def test_segment_batch_bad_input_names_the_image(model):
     imgs = [np.random.default_rng(i).random((24, 24)) for i in range(3)]
     for bad in (None, 5, "images.png", {"image": imgs[0]}):
@@ -322,3 +323,11 @@ def test_tune_decoding_bad_input(model):
         model.tune_decoding([(item["image"], item["labels"][:10])])
     with pytest.raises(TypeError, match="'grid' must be a dict"):
         model.tune_decoding([item], grid=[0.9])
+
+
+def test_asking_for_more_instances_than_exist_warns(model):
+    img = np.zeros((24, 24), dtype=np.float32)
+    img[4:12, 4:12] = 1.0
+    with pytest.warns(UserWarning, match="asked for 500 instances"):
+        out = model.segment(img, n_instances=500)
+    assert int(out.max()) < 500
