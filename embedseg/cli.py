@@ -31,6 +31,25 @@ BUILTIN_DOMAINS = ("audio", "image")
 _FIT_SPECIAL = {"out_dir", "resume", "progress", "device"}
 
 
+def count_argument(low: int, words: tuple[str, ...] = ()) -> Any:
+    """An argparse ``type`` for a count: an int >= ``low``, or one of ``words`` (kept as text),
+    e.g. ``count_argument(1, ("auto",))``."""
+    expected = f"an int >= {low}" + "".join(f" or {w!r}" for w in words)
+
+    def parse(text: str) -> int | str:
+        if text in words:
+            return text
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
+
+
 def _key_value(text: str) -> tuple[str, Any]:
     """Parse ``KEY=VALUE``; VALUE is read as JSON when it parses (numbers, true, lists), else a string."""
     key, sep, value = text.partition("=")

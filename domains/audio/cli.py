@@ -6,19 +6,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from embedseg.cli import count_argument
+
 __all__ = ["add_commands"]
-
-
-def _n_sources(text: str) -> int | str:
-    if text == "auto":
-        return "auto"
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an int >= 1 or 'auto', got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an int >= 1 or 'auto', got {text!r}")
-    return value
 
 
 def _check_out_folder(out: Path) -> None:
@@ -104,7 +94,7 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("model", metavar="MODEL", help="model folder (e.g. pretrained/audio-speech-8k)")
     p.add_argument("inputs", metavar="MIXTURE", nargs="+", help="audio files (wav, flac, ...)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--n-sources", type=_n_sources, default="auto", metavar="K|auto", help="sources per mixture (default: auto)")
+    p.add_argument("--n-sources", type=count_argument(1, ("auto",)), default="auto", metavar="K|auto", help="sources per mixture (default: auto)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
     p.set_defaults(func=_cmd_separate)
 

@@ -6,17 +6,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from embedseg.cli import count_argument
+
 __all__ = ["add_segment_command", "run_segment"]
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {text!r}")
-    return value
 
 
 def add_segment_command(subparsers: Any) -> None:
@@ -31,7 +23,7 @@ def add_segment_command(subparsers: Any) -> None:
     p.add_argument("image", help="the image file")
     p.add_argument("--out", required=True, help="output label map (.png, .tif or .tiff)")
     p.add_argument("--overlay", default=None, help="also write a colored overlay (.png, .jpg or .tif)")
-    p.add_argument("--n-instances", type=_count, default=None, help="the number of instances (default: automatic)")
+    p.add_argument("--n-instances", type=count_argument(0), default=None, help="the number of instances (default: automatic)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.set_defaults(func=run_segment)
 

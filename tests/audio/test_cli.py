@@ -16,12 +16,7 @@ PRETRAINED = Path(__file__).resolve().parents[2] / "pretrained"
 SPEECH = str(PRETRAINED / "audio-speech-8k")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture()

@@ -18,12 +18,7 @@ from domains.image.imageio import read_image, write_image, write_labels
 PRETRAINED = Path(__file__).resolve().parents[2] / "pretrained"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
