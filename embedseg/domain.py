@@ -16,7 +16,7 @@ A minimal domain implements :meth:`Domain.encode`, :meth:`Domain.decode` and
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Sequence
 
 import torch
 from torch.utils.data import default_collate
@@ -77,6 +77,10 @@ class Domain:
     #: domain methods a Model exposes as its own, called as ``model.NAME(...)`` and bound to
     #: ``domain.NAME(model, ...)`` (e.g. audio's ``separate``, image's ``segment``).
     model_methods: ClassVar[tuple[str, ...]] = ()
+    #: options added after models were first saved, with the values that reproduce how a model
+    #: saved without them ran: loading such a config applies these instead of the current
+    #: defaults, so a saved model keeps its behaviour.
+    older_model_options: ClassVar[dict[str, Any]] = {}
 
     def get_config(self) -> dict[str, Any]:
         """JSON-serializable keyword options that rebuild this adapter."""
@@ -129,6 +133,13 @@ class Domain:
         return fn(embeddings_of(output), labels, batch.weights)
 
     # -- inference --------------------------------------------------------------------------
+    def inference_output(self, run: Callable[[Any], Any], batch: EncodedBatch, output: Any) -> Any:
+        """The network output that clustering and :meth:`decode` use, from ``output``, the
+        network's output on ``batch.features``. Optional: the default returns ``output``. A
+        domain may combine further passes here (test-time augmentation): ``run(features)``
+        runs the network, in eval mode and without gradients, on other features."""
+        return output
+
     def decode(
         self,
         batch: EncodedBatch,

@@ -132,11 +132,17 @@ def atomic_write_with(path: str | os.PathLike, write: Any) -> None:
     tmp = _create_temp(path.parent, path.stem, lambda p: (os.close(os.open(p, flags, 0o666)), p)[1], path.suffix)
     try:
         write(str(tmp))
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # the data is on disk before the name points at it
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    _fsync_dir(path.parent)
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -159,36 +165,52 @@ def atomic_save_tensors(
     atomic_write_bytes(path, save(flat, metadata=dict(metadata) if metadata else None))
 
 
-def replace_folder(tmp_folder: str | os.PathLike, folder: str | os.PathLike) -> None:
+def replace_folder(tmp_folder: str | os.PathLike, folder: str | os.PathLike, marker: str = CONFIG_FILE) -> None:
     """Move a fully written ``tmp_folder`` to ``folder``, replacing what was there.
 
     A folder cannot be renamed over a non-empty one, so the old folder is first renamed aside
     and removed only once the new one is in place. A crash in between leaves no ``folder`` but
     the complete old one under ``<name>.old``, which readers then use (:func:`settled_folder`);
-    a later replace puts it back before anything else, so it is never lost.
+    a later replace puts it back before anything else, so it is never lost. A ``<name>.old``
+    without ``marker`` (the file every version of such a folder holds) is someone else's: it
+    is never touched, and the replace is refused.
+
+    Raises:
+        FileExistsError: ``<name>.old`` exists and is not a version set aside by a replace.
     """
     tmp_folder, folder = Path(tmp_folder), Path(folder)
     old = folder.with_name(folder.name + ".old")
-    if old.exists() and not folder.exists():
+    ours = (old / marker).is_file()
+    if ours and not folder.exists():
         os.replace(old, folder)  # an earlier replace stopped between its two renames
-    if old.exists():
-        shutil.rmtree(old)
+        ours = False
     if folder.exists():
+        if old.exists() and not ours:
+            raise FileExistsError(
+                f"Cannot replace '{folder}': '{old}' exists and is not an earlier version of it set "
+                f"aside by an interrupted save (it holds no '{marker}'); move or rename it first."
+            )
+        if old.exists():
+            shutil.rmtree(old)
         os.replace(folder, old)
-    os.replace(tmp_folder, folder)
-    _fsync_dir(folder.parent)
-    if old.exists():
+        os.replace(tmp_folder, folder)
+        _fsync_dir(folder.parent)
         shutil.rmtree(old)
+    else:
+        os.replace(tmp_folder, folder)
+        _fsync_dir(folder.parent)
 
 
-def settled_folder(folder: str | os.PathLike) -> Path:
-    """``folder``, or its complete previous version ``<name>.old`` when a :func:`replace_folder`
-    stopped between its two renames and left no ``folder``."""
+def settled_folder(folder: str | os.PathLike, marker: str = CONFIG_FILE) -> Path:
+    """``folder``, or its complete previous version ``<name>.old`` (one that holds ``marker``,
+    the file every version of such a folder has) when a :func:`replace_folder` stopped between
+    its two renames and left no ``folder``."""
     folder = Path(folder)
     if not folder.name:  # "", "." or "/": the current folder or a root, never set aside
         return folder
     aside = folder.with_name(folder.name + ".old")
-    if not folder.exists() and aside.is_dir():
+    # Only a version set aside counts: an unrelated '<name>.old' folder is not ours.
+    if not folder.exists() and (aside / marker).is_file():
         return aside
     return folder
 
@@ -319,7 +341,9 @@ def write_model_folder(
             f"{f' (a link to {str(path)!r})' if given and Path(given).is_symlink() else ''} instead."
         )
     earlier = settled_folder(path)
-    if earlier.is_dir() and not (earlier / CONFIG_FILE).is_file() and any(earlier.iterdir()):
+    if earlier.is_dir() and not (earlier / CONFIG_FILE).is_file() and any(
+        not entry.name.startswith(".") for entry in earlier.iterdir()  # hidden files (.DS_Store) aside
+    ):
         # Saving replaces the folder: only a saved model's folder (whose other files come
         # along) or an empty one may be replaced, never a folder of someone's other work.
         raise ValueError(

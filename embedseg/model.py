@@ -246,6 +246,10 @@ class Model:
         return self
 
     # -- inference ------------------------------------------------------------------------------
+    def _run_network(self, features: Any) -> Any:
+        """The network on ``features``, in eval mode and without gradients."""
+        return self.embed(EncodedBatch(features=features, mask=torch.zeros(0, dtype=torch.bool)))
+
     def embed(self, batch: EncodedBatch) -> Any:
         """The network's output for an encoded batch, in eval mode and without gradients.
 
@@ -288,7 +292,7 @@ class Model:
     def _run_batch(self, batch: Any, n_clusters: int | str | None = None) -> tuple[EncodedBatch, list[Any]]:
         """encode -> embed -> cluster -> decode for one collated batch."""
         encoded = self.domain.encode(batch, self.device)
-        output = self.embed(encoded)
+        output = self.domain.inference_output(self._run_network, encoded, self.embed(encoded))
         # Domains whose networks have extra heads (e.g. mask inference) read them in decode.
         encoded.context.setdefault("network_output", output)
         embeddings = embeddings_of(output)  # (batch, n_points, dim)
@@ -412,7 +416,11 @@ class Model:
         def make_clusterer(name: str, **params: Any) -> Any:
             return validate_clusterer(create_clusterer(name, **params))
 
-        domain = build("domain", create_domain, config["domain"]["name"], config["domain"].get("options") or {})
+        saved_options = config["domain"].get("options") or {}
+        domain = build("domain", create_domain, config["domain"]["name"], saved_options)
+        for key, value in type(domain).older_model_options.items():
+            if key not in saved_options:  # saved before the option existed
+                setattr(domain, key, value)
         network = build("network", create_network, config["network"]["name"], config["network"].get("params") or {})
         clusterer = build(
             "clusterer", make_clusterer, config["clusterer"]["name"], config["clusterer"].get("params") or {}

@@ -700,6 +700,12 @@ class Trainer:
                     else:
                         unlabeled += n
                     if has_metrics:
+
+                        def run(features: Any) -> Any:
+                            with self._autocast():
+                                return _to_float(network(features))
+
+                        output = self.domain.inference_output(run, encoded, output)
                         encoded.context.setdefault("network_output", output)
                         embeddings = embeddings_of(output)  # (batch, n_points, dim)
                         labels, proba = self.model.cluster(embeddings, encoded.mask)
@@ -768,7 +774,14 @@ class Trainer:
     def _consider_final(self) -> None:
         """Validate the last weights as a candidate for the best model, changing nothing else."""
         record = self._validate()
-        value = self._monitored(record)
+        try:
+            value = self._monitored(record)
+        except ValueError as exc:
+            # The training is done: keep its weights (and save them) rather than lose them to
+            # a validation set that cannot give the monitored value.
+            warnings.warn(f"{exc} The final weights are kept without that comparison.", stacklevel=2)
+            self._log_record(record)
+            return
         if not math.isfinite(value):
             return
         if self._better(value, self.best_value):
@@ -928,7 +941,7 @@ class Trainer:
         try:
             atomic_save_tensors(tmp / CHECKPOINT_TENSORS, tensors, {"format": "embedseg-checkpoint"})
             atomic_write_json(tmp / CHECKPOINT_JSON, state)
-            replace_folder(tmp, root / name)
+            replace_folder(tmp, root / name, marker=CHECKPOINT_JSON)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -983,7 +996,7 @@ class Trainer:
         from .errors import ModelFileError
         from .io import check_no_pickle, read_json, read_tensors, settled_folder
 
-        path = settled_folder(path)
+        path = settled_folder(path, marker=CHECKPOINT_JSON)
         check_no_pickle(path)
         state = read_json(path / CHECKPOINT_JSON, "checkpoint")
         tensors, _ = read_tensors(path / CHECKPOINT_TENSORS, "checkpoint tensors")

@@ -145,3 +145,16 @@ def test_console_script_runs():
     assert proc.returncode == 0 and proc.stdout.strip() == f"embedseg {embedseg.__version__}"
     proc = subprocess.run([exe, "info", "/nonexistent"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and proc.stderr.startswith("embedseg: error: No saved model")
+
+
+def test_count_argument_parses_counts_and_words():
+    import argparse
+
+    from embedseg.cli import count_argument
+
+    parse = count_argument(1, ("auto",))
+    assert parse("3") == 3 and parse("auto") == "auto"
+    for bad in ("0", "-2", "2.5", "three", ""):
+        with pytest.raises(argparse.ArgumentTypeError, match="expected an int >= 1 or 'auto'"):
+            parse(bad)
+    assert count_argument(0)("0") == 0

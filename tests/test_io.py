@@ -358,3 +358,38 @@ def test_saving_never_replaces_a_folder_of_other_work(tmp_path):
     empty.mkdir()
     write_model_folder(empty, {"w": torch.zeros(2)}, {"a": 1})  # an empty folder is fine
     assert (empty / "config.json").is_file()
+
+
+def test_an_unrelated_old_folder_is_neither_used_nor_an_obstacle(tmp_path):
+    from embedseg.io import write_model_folder
+
+    (tmp_path / "results.old").mkdir()
+    (tmp_path / "results.old" / "table.csv").write_text("a,b")
+    write_model_folder(tmp_path / "results", {"w": torch.zeros(2)}, {"a": 1})  # a new folder
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["config.json", "model.safetensors"]
+    # Replacing it would set the old version aside as results.old: that name is taken.
+    with pytest.raises(FileExistsError, match="is not an earlier version of it"):
+        write_model_folder(tmp_path / "results", {"w": torch.ones(2)}, {"a": 2})
+    assert (tmp_path / "results.old" / "table.csv").read_text() == "a,b"
+    assert json.loads((tmp_path / "results" / "config.json").read_text())["a"] == 1
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+    (hidden / ".DS_Store").write_bytes(b"x")  # a folder holding only hidden files counts as empty
+    write_model_folder(hidden, {"w": torch.zeros(2)}, {"a": 1})
+
+
+def test_atomic_write_with_keeps_the_suffix_and_leaves_nothing_on_failure(tmp_path):
+    from embedseg.io import atomic_write_with
+
+    seen = []
+    atomic_write_with(tmp_path / "out.wav", lambda tmp: (seen.append(tmp), open(tmp, "w").write("data")))
+    assert seen[0].endswith(".wav") and (tmp_path / "out.wav").read_text() == "data"
+
+    def fail(tmp):
+        open(tmp, "w").write("partial")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write_with(tmp_path / "out.wav", fail)
+    assert (tmp_path / "out.wav").read_text() == "data"  # the earlier file is untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.wav"]  # no temporary left

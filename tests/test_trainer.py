@@ -162,10 +162,12 @@ def test_out_dir_must_be_a_folder_path(tmp_path):
     assert (tmp_path / "file").read_text() == "x"
 
 
-def test_a_monitor_validation_does_not_give_fails_also_at_the_end_of_a_run():
-    # max_steps=2 ends the run before the first epoch's evaluation: only the final one runs.
-    with pytest.raises(ValueError, match=r"names 'nope', but validation gave only \['ari', 'const', 'valid_loss'\]"):
-        embedseg.fit(TRAIN, valid=VALID, **BASE, monitor="nope", max_steps=2)
+def test_a_monitor_validation_does_not_give_is_reported_at_the_end_of_a_run_keeping_the_model(tmp_path):
+    # max_steps=2 ends the run before the first epoch's evaluation: only the final one runs,
+    # after the training is done, so the trained weights are kept (and saved) with a warning.
+    with pytest.warns(UserWarning, match=r"names 'nope', but validation gave only \['ari', 'const', 'valid_loss'\]"):
+        model = embedseg.fit(TRAIN, valid=VALID, **BASE, monitor="nope", max_steps=2, out_dir=str(tmp_path))
+    assert isinstance(model, embedseg.Model) and (tmp_path / "model" / "config.json").is_file()
 
 
 @embedseg.register_domain("toy-trainer-unlabeled", override=True)
@@ -182,10 +184,11 @@ class UnlabeledValidation(BlobsDomain):
 def test_validation_items_without_labels_are_named_when_the_monitor_needs_them():
     unlabeled = [(p, torch.full_like(y, -1)) for p, y in VALID]
     base = {**BASE, "domain": "toy-trainer-unlabeled", "valid_metrics": False}
-    for steps in (2, 5):  # the end-of-run evaluation, then the one at the end of an epoch
-        with pytest.raises(ValueError, match=r"names 'valid_loss', but validation gave no values. 6 validation "
-                           r"item\(s\) came without labels .* no validation loss"):
-            embedseg.fit(TRAIN, valid=unlabeled, **base, max_steps=steps)
+    message = r"names 'valid_loss', but validation gave no values. 6 validation item\(s\) came without labels .* no validation loss"
+    with pytest.raises(ValueError, match=message):  # at the end of an epoch: the run stops
+        embedseg.fit(TRAIN, valid=unlabeled, **base, max_steps=8)
+    with pytest.warns(UserWarning, match=message):  # at the end of the run: reported, model kept
+        embedseg.fit(TRAIN, valid=unlabeled, **base, max_steps=2)
 
 
 def test_empty_datasets_and_frozen_networks_are_rejected_naming_them():

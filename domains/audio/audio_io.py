@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from embedseg.errors import require
+from embedseg.io import atomic_write_with
 
 __all__ = ["load_audio", "save_audio", "resample", "as_waveform"]
 
@@ -64,14 +65,18 @@ def load_audio(path: str | os.PathLike, sample_rate: int | None = None) -> tuple
 
 
 def save_audio(path: str | os.PathLike, wave: Any, sample_rate: int) -> None:
-    """Write a (time,) or (channels, time) waveform as 16-bit PCM, scaled down if it would clip."""
+    """Write a (time,) or (channels, time) waveform as 16-bit PCM, scaled down if it would clip;
+    the file appears only once completely written."""
     sf = require("soundfile", "audio")
     x = torch.as_tensor(wave).detach().cpu().float().numpy()
     peak = float(np.abs(x).max()) if x.size else 0.0
     if peak > 1.0:
         x = x / peak * 0.99
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    sf.write(str(path), x.T if x.ndim == 2 else x, int(sample_rate), subtype="PCM_16")
+    data = x.T if x.ndim == 2 else x
+    # Through a temporary file with the same suffix (soundfile picks the format from it): an
+    # interrupted write leaves no truncated file under the final name.
+    atomic_write_with(path, lambda tmp: sf.write(tmp, data, int(sample_rate), subtype="PCM_16"))
 
 
 def as_waveform(x: Any, name: str = "mixture") -> torch.Tensor:

@@ -3,7 +3,7 @@
 Clustering the pixels of an image into K = number of objects breaks down with many objects:
 k-means with K = 100 in a 16-dimensional embedding space is slow, sensitive to its start, and
 the network cannot give 100 objects 100 well-separated directions anyway. What it can do is
-give *neighbouring* objects different embeddings. So decoding works in three steps:
+give *neighbouring* objects different embeddings. So decoding works in six steps:
 
 1. **Foreground.** The network's foreground head (probability > ``fg_threshold``) marks object
    pixels; without that head, the embedding group holding most border pixels is background.
@@ -90,9 +90,7 @@ class _Regions:
         n = int(frag.max())
         flat = frag.ravel()
         self.size = np.bincount(flat, minlength=n + 1).astype(np.float64)
-        self.sums = np.zeros((n + 1, emb.shape[1]), dtype=np.float64)
-        for d in range(emb.shape[1]):
-            self.sums[:, d] = np.bincount(flat, weights=emb[:, d], minlength=n + 1)
+        self.sums = _label_sums(flat, emb, n + 1)
         norms = np.linalg.norm(self.sums, axis=1, keepdims=True)
         self.units = self.sums / np.maximum(norms, 1e-12)
         self.parent = np.arange(n + 1)
@@ -197,9 +195,17 @@ def _grow(labels: np.ndarray, fg: np.ndarray, cost: np.ndarray, min_size: int) -
     return labels
 
 
+def _label_sums(labels: np.ndarray, emb: np.ndarray, n: int) -> np.ndarray:
+    """Sum of the (N, dim) embeddings of every label in [0, n): (n, dim) float64, in one pass
+    (a bincount per dimension reads the strided columns dim times)."""
+    sums = torch.zeros(n, emb.shape[1], dtype=torch.float64)
+    sums.index_add_(0, torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64)), torch.from_numpy(emb))
+    return sums.numpy()
+
+
 def _unit_means(labels: np.ndarray, emb: np.ndarray, n: int) -> np.ndarray:
     """Unit-norm mean embedding of every label in [0, n): (n, dim)."""
-    sums = np.stack([np.bincount(labels, weights=emb[:, d], minlength=n) for d in range(emb.shape[1])], 1)
+    sums = _label_sums(labels, emb, n)
     return sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
 
 
@@ -236,11 +242,38 @@ def _split_off(labels: np.ndarray, emb: np.ndarray, threshold: float, min_size: 
         ids = np.concatenate([[instance], np.flatnonzero(host[n:] == instance) + n])
         where = np.flatnonzero(host[parts] == instance)
         parts[where] = ids[np.argmax(emb[where] @ part_units[ids].T, axis=1)]
-    # Connected pieces of new parts smaller than min_size return to the instance they left.
-    pieces = _components(parts.reshape(h, w)).ravel()
-    small = (np.bincount(pieces)[pieces] < min_size) & (parts >= n)
-    parts[small] = host[parts[small]]
-    return parts.reshape(h, w)
+    return _absorb_crumbs(parts.reshape(h, w), host, n, min_size)
+
+
+def _absorb_crumbs(parts: np.ndarray, host: np.ndarray, n: int, min_size: int) -> np.ndarray:
+    """Connected pieces smaller than ``min_size`` of split instances and their new parts join
+    the part of the same instance they share the longest border with (pieces without such a
+    neighbour stay as they are)."""
+    from scipy import ndimage as ndi
+
+    split = np.zeros(len(host), dtype=bool)
+    split[host[n:]] = True
+    split[n:] = True
+    pieces = _components(parts)
+    sizes = np.bincount(pieces.ravel())
+    piece_label = np.zeros(len(sizes), dtype=np.int64)
+    piece_label[pieces.ravel()] = parts.ravel()
+    crumbs = np.flatnonzero((sizes < min_size) & split[piece_label])
+    crumbs = crumbs[crumbs > 0]
+    if len(crumbs) == 0:
+        return parts
+    out = parts.copy()
+    boxes = ndi.find_objects(pieces)
+    for c in crumbs:
+        box = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in boxes[c - 1])
+        mine = pieces[box] == c
+        ring = ndi.binary_dilation(mine) & ~mine  # 4-neighbours outside the piece
+        around = parts[box][ring]
+        family = around[(around > 0) & (host[around] == host[piece_label[c]]) & (around != piece_label[c])]
+        if len(family):
+            ids, counts = np.unique(family, return_counts=True)
+            out[box][mine] = ids[np.argmax(counts)]
+    return out
 
 
 def _split_two(emb: np.ndarray, rng: np.random.Generator) -> np.ndarray:

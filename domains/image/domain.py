@@ -72,7 +72,9 @@ class ImageDomain(Domain):
             mapped back, and the views are concatenated and scaled by 1/sqrt(views): still unit
             norm, and the cosine affinity of two pixels becomes the mean of their affinities
             over the views, which steadies the seams between touching objects; foreground
-            probabilities are averaged. Costs one network pass per view. Not used with
+            probabilities are averaged. Costs one network pass per view, and grouping and
+            decoding work on views x dim embeddings. Applies to ``segment``,
+            ``tune_decoding``, ``evaluate`` and validation metrics alike. Not used with
             ``coords`` (coordinate channels do not mirror with the content).
         percentiles: the (low, high) intensity percentiles mapped to 0 and 1.
 
@@ -88,6 +90,8 @@ class ImageDomain(Domain):
     primary_metric: ClassVar[str | None] = "ap50"
     primary_metric_higher_is_better: ClassVar[bool] = True
     model_methods: ClassVar[tuple[str, ...]] = ("segment", "segment_batch", "tune_decoding")
+    # Models saved before mirrored views and the split-off step decode as they did.
+    older_model_options: ClassVar[dict[str, Any]] = {"flip_views": 1, "split_threshold": -1.0}
 
     def __init__(
         self,
@@ -124,6 +128,7 @@ class ImageDomain(Domain):
         check_float(split_threshold, "split_threshold", owner, -1.0, 1.0)
         check_int(tile_size, "tile_size", owner, 32)
         check_int(tile_overlap, "tile_overlap", owner, 0, tile_size // 2 - 1)
+        check_int(flip_views, "flip_views", owner, 1)
         check_choice(flip_views, "flip_views", owner, (1, 2, 4))
         if not (isinstance(percentiles, (tuple, list)) and len(percentiles) == 2):
             raise TypeError(
@@ -363,26 +368,65 @@ class ImageDomain(Domain):
         emb, fg = self._embed_image(model, x)
         return tuple(x.shape[1:]), emb, fg, self._groups(model, emb, fg)
 
-    # The flips of each inference view, as dims of a (C, H, W) image: none, left-right,
-    # top-bottom, both.
-    _VIEW_FLIPS: ClassVar[tuple[tuple[int, ...], ...]] = ((), (2,), (1,), (1, 2))
+    # The flips of each inference view, as dims counted from the end of a (..., H, W) image:
+    # none, left-right, top-bottom, both.
+    _VIEW_FLIPS: ClassVar[tuple[tuple[int, ...], ...]] = ((), (-1,), (-2,), (-2, -1))
+
+    def _n_views(self) -> int:
+        return 1 if self.coords else self.flip_views
+
+    @staticmethod
+    def _unflip(values: torch.Tensor, hw: tuple[int, int], dims: tuple[int, ...], per_point: bool) -> torch.Tensor:
+        """Map (..., H*W, dim) embeddings (``per_point``) or (..., H*W) values of a view whose
+        image was flipped along ``dims`` back onto the image's pixels."""
+        if not dims:
+            return values
+        lead = values.shape[: values.ndim - (2 if per_point else 1)]
+        grid = values.reshape(*lead, *hw, -1) if per_point else values.reshape(*lead, *hw)
+        back = [d - 1 for d in dims] if per_point else list(dims)
+        return grid.flip(back).reshape(values.shape)
+
+    @staticmethod
+    def _merge_views(embs: list[torch.Tensor], fgs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Unit embeddings of the views, concatenated and scaled by 1/sqrt(views) (unit norm; the
+        cosine affinity is the mean over the views), and the mean foreground probability."""
+        emb = torch.cat(embs, dim=-1) / math.sqrt(len(embs))
+        return emb, torch.stack(fgs).mean(0) if fgs else None
+
+    def inference_output(self, run: Any, batch: EncodedBatch, output: Any) -> Any:
+        """The network output that clustering and decoding use (``evaluate``, validation metrics):
+        with ``flip_views`` > 1, the mirrored views of the batch merged as in :meth:`segment`."""
+        views = self._n_views()
+        if views == 1:
+            return output
+        h, w = batch.features.shape[-2:]
+        embs, fgs = [], []
+        for dims in self._VIEW_FLIPS[:views]:
+            out = output if not dims else run(batch.features.flip(dims))
+            embs.append(self._unflip(embeddings_of(out), (h, w), dims, per_point=True))
+            fg = self._foreground(out)
+            if fg is not None:
+                fgs.append(self._unflip(fg, (h, w), dims, per_point=False))
+        emb, fg = self._merge_views(embs, fgs)
+        if fg is None:
+            return {"embeddings": emb}
+        p = fg.clamp(1e-7, 1 - 1e-7)
+        return {"embeddings": emb, "foreground": torch.log(p) - torch.log1p(-p)}  # logits again
 
     def _embed_image(self, model: "Model", x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Embeddings (H*W, dim * views) and foreground probabilities (H*W,) of one prepared
         image, over its ``flip_views`` mirrored views (see the class notes)."""
-        views = 1 if self.coords else self.flip_views
+        views = self._n_views()
         if views == 1:
             return self._embed_view(model, x)
-        _, h, w = x.shape
+        hw = tuple(x.shape[1:])
         embs, fgs = [], []
         for dims in self._VIEW_FLIPS[:views]:
             emb, fg = self._embed_view(model, x.flip(dims) if dims else x)
-            back = [d - 1 for d in dims]  # the same flips on (H, W, ...) maps
-            embs.append(emb.reshape(h, w, -1).flip(back).reshape(h * w, -1) if dims else emb)
+            embs.append(self._unflip(emb, hw, dims, per_point=True))
             if fg is not None:
-                fgs.append(fg.reshape(h, w).flip(back).reshape(h * w) if dims else fg)
-        emb = torch.cat(embs, dim=-1) / math.sqrt(views)
-        return emb, torch.stack(fgs).mean(0) if fgs else None
+                fgs.append(self._unflip(fg, hw, dims, per_point=False))
+        return self._merge_views(embs, fgs)
 
     def _embed_view(self, model: "Model", x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Embeddings (H*W, dim) and foreground probabilities (H*W,) of one prepared image,
@@ -527,6 +571,8 @@ class ImageDomain(Domain):
                 f"Got {type(images).__name__} instead."
             )
         images = list(images)  # a stacked array or tensor is a batch along its first axis
+        if isinstance(n_instances, (np.ndarray, torch.Tensor)) and n_instances.ndim == 0:
+            n_instances = n_instances.item()  # one count for all, given as a 0-d array
         if isinstance(n_instances, (list, tuple, np.ndarray, torch.Tensor)):
             counts = [None if c is None else (c.item() if hasattr(c, "item") else c) for c in list(n_instances)]
         else:

@@ -177,3 +177,24 @@ def test_split_off_is_not_used_with_a_given_count():
     labels, emb, fg = _object_without_seeds()
     groups = np.zeros(len(fg), dtype=np.int64)
     assert decode_instances(emb, labels.shape, groups, fg, split_threshold=0.5, n_instances=1).max() == 1
+
+
+def test_split_off_makes_several_parts_of_one_instance_and_absorbs_crumbs():
+    from domains.image.decode import _split_off
+
+    dim = 6
+    e = np.eye(dim)
+    labels = np.zeros((20, 30), dtype=np.int64)
+    labels[2:18, 2:28] = 4  # one grown instance covering three objects (ids need not be 1..n)
+    emb = np.tile(e[0], (20, 30, 1))
+    emb[2:18, 2:8] = e[1]  # a left object unlike the instance
+    emb[2:18, 22:28] = e[2]  # a right object unlike both
+    emb[10, 15] = e[1]  # a lone pixel like the left object, inside the middle one
+    emb[0, 0] = e[3]  # background pixels are never touched
+    out = _split_off(labels, emb.reshape(-1, dim), threshold=0.5, min_size=8)
+    assert out[0, 0] == 0 and (out == 0).sum() == (labels == 0).sum()
+    left, mid, right = out[5, 4], out[5, 15], out[5, 25]
+    assert len({left, mid, right}) == 3 and mid == 4  # the largest part keeps the instance's id
+    np.testing.assert_array_equal(out == left, np.pad(np.ones((16, 6), bool), ((2, 2), (2, 22))))
+    np.testing.assert_array_equal(out == right, np.pad(np.ones((16, 6), bool), ((2, 2), (22, 2))))
+    assert out[10, 15] == mid  # a crumb below min_size stays with the part it lies in

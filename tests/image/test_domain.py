@@ -172,6 +172,19 @@ def test_four_flip_views_make_affinities_mirror_invariant(model):
     torch.testing.assert_close(fg_m.reshape(16, 24).flip(0).reshape(-1), fg, atol=1e-6, rtol=0)
 
 
+def test_evaluate_and_validation_decode_the_same_views_as_segment(model):
+    d = ImageDomain(flip_views=4)
+    item = _item(20, 28)
+    encoded = d.encode(d.collate([item]), torch.device("cpu"))
+    merged = d.inference_output(model._run_network, encoded, model.embed(encoded))
+    emb, fg = d._embed_image(model, d.prepare_image(item["image"]))
+    torch.testing.assert_close(merged["embeddings"][0], emb, atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.sigmoid(merged["foreground"][0]), fg, atol=1e-5, rtol=0)
+    single = ImageDomain(flip_views=1)
+    out = model.embed(encoded)
+    assert single.inference_output(model._run_network, encoded, out) is out
+
+
 def test_flip_views_are_not_used_with_coordinate_channels():
     torch.manual_seed(0)
     m = build_model("image", domain_options={"coords": True}, network_params={"dim": 8, "base": 8})
@@ -202,6 +215,7 @@ def test_segment_batch_bad_input_names_the_image(model):
     with pytest.raises(ValueError, match=r"n_instances\[2\]"):
         model.segment_batch(imgs, n_instances=[1, 2, -1])
     per_image = model.segment_batch(imgs, n_instances=np.array([1, 2, 0]))  # an array of counts
+    assert all(torch.equal(a, b) for a, b in zip(model.segment_batch(imgs, n_instances=np.array(2)), model.segment_batch(imgs, n_instances=2)))
     for img, n, got in zip(imgs, (1, 2, 0), per_image):
         assert torch.equal(got, model.segment(img, n_instances=n))
 
@@ -263,7 +277,7 @@ def test_fit_runs_a_few_steps_on_synthetic_scenes():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"channels": 2}, {"background": "drop"}, {"weighting": "sqrt"}, {"tile_size": 16}, {"tile_overlap": 400}, {"percentiles": (5, 1)}, {"flip_views": 3}],
+    [{"channels": 2}, {"background": "drop"}, {"weighting": "sqrt"}, {"tile_size": 16}, {"tile_overlap": 400}, {"percentiles": (5, 1)}, {"flip_views": 3}, {"flip_views": 2.0}, {"flip_views": True}],
 )
 def test_bad_options(kwargs):
     with pytest.raises((ValueError, TypeError)):
@@ -331,3 +345,18 @@ def test_asking_for_more_instances_than_exist_warns(model):
     with pytest.warns(UserWarning, match="asked for 500 instances"):
         out = model.segment(img, n_instances=500)
     assert int(out.max()) < 500
+
+
+def test_models_saved_before_views_and_split_off_decode_as_before(model, tmp_path):
+    import json
+
+    model.save(tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["domain"]["options"]["flip_views"] == 2
+    assert embedseg.load(tmp_path / "m").domain.flip_views == 2  # saved explicitly: kept
+    for key in ("flip_views", "split_threshold"):
+        del config["domain"]["options"][key]
+    (tmp_path / "m" / "config.json").write_text(json.dumps(config))
+    old = embedseg.load(tmp_path / "m").domain
+    assert (old.flip_views, old.split_threshold) == (1, -1.0)
+    assert ImageDomain().flip_views == 2  # new models get the current defaults
