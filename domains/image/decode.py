@@ -195,6 +195,17 @@ def _grow(labels: np.ndarray, fg: np.ndarray, cost: np.ndarray, min_size: int) -
     return labels
 
 
+def _neighbourhood_agreement(emb: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Norm of the mean unit embedding over each pixel's 3 x 3 neighbourhood (edges repeated):
+    (H, W), 1 where the neighbourhood agrees. One pooling over all dimensions at once (a
+    filter per dimension costs dim passes)."""
+    # (1, dim, H, W) in channels-last memory: pooling needs no transposed copy.
+    grid = torch.from_numpy(np.ascontiguousarray(emb).reshape(h, w, -1))[None].permute(0, 3, 1, 2)
+    padded = torch.nn.functional.pad(grid, (1, 1, 1, 1), mode="replicate")
+    local = torch.nn.functional.avg_pool2d(padded, kernel_size=3, stride=1)[0]  # (dim, H, W)
+    return local.square().sum(0).sqrt().numpy()
+
+
 def _label_sums(labels: np.ndarray, emb: np.ndarray, n: int) -> np.ndarray:
     """Sum of the (N, dim) embeddings of every label in [0, n): (n, dim) float64, in one pass
     (a bincount per dimension reads the strided columns dim times)."""
@@ -392,11 +403,7 @@ def decode_instances(
         fg = grp != np.bincount(border).argmax()
     if n_instances == 0 or not fg.any():
         return np.zeros((h, w), dtype=np.int64)
-    from scipy import ndimage as ndi
-
-    grid = emb.reshape(h, w, -1)
-    local = np.stack([ndi.uniform_filter(grid[..., d], size=3, mode="nearest") for d in range(grid.shape[-1])], -1)
-    consistency = np.linalg.norm(local, axis=-1)  # (H, W), 1 where the neighbourhood agrees
+    consistency = _neighbourhood_agreement(emb, h, w)  # (H, W), 1 where the neighbourhood agrees
     # Relative to the typical interior agreement, so noisy embeddings still leave seeds.
     seeds = fg & (consistency > seed_consistency * float(np.median(consistency[fg])))
     frag = _components(np.where(seeds, grp + 1, 0))  # (H, W) fragment ids

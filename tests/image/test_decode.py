@@ -198,3 +198,17 @@ def test_split_off_makes_several_parts_of_one_instance_and_absorbs_crumbs():
     np.testing.assert_array_equal(out == left, np.pad(np.ones((16, 6), bool), ((2, 2), (2, 22))))
     np.testing.assert_array_equal(out == right, np.pad(np.ones((16, 6), bool), ((2, 2), (22, 2))))
     assert out[10, 15] == mid  # a crumb below min_size stays with the part it lies in
+
+
+@pytest.mark.parametrize("h, w", [(37, 29), (1, 5), (4, 1), (1, 1)])
+def test_neighbourhood_agreement_matches_scipy_uniform_filter(h, w):
+    from scipy import ndimage as ndi
+
+    from domains.image.decode import _neighbourhood_agreement
+
+    rng = np.random.default_rng(h * w)
+    emb = rng.normal(size=(h * w, 7))
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    grid = emb.reshape(h, w, -1)
+    local = np.stack([ndi.uniform_filter(grid[..., d], size=3, mode="nearest") for d in range(7)], -1)
+    np.testing.assert_allclose(_neighbourhood_agreement(emb, h, w), np.linalg.norm(local, axis=-1), atol=1e-12)
