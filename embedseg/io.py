@@ -98,38 +98,13 @@ def make_temp_folder(parent: str | os.PathLike, stem: str) -> Path:
     return _create_temp(Path(parent), stem, mkdir)
 
 
-def _open_temp_file(parent: Path, stem: str) -> tuple[int, Path]:
-    """A new file ``.<stem>.<random>.tmp`` opened for writing, with the permissions open()
-    gives (0o666 less the umask), unlike mkstemp's owner-only 0o600."""
+def _replace_through_temp(path: Path, write: Any, keep_suffix: bool) -> None:
+    """``write(tmp)`` on a new empty temporary file next to ``path`` (named
+    ``.<name>.<random>.tmp``, or ``.<stem>.<random>.tmp<suffix>`` with ``keep_suffix``), fsync
+    it, rename it to ``path`` and fsync the folder; on failure the temporary file is removed."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    return _create_temp(parent, stem, lambda path: (os.open(path, flags, 0o666), path))
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _open_temp_file(path.parent, path.name)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_write_with(path: str | os.PathLike, write: Any) -> None:
-    """Call ``write(tmp)`` (a str path) on a new empty file next to ``path`` that ends in the same suffix (so
-    writers that choose the format by the suffix choose the same), then rename it to ``path``:
-    a failure leaves neither an empty nor a partial file, and an existing ``path`` untouched."""
-    path = Path(path)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    tmp = _create_temp(path.parent, path.stem, lambda p: (os.close(os.open(p, flags, 0o666)), p)[1], path.suffix)
+    stem, suffix = (path.stem, path.suffix) if keep_suffix else (path.name, "")
+    tmp = _create_temp(path.parent, stem, lambda p: (os.close(os.open(p, flags, 0o666)), p)[1], suffix)
     try:
         write(str(tmp))
         fd = os.open(tmp, os.O_RDONLY)
@@ -143,6 +118,26 @@ def atomic_write_with(path: str | os.PathLike, write: Any) -> None:
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            f.write(data)
+
+    _replace_through_temp(path, write, keep_suffix=False)
+
+
+def atomic_write_with(path: str | os.PathLike, write: Any) -> None:
+    """Call ``write(tmp)`` (a str path) on a new empty file next to ``path`` that ends in the
+    same suffix (so writers that choose the format by the suffix choose the same), then rename
+    it to ``path``: a failure leaves neither an empty nor a partial file, and an existing
+    ``path`` untouched."""
+    _replace_through_temp(Path(path), write, keep_suffix=True)
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
