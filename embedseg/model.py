@@ -113,10 +113,12 @@ def clusterer_config(clusterer: Any) -> dict[str, Any]:
 def validate_clusterer(clusterer: Any) -> Any:
     """Check a clusterer's parameters now (its ``_validate_params()``), not when it first
     clusters; returns it. A clusterer class without the check is taken as it is."""
-    try:
-        clusterer._validate_params()
-    except NotImplementedError:  # a user clusterer that checks its parameters elsewhere
-        pass
+    check = getattr(clusterer, "_validate_params", None)  # user clusterers may not have one
+    if callable(check):
+        try:
+            check()
+        except NotImplementedError:  # a user clusterer that checks its parameters elsewhere
+            pass
     return clusterer
 
 

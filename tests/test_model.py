@@ -207,3 +207,13 @@ def test_bad_clusterer_parameters_fail_when_the_model_is_built(clusterer, error,
 def test_constructor_checks_the_clusterer_parameters(trained):
     with pytest.raises(ValueError, match="'n_init' parameter of KMeans must be an int in \\[1, inf\\). Got 0"):
         Model(trained.network, trained.domain, KMeans(n_clusters=2, n_init=0), {})
+
+
+def test_clusterers_without_a_parameter_check_are_taken_as_they_are():
+    from embedseg.model import validate_clusterer
+
+    class Plain:  # a user clusterer that does not derive from BaseClusterer
+        pass
+
+    plain = Plain()
+    assert validate_clusterer(plain) is plain
