@@ -214,6 +214,14 @@ def _label_sums(labels: np.ndarray, emb: np.ndarray, n: int) -> np.ndarray:
     return sums.numpy()
 
 
+def _component_values(comp: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    """The value each of ``n`` connected components holds, from flat component ids and flat
+    values (components are made of equal values, so any pixel tells)."""
+    out = np.zeros(n, dtype=np.int64)
+    out[comp] = values
+    return out
+
+
 def _unit_means(labels: np.ndarray, emb: np.ndarray, n: int) -> np.ndarray:
     """Unit-norm mean embedding of every label in [0, n): (n, dim)."""
     sums = _label_sums(labels, emb, n)
@@ -242,10 +250,8 @@ def _split_off(labels: np.ndarray, emb: np.ndarray, threshold: float, min_size: 
     n_new = int(keep.sum())
     new_id = np.zeros(len(sizes), dtype=np.int64)
     new_id[keep] = n + np.arange(n_new)
-    first = np.zeros(len(sizes), dtype=np.int64)  # a pixel of every component
-    first[comp[::-1]] = np.arange(len(comp))[::-1]
     host = np.arange(n + n_new)  # the instance each id was split from (itself for old ones)
-    host[n:] = flat[first[keep]]
+    host[n:] = _component_values(comp, flat, len(sizes))[keep]
     parts = np.where(new_id[comp] > 0, new_id[comp], flat)
     # Every pixel of a split instance goes to the part of it with the closest mean embedding.
     part_units = _unit_means(parts, emb, n + n_new)
@@ -267,8 +273,7 @@ def _absorb_crumbs(parts: np.ndarray, host: np.ndarray, n: int, min_size: int) -
     split[n:] = True
     pieces = _components(parts)
     sizes = np.bincount(pieces.ravel())
-    piece_label = np.zeros(len(sizes), dtype=np.int64)
-    piece_label[pieces.ravel()] = parts.ravel()
+    piece_label = _component_values(pieces.ravel(), parts.ravel(), len(sizes))
     crumbs = np.flatnonzero((sizes < min_size) & split[piece_label])
     crumbs = crumbs[crumbs > 0]
     if len(crumbs) == 0:

@@ -386,28 +386,31 @@ class ImageDomain(Domain):
         back = [d - 1 for d in dims] if per_point else list(dims)
         return grid.flip(back).reshape(values.shape)
 
-    @staticmethod
-    def _merge_views(embs: list[torch.Tensor], fgs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Unit embeddings of the views, concatenated and scaled by 1/sqrt(views) (unit norm; the
-        cosine affinity is the mean over the views), and the mean foreground probability."""
-        emb = torch.cat(embs, dim=-1) / math.sqrt(len(embs))
-        return emb, torch.stack(fgs).mean(0) if fgs else None
+    def _merged_views(self, embed_view: Any, hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The views' unit embeddings, each mapped back, concatenated and scaled by
+        1/sqrt(views) (unit norm; the cosine affinity is the mean over the views), and the mean
+        foreground probability. ``embed_view(dims)`` gives one view's (..., H*W, dim)
+        embeddings and (..., H*W) foreground probabilities (or None) of the image flipped
+        along ``dims``."""
+        embs, fgs = [], []
+        for dims in self._VIEW_FLIPS[: self._n_views()]:
+            emb, fg = embed_view(dims)
+            embs.append(self._unflip(emb, hw, dims, per_point=True))
+            if fg is not None:
+                fgs.append(self._unflip(fg, hw, dims, per_point=False))
+        return torch.cat(embs, dim=-1) / math.sqrt(len(embs)), torch.stack(fgs).mean(0) if fgs else None
 
     def inference_output(self, run: Any, batch: EncodedBatch, output: Any) -> Any:
         """The network output that clustering and decoding use (``evaluate``, validation metrics):
         with ``flip_views`` > 1, the mirrored views of the batch merged as in :meth:`segment`."""
-        views = self._n_views()
-        if views == 1:
+        if self._n_views() == 1:
             return output
-        h, w = batch.features.shape[-2:]
-        embs, fgs = [], []
-        for dims in self._VIEW_FLIPS[:views]:
-            out = output if not dims else run(batch.features.flip(dims))
-            embs.append(self._unflip(embeddings_of(out), (h, w), dims, per_point=True))
-            fg = self._foreground(out)
-            if fg is not None:
-                fgs.append(self._unflip(fg, (h, w), dims, per_point=False))
-        emb, fg = self._merge_views(embs, fgs)
+
+        def view(dims: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor | None]:
+            out = run(batch.features.flip(dims)) if dims else output
+            return embeddings_of(out), self._foreground(out)
+
+        emb, fg = self._merged_views(view, tuple(batch.features.shape[-2:]))
         if fg is None:
             return {"embeddings": emb}
         p = fg.clamp(1e-7, 1 - 1e-7)
@@ -416,17 +419,9 @@ class ImageDomain(Domain):
     def _embed_image(self, model: "Model", x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Embeddings (H*W, dim * views) and foreground probabilities (H*W,) of one prepared
         image, over its ``flip_views`` mirrored views (see the class notes)."""
-        views = self._n_views()
-        if views == 1:
+        if self._n_views() == 1:
             return self._embed_view(model, x)
-        hw = tuple(x.shape[1:])
-        embs, fgs = [], []
-        for dims in self._VIEW_FLIPS[:views]:
-            emb, fg = self._embed_view(model, x.flip(dims) if dims else x)
-            embs.append(self._unflip(emb, hw, dims, per_point=True))
-            if fg is not None:
-                fgs.append(self._unflip(fg, hw, dims, per_point=False))
-        return self._merge_views(embs, fgs)
+        return self._merged_views(lambda dims: self._embed_view(model, x.flip(dims) if dims else x), tuple(x.shape[1:]))
 
     def _embed_view(self, model: "Model", x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Embeddings (H*W, dim) and foreground probabilities (H*W,) of one prepared image,
