@@ -13,7 +13,9 @@ Example::
 
 from __future__ import annotations
 
+import collections
 import os
+import pickle
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -42,7 +44,7 @@ class DistContext:
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sum ``tensor`` over ranks in place (no-op for one process); returns it."""
         if self.enabled:
-            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+            _finish(dist.all_reduce(tensor, op=dist.ReduceOp.SUM, async_op=True))
         return tensor
 
     def all_gather_tensor(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -50,20 +52,54 @@ class DistContext:
         if not self.enabled:
             return tensor.unsqueeze(0)
         out = [torch.empty_like(tensor) for _ in range(self.world_size)]
-        dist.all_gather(out, tensor)
+        _finish(dist.all_gather(out, tensor, async_op=True))
         return torch.stack(out)
 
     def all_gather_object(self, obj: Any) -> list[Any]:
         """Every rank's ``obj`` (small Python values between this run's own processes)."""
         if not self.enabled:
             return [obj]
-        out: list[Any] = [None] * self.world_size
-        dist.all_gather_object(out, obj)
-        return out
+        # torch's own all_gather_object would run its collectives on tensors this module does
+        # not keep (see _finish), so the same exchange is written here on the kept path.
+        device = _collective_device()
+        payload = torch.frombuffer(bytearray(pickle.dumps(obj)), dtype=torch.uint8).to(device)  # (n_bytes,)
+        sizes = self.all_gather_tensor(torch.tensor([payload.numel()], device=device))  # (world, 1)
+        longest = int(sizes.max())
+        padded = torch.zeros(longest, dtype=torch.uint8, device=device)
+        padded[: payload.numel()] = payload
+        gathered = self.all_gather_tensor(padded).cpu()  # (world, longest) uint8
+        return [
+            pickle.loads(gathered[r, : int(sizes[r, 0])].numpy().tobytes())  # bytes this run's own ranks sent
+            for r in range(self.world_size)
+        ]
 
     def barrier(self) -> None:
         if self.enabled:
-            dist.barrier()
+            _finish(dist.barrier(async_op=True))
+
+
+# The handles of this process's recent collectives. A finished collective's tensors came from
+# Python, so whichever thread drops the last reference to its work must take the GIL to release
+# them. If that is a gloo worker thread and it happens to run while the interpreter shuts down,
+# the thread cannot get the GIL and the process aborts ("terminate called without an active
+# exception"), after training succeeded. Keeping the handles here, until many newer
+# collectives have finished or the interpreter itself clears this module, makes the main thread
+# the last owner.
+_recent_work: collections.deque[Any] = collections.deque(maxlen=64)
+
+
+def _finish(work: Any) -> None:
+    """Wait for an asynchronous collective and keep its handle (see ``_recent_work``)."""
+    if work is not None:
+        _recent_work.append(work)
+        work.wait()
+
+
+def _collective_device() -> torch.device:
+    """Where the process group's collectives take their tensors: the CUDA device for nccl."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def _destroy_group() -> None:

@@ -5,6 +5,7 @@ Run by pytest, this file launches itself under ``torch.distributed.run`` as the 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -76,6 +77,11 @@ def worker(out: str) -> None:
     with open(os.path.join(out, f"rank{rank}.txt"), "w") as f:
         f.write(f"{summary['world_size']} {summary['steps']} {streamed.config['training']['steps']}\n")
 
+    # Objects of different sizes from each rank come back whole and in rank order.
+    gathered = setup(torch.device("cpu")).all_gather_object({"rank": rank, "text": "ab" * (50 * rank + 1)})
+    with open(os.path.join(out, f"objects{rank}.json"), "w") as f:
+        json.dump(gathered, f)
+
 
 def test_shard_indices_cover_every_item_evenly():
     order = list(torch.randperm(11, generator=torch.Generator().manual_seed(0)))
@@ -121,6 +127,9 @@ def test_two_gloo_processes_end_with_identical_weights(tmp_path):
     # stops at the shorter shard's 3 batches per epoch.
     assert (tmp_path / "rank0.txt").read_text().split() == ["2", "6", "6"]
     assert (tmp_path / "rank1.txt").read_text().split() == ["2", "6", "6"]
+    expected = [{"rank": r, "text": "ab" * (50 * r + 1)} for r in range(2)]
+    for rank in range(2):
+        assert json.loads((tmp_path / f"objects{rank}.json").read_text()) == expected
     s0 = load_file(str(tmp_path / "stream0.safetensors"))
     s1 = load_file(str(tmp_path / "stream1.safetensors"))
     assert all(torch.equal(s0[k], s1[k]) for k in s0)
