@@ -419,26 +419,63 @@ class ImageDomain(Domain):
     def _embed_image(self, model: "Model", x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Embeddings (H*W, dim * views) and foreground probabilities (H*W,) of one prepared
         image, over its ``flip_views`` mirrored views (see the class notes)."""
+        if max(x.shape[1:]) <= self.tile_size:
+            emb, fg = self._embed_stack(model, x[None])
+            return emb[0], None if fg is None else fg[0]
         if self._n_views() == 1:
             return self._embed_view(model, x)
         return self._merged_views(lambda dims: self._embed_view(model, x.flip(dims) if dims else x), tuple(x.shape[1:]))
 
+    def _embed_stack(self, model: "Model", xs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Embeddings (B, H*W, dim * views) and foreground probabilities (B, H*W) of a stack
+        (B, C, H, W) of prepared images of one size (at most ``tile_size``), one network pass
+        per view for the whole stack."""
+        net = model.network
+        was_training = net.training
+        net.eval()
+        xs = xs.to(model.device)
+
+        def view(dims: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor | None]:
+            out = net(self._features(xs.flip(dims) if dims else xs))
+            return embeddings_of(out), self._foreground(out)
+
+        try:
+            with torch.no_grad():
+                if self._n_views() == 1:
+                    return view(())
+                return self._merged_views(view, tuple(xs.shape[-2:]))
+        finally:
+            net.train(was_training)
+
+    def _embed_images(
+        self, model: "Model", xs: Sequence[torch.Tensor], batch_size: int
+    ) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """:meth:`_embed_image` of many prepared images: those of one size that fit in a tile
+        share network passes, ``batch_size`` at a time; larger ones go tile by tile."""
+        out: list[tuple[torch.Tensor, torch.Tensor | None] | None] = [None] * len(xs)
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i, x in enumerate(xs):
+            if max(x.shape[1:]) <= self.tile_size:
+                by_shape.setdefault(tuple(x.shape), []).append(i)
+            else:
+                out[i] = self._embed_image(model, x)
+        for same in by_shape.values():
+            for start in range(0, len(same), batch_size):
+                chunk = same[start : start + batch_size]
+                emb, fg = self._embed_stack(model, torch.stack([xs[i] for i in chunk]))
+                for row, i in enumerate(chunk):
+                    out[i] = (emb[row], None if fg is None else fg[row])
+        return out  # type: ignore[return-value]  # every slot is filled above
+
     def _embed_view(self, model: "Model", x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Embeddings (H*W, dim) and foreground probabilities (H*W,) of one prepared image,
-        tile by tile when a side exceeds ``tile_size``."""
-        c, h, w = x.shape
-        device = model.device
+        """Embeddings (H*W, dim) and foreground probabilities (H*W,) of one prepared image
+        larger than a tile, tile by tile."""
         net = model.network
         was_training = net.training
         net.eval()
         try:
             with torch.no_grad():
-                if max(h, w) <= self.tile_size:
-                    out = net(self._features(x[None].to(device)))
-                    emb = embeddings_of(out)[0]
-                    fg = self._foreground(out)
-                    return emb, None if fg is None else fg[0]
-                return self._embed_tiled(net, x.to(device))
+                return self._embed_tiled(net, x.to(model.device))
         finally:
             net.train(was_training)
 
@@ -533,7 +570,22 @@ class ImageDomain(Domain):
         """:meth:`segment`, with the arguments' names for messages (``images[3]`` in a batch)."""
         if n_instances is not None:
             check_int(n_instances, count_name, "segment", 0)
-        hw, emb, fg, groups = self._embed_and_group(model, image, name)
+        x = self.prepare_image(image, name)
+        emb, fg = self._embed_image(model, x)
+        return self._decode_one(model, tuple(x.shape[1:]), emb, fg, n_instances, name, count_name)
+
+    def _decode_one(
+        self,
+        model: "Model",
+        hw: tuple[int, int],
+        emb: torch.Tensor,
+        fg: torch.Tensor | None,
+        n_instances: int | None,
+        name: str,
+        count_name: str,
+    ) -> torch.Tensor:
+        """The label map of one embedded image (the steps of :meth:`segment` after the network)."""
+        groups = self._groups(model, emb, fg)
         lab = decode_instances(emb, hw, groups, fg, **self._decoding_settings(), n_instances=n_instances)
         found = int(lab.max())
         if n_instances is not None and found < n_instances:
@@ -545,15 +597,26 @@ class ImageDomain(Domain):
         return torch.from_numpy(lab)
 
     def segment_batch(
-        self, model: "Model", images: Sequence[Any], n_instances: int | Sequence[int | None] | None = None
+        self,
+        model: "Model",
+        images: Sequence[Any],
+        n_instances: int | Sequence[int | None] | None = None,
+        *,
+        batch_size: int = 8,
     ) -> list[torch.Tensor]:
         """:meth:`segment` for a sequence of images (sizes may differ).
+
+        Images of the same size that fit in one tile go through the network together,
+        ``batch_size`` at a time (one pass per inference view); decoding is per image. The
+        label maps are those :meth:`segment` gives, up to float rounding in the network.
 
         Args:
             images: a sequence of images, or a (B, C, H, W) / (B, H, W) array or tensor.
             n_instances: one count for all, one per image (a sequence, array or tensor), or
                 None.
+            batch_size: most images per network pass.
         """
+        check_int(batch_size, "batch_size", "segment_batch", 1)
         if isinstance(images, (np.ndarray, torch.Tensor)):
             if images.ndim not in (3, 4):
                 raise ValueError(
@@ -576,9 +639,14 @@ class ImageDomain(Domain):
             raise ValueError(
                 f"'n_instances' must give one count per image ({len(images)}). Got {len(counts)} instead."
             )
+        for i, n in enumerate(counts):
+            if n is not None:
+                check_int(n, f"n_instances[{i}]", "segment", 0)
+        prepared = [self.prepare_image(img, f"images[{i}]") for i, img in enumerate(images)]
+        embedded = self._embed_images(model, prepared, batch_size)
         return [
-            self._segment_one(model, img, n, f"images[{i}]", f"n_instances[{i}]")
-            for i, (img, n) in enumerate(zip(images, counts))
+            self._decode_one(model, tuple(x.shape[1:]), emb, fg, n, f"images[{i}]", f"n_instances[{i}]")
+            for i, (x, (emb, fg), n) in enumerate(zip(prepared, embedded, counts))
         ]
 
     # Settings :meth:`tune_decoding` tries by default: seed consistency decides which pixels seed

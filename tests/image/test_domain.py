@@ -202,6 +202,31 @@ def test_segment_batch_and_counts(model):
     assert all(torch.equal(a, b) for a, b in zip(out, stacked))
 
 
+def test_segment_batch_shares_network_passes_and_matches_segment():
+    torch.manual_seed(0)
+    m = build_model(
+        "image", network_params={"dim": 8, "base": 8}, domain_options={"tile_size": 32, "tile_overlap": 8},
+        clusterer={"name": "kmeans", "params": {"n_clusters": 4, "n_init": 1, "max_iter": 10}},
+    )
+    # Two sizes that fit in a tile (three images of one, so a batch of 2 leaves a remainder)
+    # and one that is segmented tile by tile.
+    shapes = [(24, 24), (24, 30), (24, 24), (40, 40), (24, 24)]
+    imgs = [_item(h, w, seed=i)["image"] for i, (h, w) in enumerate(shapes)]
+    calls = []
+    hook = m.network.register_forward_hook(lambda mod, args, out: calls.append(args[0].shape[0]))
+    try:
+        batched = m.segment_batch(imgs, batch_size=2)
+    finally:
+        hook.remove()
+    # Per view: (24, 24) x 3 -> passes of 2 and 1, (24, 30) -> 1, (40, 40) -> its tiles, 1 each.
+    views = m.domain.flip_views
+    assert sorted(calls).count(2) == views and max(calls) == 2
+    for img, got in zip(imgs, batched):
+        assert torch.equal(got, m.segment(img))
+    with pytest.raises(ValueError, match="'batch_size' parameter of segment_batch"):
+        m.segment_batch(imgs, batch_size=0)
+
+
 @pytest.mark.filterwarnings("ignore:'n_instances.*asked for")  # random images hold no objects
 def test_segment_batch_bad_input_names_the_image(model):
     imgs = [np.random.default_rng(i).random((24, 24)) for i in range(3)]
