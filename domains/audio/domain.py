@@ -388,9 +388,18 @@ class AudioDomain(Domain):
         if bool((spread == 0).any()):
             i = int(torch.nonzero(spread == 0)[0])
             raise ValueError(f"'mixture' item {i} is silent or constant; there is nothing to separate.")
-        clipped = (waves.abs() >= 0.999 * waves.abs().amax(-1, keepdim=True)).float().mean(-1)  # (batch,)
-        if bool(((waves.abs().amax(-1) >= 0.99) & (clipped > 1e-3)).any()):
-            warnings.warn("The mixture looks clipped (many samples at full scale); separation quality will suffer.", stacklevel=3)
+        # Clipping leaves flat tops: runs of samples exactly at the signal's own peak. Looking
+        # for runs rather than for full scale also catches audio clipped and then scaled down,
+        # and leaves alone a clean signal that merely touches full scale.
+        mag = waves.abs()
+        at_peak = mag == mag.amax(-1, keepdim=True)  # (batch, time)
+        flat_top = at_peak[:, :-2] & at_peak[:, 1:-1] & at_peak[:, 2:]  # (batch, time - 2)
+        if bool((flat_top.float().mean(-1) > 1e-3).any()):
+            warnings.warn(
+                "The mixture looks clipped (many runs of samples flat at its peak); separation "
+                "quality will suffer.",
+                stacklevel=3,
+            )
         # Separation is linear in the mixture (masks come from per-utterance normalized features),
         # so very large sample values are scaled down for the computation, and the sources back
         # up, instead of overflowing float32 in the STFT.

@@ -1,6 +1,8 @@
 """AudioDomain: encode, decode, losses, metrics, Model.separate, saving, the commands."""
 
 
+import warnings
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -152,6 +154,12 @@ def test_separate_rejects_bad_input(model):
     clipped = torch.randn(8000, generator=torch.Generator().manual_seed(0)).clamp(-0.3, 0.3) / 0.3
     with pytest.warns(UserWarning, match="clipped"):
         model.separate(clipped, n_sources=2)
+    with pytest.warns(UserWarning, match="clipped"):  # clipped, then scaled down
+        model.separate(0.25 * clipped, n_sources=2)
+    clean = torch.randn(8000, generator=torch.Generator().manual_seed(1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a clean signal at full scale is not clipped
+        model.separate(clean / clean.abs().max(), n_sources=2)
 
 
 def test_separate_more_bad_input(model, items, tmp_path):
