@@ -97,8 +97,9 @@ def main(argv=None) -> int:
     p.add_argument("--n", type=int, default=40, help="mixtures per experiment")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--skip", default="", help="comma-separated experiments to skip: two,three,count,real,speed")
-    p.add_argument("--inference", choices=("clusters", "masks"), default=None,
-                   help="override the model's inference: deep clustering, or its mask-inference head (fixed count)")
+    p.add_argument("--inference", choices=("clusters", "masks", "auto"), default=None,
+                   help="override the model's inference: deep clustering, its mask-inference head (fixed count), "
+                        "or the head where the count matches it")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     skip = set(filter(None, args.skip.split(",")))

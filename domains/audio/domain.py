@@ -70,8 +70,11 @@ class AudioDomain(Domain):
         max_sources: the largest count "auto" considers.
         mask_weight: weight of the mask-inference loss when the network has a mask head
             (Chimera++); the embedding loss has weight 1.
-        inference: "clusters" (deep clustering) or "masks" (the mask-inference head, a fixed
-            number of sources).
+        inference: "clusters" (deep clustering), "masks" (the mask-inference head, a fixed
+            number of sources) or "auto": the head's masks for items whose source count (given,
+            or found by the clusterer) is the head's, clustering for the others (another
+            count, or a network without a head). Chimera++ networks separate better through
+            their head (Wang et al. 2018); the embeddings still count and serve other counts.
 
     Example:
         >>> import embedseg
@@ -84,6 +87,7 @@ class AudioDomain(Domain):
     primary_metric: ClassVar[str | None] = "si_sdri"
     primary_metric_higher_is_better: ClassVar[bool] = True
     model_methods: ClassVar[tuple[str, ...]] = ("separate",)
+    older_model_options: ClassVar[dict[str, Any]] = {"inference": "clusters"}
 
     def __init__(
         self,
@@ -99,7 +103,7 @@ class AudioDomain(Domain):
         n_sources: int = 2,
         max_sources: int = 4,
         mask_weight: float = 1.0,
-        inference: str = "clusters",
+        inference: str = "auto",
     ) -> None:
         owner = "AudioDomain"
         self.sample_rate = sample_rate
@@ -122,7 +126,7 @@ class AudioDomain(Domain):
         check_int(n_sources, "n_sources", owner, 1)
         check_int(max_sources, "max_sources", owner, 2)
         check_float(mask_weight, "mask_weight", owner, 0.0)
-        check_choice(inference, "inference", owner, ("clusters", "masks"))
+        check_choice(inference, "inference", owner, ("clusters", "masks", "auto"))
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -286,6 +290,16 @@ class AudioDomain(Domain):
                 silent = (valid & ~batch.mask).reshape(b, 1, t, f)
                 share = (torch.arange(k, device=spec.device)[None, :] < counts[:, None]).float() / counts[:, None]
                 masks = torch.where(silent, share[:, :, None, None], masks)
+            if self.inference == "auto" and isinstance(output, dict) and "masks" in output:
+                head = output["masks"].float()  # (batch, C, frames, freqs)
+                use_head = counts == head.shape[1]  # (batch,)
+                if bool(use_head.any()):
+                    slots = max(k, head.shape[1])
+                    masks = torch.where(
+                        use_head[:, None, None, None],
+                        _pad_sources(head, slots),
+                        _pad_sources(masks, slots),
+                    )  # (batch, slots, frames, freqs)
         waves = apply_masks(masks, spec, ctx["mixture"].shape[-1], self.stft_config)  # (batch, k, time)
         lengths = ctx["lengths"].tolist()
         return [waves[i, : int(counts[i]), : lengths[i]] for i in range(b)]
@@ -453,3 +467,8 @@ class AudioDomain(Domain):
         from .cli import add_commands
 
         add_commands(subparsers)
+
+
+def _pad_sources(masks: torch.Tensor, slots: int) -> torch.Tensor:
+    """(batch, C, frames, freqs) masks with zero masks appended up to ``slots`` sources."""
+    return torch.nn.functional.pad(masks, (0, 0, 0, 0, 0, slots - masks.shape[1]))

@@ -102,6 +102,40 @@ def test_compute_loss_with_and_without_mask_head(items):
     assert float(good) < float(d._mask_loss(torch.full_like(ibm, 0.5), enc))
 
 
+def test_auto_inference_uses_the_mask_head_where_the_count_matches(items):
+    torch.manual_seed(0)
+    models = {
+        mode: build_model("audio", network_params={**SMALL_NET, "mask_sources": 2}, domain_options={"inference": mode})
+        for mode in ("auto", "masks", "clusters")
+    }
+    state = models["auto"].network.state_dict()
+    for m in models.values():
+        m.network.load_state_dict(state)
+    n = min(items[0]["mixture"].shape[0], items[1]["mixture"].shape[0])
+    mix = torch.stack([items[0]["mixture"][:n], items[1]["mixture"][:n]])  # (2, time)
+    two = {mode: m.separate(mix, n_sources=2) for mode, m in models.items()}
+    torch.testing.assert_close(two["auto"], two["masks"])
+    assert not torch.allclose(two["auto"], two["clusters"])
+    # Another count than the head's: clustering, as inference="clusters" does.
+    torch.testing.assert_close(models["auto"].separate(mix, n_sources=3), models["clusters"].separate(mix, n_sources=3))
+    # Per item within one batch: 2 clusters -> the head, 3 clusters -> clustering.
+    d = models["auto"].domain
+    enc = d.encode(d.collate(items[:2]), "cpu")
+    enc.context["network_output"] = models["auto"].network.eval()(enc.features)
+    labels = torch.randint(0, 2, enc.mask.shape, generator=torch.Generator().manual_seed(0))
+    labels[1, :3] = torch.tensor([0, 1, 2])
+    decoded = {mode: models[mode].domain.decode(enc, labels, None, None) for mode in models}
+    assert [o.shape[0] for o in decoded["auto"]] == [2, 3]
+    torch.testing.assert_close(decoded["auto"][0], decoded["masks"][0])
+    torch.testing.assert_close(decoded["auto"][1], decoded["clusters"][1])
+    # A network without a head: "auto" is clustering.
+    torch.manual_seed(0)
+    plain = build_model("audio", network_params=SMALL_NET, domain_options={"inference": "auto"})
+    torch.manual_seed(0)
+    clusters = build_model("audio", network_params=SMALL_NET, domain_options={"inference": "clusters"})
+    torch.testing.assert_close(plain.separate(mix, n_sources=2), clusters.separate(mix, n_sources=2))
+
+
 def test_metrics_match_direct_computation(items, model):
     d = model.domain
     outs = model.predict_items(items[:2])
