@@ -123,8 +123,11 @@ def figure(model: embedseg.Model, item: dict, path: Path) -> None:
     domain = model.domain
     batch = domain.collate([item])
     enc = domain.encode(batch, model.device)
-    emb = embedseg.networks.embeddings_of(model.embed(enc))  # (1, n, dim)
+    output = model.embed(enc)
+    emb = embedseg.networks.embeddings_of(output)  # (1, n, dim)
     labels, _ = model.cluster(emb, enc.mask, 2)
+    # The masks the separation used: the mask head's for two sources unless told to cluster.
+    head = output.get("masks") if isinstance(output, dict) and domain.inference != "clusters" else None
     spec = enc.context["mixture_spec"][0]  # (frames, freqs)
     t, f = spec.shape
     lab = labels[0].reshape(t, f).cpu().numpy()
@@ -133,8 +136,12 @@ def figure(model: embedseg.Model, item: dict, path: Path) -> None:
     ax[0].imshow(20 * np.log10(spec.abs().T.cpu().numpy() + 1e-6), origin="lower", aspect="auto", cmap="magma", vmin=-60)
     ax[0].set_title("mixture (dB)")
     for k in range(2):
-        ax[1 + k].imshow(((lab == k) & active).T, origin="lower", aspect="auto", cmap="gray")
-        ax[1 + k].set_title(f"estimated mask {k + 1} (active bins)")
+        if head is not None:
+            ax[1 + k].imshow(head[0, k].float().T.cpu().numpy(), origin="lower", aspect="auto", cmap="gray", vmin=0, vmax=1)
+            ax[1 + k].set_title(f"estimated mask {k + 1} (mask head)")
+        else:
+            ax[1 + k].imshow(((lab == k) & active).T, origin="lower", aspect="auto", cmap="gray")
+            ax[1 + k].set_title(f"estimated mask {k + 1} (clusters, active bins)")
     v = emb[0][enc.mask[0]].cpu().numpy()
     c = labels[0][enc.mask[0]].cpu().numpy()
     sel = np.random.default_rng(0).choice(len(v), size=min(3000, len(v)), replace=False)
