@@ -572,7 +572,7 @@ class ImageDomain(Domain):
             check_int(n_instances, count_name, "segment", 0)
         x = self.prepare_image(image, name)
         emb, fg = self._embed_image(model, x)
-        return self._decode_one(model, tuple(x.shape[1:]), emb, fg, n_instances, name, count_name)
+        return self._decode_one(model, tuple(x.shape[1:]), emb, fg, n_instances, name, count_name, stacklevel=4)
 
     def _decode_one(
         self,
@@ -583,8 +583,10 @@ class ImageDomain(Domain):
         n_instances: int | None,
         name: str,
         count_name: str,
+        stacklevel: int,
     ) -> torch.Tensor:
-        """The label map of one embedded image (the steps of :meth:`segment` after the network)."""
+        """The label map of one embedded image (the steps of :meth:`segment` after the network);
+        a shortfall warning points ``stacklevel`` frames up, at the user's call."""
         groups = self._groups(model, emb, fg)
         lab = decode_instances(emb, hw, groups, fg, **self._decoding_settings(), n_instances=n_instances)
         found = int(lab.max())
@@ -592,7 +594,7 @@ class ImageDomain(Domain):
             warnings.warn(
                 f"'{count_name}' asked for {n_instances} instances, but {name} holds only {found} "
                 f"regions of at least min_size={self.min_size} foreground pixels that can be told apart.",
-                stacklevel=3,
+                stacklevel=stacklevel,
             )
         return torch.from_numpy(lab)
 
@@ -645,7 +647,7 @@ class ImageDomain(Domain):
         prepared = [self.prepare_image(img, f"images[{i}]") for i, img in enumerate(images)]
         embedded = self._embed_images(model, prepared, batch_size)
         return [
-            self._decode_one(model, tuple(x.shape[1:]), emb, fg, n, f"images[{i}]", f"n_instances[{i}]")
+            self._decode_one(model, tuple(x.shape[1:]), emb, fg, n, f"images[{i}]", f"n_instances[{i}]", stacklevel=4)
             for i, (x, (emb, fg), n) in enumerate(zip(prepared, embedded, counts))
         ]
 
