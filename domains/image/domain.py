@@ -359,15 +359,6 @@ class ImageDomain(Domain):
             "split_threshold": self.split_threshold,
         }
 
-    def _embed_and_group(
-        self, model: "Model", image: Any, name: str = "image"
-    ) -> tuple[tuple[int, int], torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """Everything of one image's segmentation before decoding: ((h, w), embeddings
-        (h*w, dim), foreground probability (h*w,) or None, embedding groups (h*w,))."""
-        x = self.prepare_image(image, name)
-        emb, fg = self._embed_image(model, x)
-        return tuple(x.shape[1:]), emb, fg, self._groups(model, emb, fg)
-
     # The flips of each inference view, as dims counted from the end of a (..., H, W) image:
     # none, left-right, top-bottom, both.
     _VIEW_FLIPS: ClassVar[tuple[tuple[int, ...], ...]] = ((), (-1,), (-2,), (-2, -1))
@@ -714,14 +705,19 @@ class ImageDomain(Domain):
         items = list(items)
         if not items:
             raise ValueError("'items' must hold at least one annotated image. Got none.")
-        prepared, truths = [], []
+        images, truths = [], []
         for i, item in enumerate(items):
             image, labels = _item_pair(item)
             if labels is None:
                 raise ValueError(f"'items[{i}]' must have labels to tune against. Got an image without labels.")
-            hw, emb, fg, groups = self._embed_and_group(model, image, f"items[{i}] image")
-            truths.append(to_label_tensor(labels, hw, f"items[{i}] labels").numpy())
-            prepared.append((hw, emb, fg, groups))
+            x = self.prepare_image(image, f"items[{i}] image")
+            truths.append(to_label_tensor(labels, tuple(x.shape[1:]), f"items[{i}] labels").numpy())
+            images.append(x)
+        # The network and the grouping run once per image; only the decoding is repeated below.
+        prepared = [
+            (tuple(x.shape[1:]), emb, fg, self._groups(model, emb, fg))
+            for x, (emb, fg) in zip(images, self._embed_images(model, images, batch_size=8))
+        ]
         current = self._decoding_settings()
         best, best_key = None, None
         for combo in itertools.product(*grid.values()):
