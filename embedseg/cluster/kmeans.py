@@ -90,7 +90,9 @@ def kmeans(
         idx, sub_mask = _ops.subsample_active(mask, m, generator, replace=True)  # (batch, m)
         S = _ops.gather_points(Xc, idx)  # (batch, m, dim)
         s_sq = torch.gather(x_sq, 1, idx)  # (batch, m)
-        centers = _seed(S, sub_mask, s_sq, k_max, n_init, init, generator)
+        with _ops.OneThreadForSmallWork(X.device) as threads:
+            threads.engage(B * n_init * k_max * m)
+            centers = _seed(S, sub_mask, s_sq, k_max, n_init, init, generator)
         # The subsample's variance scales the tolerance for both phases (saves a full pass).
         tol_abs = tol * _ops.masked_mean_variance(S, sub_mask, s_sq)  # (batch,)
         # The subsample run only picks the start, so it stops at a looser tolerance; the
@@ -103,7 +105,9 @@ def kmeans(
         valid = valid[:, :1]
     else:
         tol_abs = tol * _ops.masked_mean_variance(Xc, mask, x_sq)  # (batch,)
-        centers = _seed(Xc, mask, x_sq, k_max, n_init, init, generator)
+        with _ops.OneThreadForSmallWork(X.device) as threads:
+            threads.engage(B * n_init * k_max * n)
+            centers = _seed(Xc, mask, x_sq, k_max, n_init, init, generator)
     centers, labels, inertia, n_iter = _ops.lloyd(
         Xc, mask, centers, valid, max_iter=max_iter, tol=tol_abs, spherical=spherical, x_sq=x_sq
     )

@@ -119,30 +119,34 @@ def test_kmeans_plusplus_picks_distinct_active_points():
             assert got == sorted(map(tuple, base.tolist()))
 
 
-def test_cluster_sums_updated_from_changed_points_match_a_float64_recount():
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("masked", [False, True])
+def test_cluster_stats_updated_from_changed_points_match_a_float64_recount(groups, masked):
     # The late Lloyd iterations move only the points that changed cluster from one sum to
-    # another; the result must equal the sums recounted from scratch, masked points excluded.
+    # another; the result must equal the sums and counts recounted from scratch, masked
+    # points excluded (w None: every point active).
     g = torch.Generator().manual_seed(4)
-    B, G, k, n, d = 3, 2, 4, 500, 6
+    B, G, k, n, d = 3, groups, 4, 500, 6
     X = torch.randn(B, n, d, generator=g)
-    mask = torch.rand(B, n, generator=g) > 0.3
-    w = mask.to(X.dtype)
+    mask = torch.rand(B, n, generator=g) > 0.3 if masked else torch.ones(B, n, dtype=torch.bool)
+    w = mask.to(X.dtype) if masked else None
     prev = torch.randint(0, k, (B, G, n), generator=g, dtype=torch.int32)
     labels = prev.clone()
     moved = torch.rand(B, G, n, generator=g) < 0.05  # below the recount threshold
     labels[moved] = (labels[moved] + 1) % k
-    sums, counts = _ops._cluster_sums(X, w, prev, k)
-    got_sums, got_counts = _ops._update_sums(X, w, labels, prev, sums, counts)
-    onehot = torch.nn.functional.one_hot(labels.long(), k).double() * mask.double()[:, None, :, None]
-    ref_sums = torch.einsum("bgnk,bnd->bgkd", onehot, X.double())  # float64 recount
-    torch.testing.assert_close(got_sums, ref_sums, rtol=1e-6, atol=1e-5)
-    assert torch.equal(got_counts, onehot.sum(2))
-    # Many changes: recounted from scratch instead, same result.
-    shuffled = torch.randint(0, k, (B, G, n), generator=g, dtype=torch.int32)
-    again_sums, again_counts = _ops._update_sums(X, w, shuffled, prev, sums, counts)
-    onehot = torch.nn.functional.one_hot(shuffled.long(), k).double() * mask.double()[:, None, :, None]
-    torch.testing.assert_close(again_sums, torch.einsum("bgnk,bnd->bgkd", onehot, X.double()), rtol=1e-6, atol=1e-5)
-    assert torch.equal(again_counts, onehot.sum(2))
+
+    def recount(lab):
+        onehot = torch.nn.functional.one_hot(lab.long(), k).double() * mask.double()[:, None, :, None]
+        sums = torch.einsum("bgnk,bnd->bgkd", onehot, X.double())  # float64 recount
+        return sums, onehot.sum(2)
+
+    stats = _ops._cluster_stats(X, w, prev, k)
+    for lab in (labels, torch.randint(0, k, (B, G, n), generator=g, dtype=torch.int32)):
+        # few changes: moved point by point; many: recounted from scratch; same result
+        got = _ops._update_stats(X, w, lab, prev, stats)
+        ref_sums, ref_counts = recount(lab)
+        torch.testing.assert_close(got[..., :d], ref_sums, rtol=1e-6, atol=1e-5)
+        assert torch.equal(got[..., d], ref_counts)
 
 
 def test_scores_from_a_contiguous_transpose_match_the_view():
@@ -401,3 +405,27 @@ def test_register_a_user_clusterer_and_duplicates():
     finally:
         CLUSTERERS.unregister("tiny-kmeans")
     assert "tiny-kmeans" not in list_clusterers()
+
+
+def test_one_thread_for_small_work_restores_the_thread_count(monkeypatch):
+    # The limit holds only inside its block, only for work below the threshold, and leaves
+    # torch's setting as found; k-means results do not depend on it.
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        monkeypatch.setattr(_ops, "SMALL_WORK", 1000)
+        with _ops.OneThreadForSmallWork(torch.device("cpu")) as threads:
+            threads.engage(5000)
+            assert torch.get_num_threads() == 2  # large work: untouched
+            threads.engage(10)
+            assert torch.get_num_threads() == 1
+            threads.engage(10)  # engaging twice saves nothing twice
+        assert torch.get_num_threads() == 2
+        X = torch.randn(3, 400, 5, generator=torch.Generator().manual_seed(0))
+        monkeypatch.setattr(_ops, "SMALL_WORK", 10**9)  # every step on one thread
+        limited = KMeans(n_clusters=3, seed=0).fit_predict(X)
+        assert torch.get_num_threads() == 2
+        monkeypatch.setattr(_ops, "SMALL_WORK", 0)
+        assert torch.equal(limited, KMeans(n_clusters=3, seed=0).fit_predict(X))
+    finally:
+        torch.set_num_threads(before)
