@@ -24,6 +24,7 @@ from .._validation import (
     check_mask,
 )
 from ._ops import (
+    OneThreadForSmallWork,
     center_valid,
     compute_dtype,
     kmeans_plusplus,
@@ -75,8 +76,8 @@ class GaussianMixture(BaseClusterer):
         reg_covar: non-negative variance floor added to the diagonal of every covariance.
         n_init: number of initializations; per item, the one with the best final
             log-likelihood is kept.
-        init: how responsibilities start: ``"kmeans"`` (labels of a batched k-means, as
-            scikit-learn's default), ``"k-means++"`` (nearest k-means++ seed) or ``"random"``
+        init: how responsibilities start: ``"kmeans"`` (labels of a batched k-means with
+            :class:`KMeans`'s defaults, as scikit-learn's default), ``"k-means++"`` (nearest k-means++ seed) or ``"random"``
             (random responsibilities).
         seed: seed of the initializations (initialization ``i`` uses ``seed + i``).
 
@@ -166,16 +167,20 @@ class GaussianMixture(BaseClusterer):
         center = torch.bmm(w[:, None, :], X)[:, 0] / n_active[:, None]  # (batch, dim)
         Xc = X - center[:, None, :]  # (batch, n_points, dim)
 
-        best: dict[str, torch.Tensor] = {}
-        for i in range(self.n_init):
-            resp = self._initial_resp(Xc, mask, counts, k, self.seed + i)  # (batch, k, n_points)
-            params = self._m_step(Xc, resp * w[:, None, :], n_active, enabled)
-            params = self._em(Xc, w, n_active, enabled, params)
-            if not best:
-                best = params
-            else:
-                better = params["lower_bound"] > best["lower_bound"]  # (batch,)
-                best = _select(better, params, best)
+        # EM works chunk by chunk (each chunk's data stay in cache), so its steps are small:
+        # see OneThreadForSmallWork for when they are better run on one thread.
+        with OneThreadForSmallWork(X.device) as threads:
+            threads.engage(X.shape[0] * k * self._chunk(X.shape[0], k, X.shape[2]))
+            best: dict[str, torch.Tensor] = {}
+            for i in range(self.n_init):
+                resp = self._initial_resp(Xc, mask, counts, k, self.seed + i)  # (batch, k, n_points)
+                params = self._m_step(Xc, resp * w[:, None, :], n_active, enabled)
+                params = self._em(Xc, w, n_active, enabled, params)
+                if not best:
+                    best = params
+                else:
+                    better = params["lower_bound"] > best["lower_bound"]  # (batch,)
+                    best = _select(better, params, best)
 
         self.n_clusters_ = counts
         self.weights_ = best["weights"]
@@ -200,9 +205,11 @@ class GaussianMixture(BaseClusterer):
             resp = resp * enabled[:, :, None]
             return resp / resp.sum(dim=1, keepdim=True)
         if self.init == "kmeans":
-            # scikit-learn's default: one k-means run (k-means++ start), its labels one-hot.
+            # As scikit-learn's default, k-means labels one-hot; the k-means is KMeans's own
+            # default (3 k-means++ restarts on 1,024 points, then Lloyd on all of them),
+            # which halves the time of a full-data k-means++ run at the same partition.
             labels = kmeans(
-                Xc, mask, counts, k, n_init=1, max_iter=300, tol=1e-4, generator=gen
+                Xc, mask, counts, k, n_init=3, max_iter=300, tol=1e-4, init_size=1024, generator=gen
             ).labels  # (batch, n_points)
         else:
             centers = kmeans_plusplus(Xc, mask, k, 1, gen)[:, 0]  # (batch, k, dim)
@@ -256,15 +263,14 @@ class GaussianMixture(BaseClusterer):
         if self.covariance_type != "full":
             B, n, d = Xc.shape
             c = self._chunk(B, resp.shape[1], d)
-            z = Xc.new_empty(B, min(c, n), 2 * d)
-            moments = Xc.new_zeros(B, resp.shape[1], 2 * d)  # (batch, k, 2 * dim)
+            sums, sq_sums = Xc.new_zeros(2, B, resp.shape[1], d)  # (batch, k, dim) each
+            sq = Xc.new_empty(B, min(c, n), d)
             for s in range(0, n, c):
                 x = Xc[:, s : s + c]  # (batch, c, dim)
-                zc = z[:, : x.shape[1]]
-                zc[..., :d].copy_(x)
-                torch.mul(x, x, out=zc[..., d:])
-                moments.baddbmm_(resp[:, :, s : s + c], zc)
-            return self._from_moments(nk, moments, n_active, enabled)
+                r = resp[:, :, s : s + c]
+                sums.baddbmm_(r, x)
+                sq_sums.baddbmm_(r, torch.mul(x, x, out=sq[:, : x.shape[1]]))
+            return self._from_moments(nk, torch.cat([sums, sq_sums], -1), n_active, enabled)
         nk = nk + 10 * torch.finfo(Xc.dtype).eps
         means = torch.bmm(resp, Xc) / nk[..., None]  # (batch, k, dim)
         B, n, d = Xc.shape
@@ -331,24 +337,22 @@ class GaussianMixture(BaseClusterer):
         if self.covariance_type == "spherical":
             prec_chol = prec_chol[..., None].expand_as(means)  # (batch, k, dim)
         prec = prec_chol * prec_chol  # (batch, k, dim)
-        # -|x - m|²_P / 2 = x·(m P) + x²·(-P / 2) - m²·P / 2: one product against [x, x²].
-        coef = torch.cat([means * prec, -0.5 * prec], dim=-1)  # (batch, k, 2 * dim)
+        # -|x - m|²_P / 2 = x·(m P) + x²·(-P / 2) - m²·P / 2: two products, against x and x²
+        # (a product against one [x, x²] buffer costs a strided copy of every chunk).
         offset = const - 0.5 * (means * means * prec).sum(-1) + prec_chol.log().sum(-1) + log_w
-        return {"coef": coef, "offset": offset}
+        return {"coef_x": means * prec, "coef_x2": -0.5 * prec, "offset": offset}
 
     def _chunk_log_resp(
-        self, x: torch.Tensor, terms: dict[str, torch.Tensor], z: torch.Tensor | None
+        self, x: torch.Tensor, terms: dict[str, torch.Tensor], x2: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-responsibilities (batch, k, c) and log-likelihoods (batch, c) of a chunk x
-        (batch, c, dim); for diag/spherical, ``z`` (batch, c, 2 dim) receives [x, x²]."""
+        (batch, c, dim); for diag/spherical, ``x2`` is ``x * x``."""
         if self.covariance_type == "full":
             y = x[:, None] @ terms["prec_chol"] - terms["mean_p"]  # (batch, k, c, dim)
             weighted = (y * y).sum(dim=-1).mul_(-0.5).add_(terms["offset"][..., None])
         else:
-            d = x.shape[-1]
-            z[..., :d].copy_(x)
-            torch.mul(x, x, out=z[..., d:])
-            weighted = torch.baddbmm(terms["offset"][..., None], terms["coef"], z.transpose(1, 2))
+            weighted = torch.baddbmm(terms["offset"][..., None], terms["coef_x"], x.transpose(1, 2))
+            weighted.baddbmm_(terms["coef_x2"], x2.transpose(1, 2))  # (batch, k, c)
         # log-sum-exp over the components; the enabled ones are finite, so the max is too
         # (and torch.logsumexp's handling of infinite maxima costs more than the sum itself).
         # Below the smallest normal number exp() returns subnormals, which change no sum but
@@ -369,13 +373,15 @@ class GaussianMixture(BaseClusterer):
         k = params["weights"].shape[1]
         terms = self._log_prob_terms(params)
         c = self._chunk(B, k, d)
-        z = None if self.covariance_type == "full" else Xc.new_empty(B, min(c, n), 2 * d)
         log_resp = Xc.new_empty(B, k, n)
         log_norm = Xc.new_empty(B, n)
+        # One x² buffer for every chunk: a fresh chunk-sized tensor each time costs more in
+        # page faults than the product itself.
+        sq = None if self.covariance_type == "full" else Xc.new_empty(B, min(c, n), d)
         for s in range(0, n, c):
             x = Xc[:, s : s + c]  # (batch, c, dim)
-            zc = None if z is None else z[:, : x.shape[1]]
-            log_resp[:, :, s : s + c], log_norm[:, s : s + c] = self._chunk_log_resp(x, terms, zc)
+            x2 = None if sq is None else torch.mul(x, x, out=sq[:, : x.shape[1]])
+            log_resp[:, :, s : s + c], log_norm[:, s : s + c] = self._chunk_log_resp(x, terms, x2)
         return log_resp, log_norm
 
     def _e_m_pass(
@@ -388,19 +394,21 @@ class GaussianMixture(BaseClusterer):
         k = params["weights"].shape[1]
         terms = self._log_prob_terms(params)
         c = self._chunk(B, k, d)
-        z = Xc.new_empty(B, min(c, n), 2 * d)
         log_lik = Xc.new_zeros(B)
         nk = Xc.new_zeros(B, k)
-        moments = Xc.new_zeros(B, k, 2 * d)
+        sums, sq_sums = Xc.new_zeros(2, B, k, d)  # Σ r x, Σ r x²: (batch, k, dim) each
+        sq = Xc.new_empty(B, min(c, n), d)  # x² of each chunk, one buffer (as in _log_resp)
         for s in range(0, n, c):
             x = Xc[:, s : s + c]  # (batch, c, dim)
-            zc = z[:, : x.shape[1]]
-            log_resp, log_norm = self._chunk_log_resp(x, terms, zc)  # (batch, k, c), (batch, c)
+            x2 = torch.mul(x, x, out=sq[:, : x.shape[1]])
+            log_resp, log_norm = self._chunk_log_resp(x, terms, x2)  # (batch, k, c), (batch, c)
             wc = w[:, s : s + c]  # (batch, c)
             log_lik += (log_norm * wc).sum(dim=1)
             resp = log_resp.exp_().mul_(wc[:, None, :])  # masked points zeroed
             nk += resp.sum(dim=-1)
-            moments.baddbmm_(resp, zc)
+            sums.baddbmm_(resp, x)
+            sq_sums.baddbmm_(resp, x2)
+        moments = torch.cat([sums, sq_sums], -1)  # (batch, k, 2 * dim)
         return log_lik, nk, moments
 
     def _log_resp_fitted(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
