@@ -44,14 +44,16 @@ def compute_dtype(X: torch.Tensor) -> torch.dtype:
     return torch.float64 if X.dtype == torch.float64 else torch.float32
 
 
-# Below this many (point, center) scores per step, a Lloyd or k-means++ step on the CPU runs
-# faster on one thread when OpenMP lets its idle threads sleep (OMP_WAIT_POLICY=passive, as
-# on shared machines): every parallel region then has to wake them, which costs more than
-# the work it splits (1.5-2x slower with two threads on a 2-core machine once the working
-# set is one or two items). With OpenMP's default spin-waiting, the second thread still pays
-# off, so nothing is limited. EMBEDSEG_SMALL_WORK overrides the threshold (0: never limit).
+# Below this many (point, center) scores per step, a Lloyd, k-means++ or EM step on the CPU
+# runs faster on one thread when OpenMP lets its idle threads sleep (OMP_WAIT_POLICY=passive,
+# as on shared machines): every parallel region (each matmul, each large elementwise op)
+# then has to wake them, which costs more than the work it splits. On a 2-core machine two
+# threads were 1.2-1.8x slower than one for every size up to 16 items x 12,900 points x 3
+# centers (k-means), and for the chunked EM passes. With OpenMP's default spin-waiting the
+# second thread pays off, so nothing is limited. EMBEDSEG_SMALL_WORK overrides the
+# threshold (0: never limit).
 _PASSIVE_OPENMP = os.environ.get("OMP_WAIT_POLICY", "").strip().lower() == "passive"
-SMALL_WORK = int(os.environ.get("EMBEDSEG_SMALL_WORK", 1 << 18 if _PASSIVE_OPENMP else 0))
+SMALL_WORK = int(os.environ.get("EMBEDSEG_SMALL_WORK", 1 << 22 if _PASSIVE_OPENMP else 0))
 
 
 class OneThreadForSmallWork:

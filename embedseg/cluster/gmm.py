@@ -182,6 +182,9 @@ class GaussianMixture(BaseClusterer):
                     better = params["lower_bound"] > best["lower_bound"]  # (batch,)
                     best = _select(better, params, best)
 
+            # A final E-step on every point, so that labels_ equals predict(X).
+            self.labels_ = self._log_resp(Xc, best)[0].max(dim=1).indices  # (batch, n_points)
+
         self.n_clusters_ = counts
         self.weights_ = best["weights"]
         self.means_ = best["means"] + center[:, None, :]
@@ -190,8 +193,6 @@ class GaussianMixture(BaseClusterer):
         self.converged_ = best["converged"]
         self.n_iter_ = best["n_iter"]
         self.lower_bound_ = best["lower_bound"]
-        # A final E-step on every point, so that labels_ equals predict(X).
-        self.labels_ = self._log_resp(Xc, best)[0].max(dim=1).indices  # (batch, n_points)
 
     def _initial_resp(
         self, Xc: torch.Tensor, mask: torch.Tensor, counts: torch.Tensor, k: int, seed: int
