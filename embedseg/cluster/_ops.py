@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import warnings
 from typing import Any
 
 import torch
@@ -53,7 +54,26 @@ def compute_dtype(X: torch.Tensor) -> torch.dtype:
 # second thread pays off, so nothing is limited. EMBEDSEG_SMALL_WORK overrides the
 # threshold (0: never limit).
 _PASSIVE_OPENMP = os.environ.get("OMP_WAIT_POLICY", "").strip().lower() == "passive"
-SMALL_WORK = int(os.environ.get("EMBEDSEG_SMALL_WORK", 1 << 22 if _PASSIVE_OPENMP else 0))
+
+
+def _small_work_threshold() -> int:
+    default = 1 << 22 if _PASSIVE_OPENMP else 0
+    value = os.environ.get("EMBEDSEG_SMALL_WORK", "").strip()
+    if not value:
+        return default
+    try:
+        return max(0, int(float(value)))
+    except ValueError:
+        warnings.warn(
+            f"EMBEDSEG_SMALL_WORK must be a number of scores (e.g. 4000000), got {value!r}; "
+            f"using {default}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return default
+
+
+SMALL_WORK = _small_work_threshold()
 
 
 class OneThreadForSmallWork:

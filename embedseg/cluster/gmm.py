@@ -77,7 +77,7 @@ class GaussianMixture(BaseClusterer):
         n_init: number of initializations; per item, the one with the best final
             log-likelihood is kept.
         init: how responsibilities start: ``"kmeans"`` (labels of a batched k-means with
-            :class:`KMeans`'s defaults, as scikit-learn's default), ``"k-means++"`` (nearest k-means++ seed) or ``"random"``
+            :class:`KMeans`'s restarts, as scikit-learn's default), ``"k-means++"`` (nearest k-means++ seed) or ``"random"``
             (random responsibilities).
         seed: seed of the initializations (initialization ``i`` uses ``seed + i``).
 
@@ -168,20 +168,23 @@ class GaussianMixture(BaseClusterer):
         Xc = X - center[:, None, :]  # (batch, n_points, dim)
 
         # EM works chunk by chunk (each chunk's data stay in cache), so its steps are small:
-        # see OneThreadForSmallWork for when they are better run on one thread.
-        with OneThreadForSmallWork(X.device) as threads:
-            threads.engage(X.shape[0] * k * self._chunk(X.shape[0], k, X.shape[2]))
-            best: dict[str, torch.Tensor] = {}
-            for i in range(self.n_init):
-                resp = self._initial_resp(Xc, mask, counts, k, self.seed + i)  # (batch, k, n_points)
+        # see OneThreadForSmallWork for when they are better run on one thread. The k-means
+        # start sizes its own steps.
+        chunk_work = X.shape[0] * k * self._chunk(X.shape[0], k, X.shape[2])
+        best: dict[str, torch.Tensor] = {}
+        for i in range(self.n_init):
+            resp = self._initial_resp(Xc, mask, counts, k, self.seed + i)  # (batch, k, n_points)
+            with OneThreadForSmallWork(X.device) as threads:
+                threads.engage(chunk_work)
                 params = self._m_step(Xc, resp * w[:, None, :], n_active, enabled)
                 params = self._em(Xc, w, n_active, enabled, params)
-                if not best:
-                    best = params
-                else:
-                    better = params["lower_bound"] > best["lower_bound"]  # (batch,)
-                    best = _select(better, params, best)
-
+            if not best:
+                best = params
+            else:
+                better = params["lower_bound"] > best["lower_bound"]  # (batch,)
+                best = _select(better, params, best)
+        with OneThreadForSmallWork(X.device) as threads:
+            threads.engage(chunk_work)
             # A final E-step on every point, so that labels_ equals predict(X).
             self.labels_ = self._log_resp(Xc, best)[0].max(dim=1).indices  # (batch, n_points)
 
@@ -206,11 +209,12 @@ class GaussianMixture(BaseClusterer):
             resp = resp * enabled[:, :, None]
             return resp / resp.sum(dim=1, keepdim=True)
         if self.init == "kmeans":
-            # As scikit-learn's default, k-means labels one-hot; the k-means is KMeans's own
-            # default (3 k-means++ restarts on 1,024 points, then Lloyd on all of them),
-            # which halves the time of a full-data k-means++ run at the same partition.
+            # As scikit-learn's default, k-means labels one-hot (its 300 iterations at most).
+            # The restarts are KMeans's defaults (3 k-means++ starts on 1,024 points, then
+            # Lloyd on all of them): half the time of a full-data k-means++ run, same ARI.
             labels = kmeans(
-                Xc, mask, counts, k, n_init=3, max_iter=300, tol=1e-4, init_size=1024, generator=gen
+                Xc, mask, counts, k, n_init=3, max_iter=300, tol=1e-4, init_size=1024,
+                generator=gen,
             ).labels  # (batch, n_points)
         else:
             centers = kmeans_plusplus(Xc, mask, k, 1, gen)[:, 0]  # (batch, k, dim)

@@ -426,6 +426,7 @@ def test_one_thread_for_small_work_restores_the_thread_count(monkeypatch):
         limited = KMeans(n_clusters=3, seed=0).fit_predict(X)
         assert torch.get_num_threads() == 2
         monkeypatch.setattr(_ops, "SMALL_WORK", 0)
-        assert torch.equal(limited, KMeans(n_clusters=3, seed=0).fit_predict(X))
+        # same partition (products may round differently with another thread count)
+        assert adjusted_rand_score(limited.flatten(), KMeans(n_clusters=3, seed=0).fit_predict(X).flatten()) == 1.0
     finally:
         torch.set_num_threads(before)
