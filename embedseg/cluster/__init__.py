@@ -5,6 +5,12 @@ Built in: ``"kmeans"`` (:class:`KMeans`), ``"gmm"`` (:class:`GaussianMixture`), 
 clusterer, one item at a time). Every clusterer takes ``n_clusters`` as an int, per-item
 counts, or ``"auto"`` (see :func:`estimate_n_clusters`).
 
+Threads: when OpenMP lets idle threads sleep (``OMP_WAIT_POLICY=passive``), k-means and EM
+steps below ~4M (point, center) scores run on one torch thread and restore the count
+afterwards, because waking the other threads costs more than the work they would share;
+``EMBEDSEG_SMALL_WORK`` sets that threshold (0 turns it off). With OpenMP's default
+spin-waiting nothing is limited.
+
 Example:
     >>> from embedseg.cluster import create_clusterer, list_clusterers
     >>> "kmeans" in list_clusterers()
