@@ -572,7 +572,7 @@ def lloyd(
                 # index_select: several times faster than advanced indexing for whole items on CPU
                 Xa = X.index_select(0, items)
                 Xta = _transposed(Xa)  # (active, dim, n)
-                xa_sq, va, tol_a = x_sq.index_select(0, items), valid.index_select(0, items), tol.index_select(0, items)
+                xa_sq, va, tol_a = (t.index_select(0, items) for t in (x_sq, valid, tol))
                 wa = None if full else w.index_select(0, items)
                 oa, ca, conv_a, it_a, lab_a, d_a, ex_a = (
                     t.index_select(0, keep) for t in (oa, ca, conv_a, it_a, lab_a, d_a, ex_a)

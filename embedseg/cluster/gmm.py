@@ -77,8 +77,8 @@ class GaussianMixture(BaseClusterer):
         n_init: number of initializations; per item, the one with the best final
             log-likelihood is kept.
         init: how responsibilities start: ``"kmeans"`` (labels of a batched k-means with
-            :class:`KMeans`'s restarts, as scikit-learn's default), ``"k-means++"`` (nearest k-means++ seed) or ``"random"``
-            (random responsibilities).
+            :class:`KMeans`'s restarts, as scikit-learn's default), ``"k-means++"`` (nearest
+            k-means++ seed) or ``"random"`` (random responsibilities).
         seed: seed of the initializations (initialization ``i`` uses ``seed + i``).
 
     Attributes:
