@@ -413,30 +413,24 @@ class ImageDomain(Domain):
         if max(x.shape[1:]) <= self.tile_size:
             emb, fg = self._embed_stack(model, x[None])
             return emb[0], None if fg is None else fg[0]
+        x = x.to(model.device)
         if self._n_views() == 1:
-            return self._embed_view(model, x)
-        return self._merged_views(lambda dims: self._embed_view(model, x.flip(dims) if dims else x), tuple(x.shape[1:]))
+            return self._embed_tiled(model, x)
+        return self._merged_views(lambda dims: self._embed_tiled(model, x.flip(dims) if dims else x), tuple(x.shape[1:]))
 
     def _embed_stack(self, model: "Model", xs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Embeddings (B, H*W, dim * views) and foreground probabilities (B, H*W) of a stack
         (B, C, H, W) of prepared images of one size (at most ``tile_size``), one network pass
         per view for the whole stack."""
-        net = model.network
-        was_training = net.training
-        net.eval()
         xs = xs.to(model.device)
 
         def view(dims: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor | None]:
-            out = net(self._features(xs.flip(dims) if dims else xs))
+            out = model._run_network(self._features(xs.flip(dims) if dims else xs))  # eval, no grad
             return embeddings_of(out), self._foreground(out)
 
-        try:
-            with torch.no_grad():
-                if self._n_views() == 1:
-                    return view(())
-                return self._merged_views(view, tuple(xs.shape[-2:]))
-        finally:
-            net.train(was_training)
+        if self._n_views() == 1:
+            return view(())
+        return self._merged_views(view, tuple(xs.shape[-2:]))
 
     def _embed_images(
         self, model: "Model", xs: Sequence[torch.Tensor], batch_size: int
@@ -458,21 +452,11 @@ class ImageDomain(Domain):
                     out[i] = (emb[row], None if fg is None else fg[row])
         return out  # type: ignore[return-value]  # every slot is filled above
 
-    def _embed_view(self, model: "Model", x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _embed_tiled(self, model: "Model", x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Embeddings (H*W, dim) and foreground probabilities (H*W,) of one prepared image
-        larger than a tile, tile by tile."""
-        net = model.network
-        was_training = net.training
-        net.eval()
-        try:
-            with torch.no_grad():
-                return self._embed_tiled(net, x.to(model.device))
-        finally:
-            net.train(was_training)
-
-    def _embed_tiled(self, net: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Tiles of ``tile_size`` overlapping by ``tile_overlap``; each contributes its centre
-        (the network is translation-equivariant away from tile borders, so centres agree)."""
+        (on the model's device) larger than a tile: tiles of ``tile_size`` overlapping by
+        ``tile_overlap``; each contributes its centre (the network is translation-equivariant
+        away from tile borders, so centres agree)."""
         _, h, w = x.shape
         t, o = self.tile_size, self.tile_overlap
         step = t - o
@@ -489,7 +473,7 @@ class ImageDomain(Domain):
         for y0 in ys:
             for x0 in xs:
                 tile = x[:, y0 : y0 + t, x0 : x0 + t]
-                out = net(self._features(tile[None]))
+                out = model._run_network(self._features(tile[None]))  # eval, no grad
                 th, tw = tile.shape[1:]
                 emb = embeddings_of(out)[0].reshape(th, tw, -1)  # (th, tw, dim)
                 fg = self._foreground(out)
