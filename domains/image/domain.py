@@ -539,15 +539,11 @@ class ImageDomain(Domain):
             ValueError, TypeError: a malformed image (wrong rank, NaN, empty) or bad
                 ``n_instances``.
         """
-        return self._segment_one(model, image, n_instances, "image", "n_instances")
-
-    def _segment_one(self, model: "Model", image: Any, n_instances: Any, name: str, count_name: str) -> torch.Tensor:
-        """:meth:`segment`, with the arguments' names for messages (``images[3]`` in a batch)."""
         if n_instances is not None:
-            check_int(n_instances, count_name, "segment", 0)
-        x = self.prepare_image(image, name)
+            check_int(n_instances, "n_instances", "segment", 0)
+        x = self.prepare_image(image, "image")
         emb, fg = self._embed_image(model, x)
-        return self._decode_one(model, tuple(x.shape[1:]), emb, fg, n_instances, name, count_name, stacklevel=4)
+        return self._decode_one(model, tuple(x.shape[1:]), emb, fg, n_instances, "image", "n_instances")
 
     def _decode_one(
         self,
@@ -558,10 +554,10 @@ class ImageDomain(Domain):
         n_instances: int | None,
         name: str,
         count_name: str,
-        stacklevel: int,
     ) -> torch.Tensor:
-        """The label map of one embedded image (the steps of :meth:`segment` after the network);
-        a shortfall warning points ``stacklevel`` frames up, at the user's call."""
+        """The label map of one embedded image (the steps of :meth:`segment` after the network).
+        Called straight from :meth:`segment` and :meth:`segment_batch` (no frame between), so
+        a shortfall warning points at the user's call."""
         groups = self._groups(model, emb, fg)
         lab = decode_instances(emb, hw, groups, fg, **self._decoding_settings(), n_instances=n_instances)
         found = int(lab.max())
@@ -569,7 +565,7 @@ class ImageDomain(Domain):
             warnings.warn(
                 f"'{count_name}' asked for {n_instances} instances, but {name} holds only {found} "
                 f"regions of at least min_size={self.min_size} foreground pixels that can be told apart.",
-                stacklevel=stacklevel,
+                stacklevel=3,
             )
         return torch.from_numpy(lab)
 
@@ -621,10 +617,12 @@ class ImageDomain(Domain):
                 check_int(n, f"n_instances[{i}]", "segment", 0)
         prepared = [self.prepare_image(img, f"images[{i}]") for i, img in enumerate(images)]
         embedded = self._embed_images(model, prepared, batch_size)
-        return [
-            self._decode_one(model, tuple(x.shape[1:]), emb, fg, n, f"images[{i}]", f"n_instances[{i}]", stacklevel=4)
-            for i, (x, (emb, fg), n) in enumerate(zip(prepared, embedded, counts))
-        ]
+        labels = []
+        # A loop, not a comprehension: whether a comprehension is a frame of its own depends on
+        # the Python version, and the shortfall warning counts frames up to the user's call.
+        for i, (x, (emb, fg), n) in enumerate(zip(prepared, embedded, counts)):
+            labels.append(self._decode_one(model, tuple(x.shape[1:]), emb, fg, n, f"images[{i}]", f"n_instances[{i}]"))
+        return labels
 
     # Settings :meth:`tune_decoding` tries by default: seed consistency decides which pixels seed
     # an instance (higher keeps seeds off the seams between touching objects), the merge

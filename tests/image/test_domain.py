@@ -367,9 +367,13 @@ def test_tune_decoding_bad_input(model):
 def test_asking_for_more_instances_than_exist_warns(model):
     img = np.zeros((24, 24), dtype=np.float32)
     img[4:12, 4:12] = 1.0
-    with pytest.warns(UserWarning, match="asked for 500 instances"):
+    with pytest.warns(UserWarning, match="asked for 500 instances") as caught:
         out = model.segment(img, n_instances=500)
     assert int(out.max()) < 500
+    with pytest.warns(UserWarning, match=r"images\[1\] holds only") as caught_batch:
+        model.segment_batch([img, img], n_instances=[None, 500])
+    # Both warnings point at the call in this file, not inside the library.
+    assert {w.filename for w in [*caught, *caught_batch]} == {__file__}
 
 
 def test_models_saved_before_views_and_split_off_decode_as_before(model, tmp_path):
