@@ -149,6 +149,76 @@ def test_cluster_stats_updated_from_changed_points_match_a_float64_recount(group
         assert torch.equal(got[..., d], ref_counts)
 
 
+@pytest.mark.parametrize("spherical", [False, True])
+def test_step_bound_is_the_objective_of_the_plain_step_with_labels_kept(spherical):
+    # The over-relaxed steps accept a candidate against this bound: the weighted objective
+    # at the clusters' means (unit-norm means under the cosine metric) with the labels
+    # unchanged, minus sum w·||x||², including an empty cluster.
+    g = torch.Generator().manual_seed(6)
+    B, G, k, n, d = 2, 2, 4, 300, 5
+    X = torch.randn(B, n, d, generator=g, dtype=torch.float64)
+    if spherical:
+        X = X / X.norm(dim=-1, keepdim=True)
+    mask = torch.rand(B, n, generator=g) > 0.25
+    w = mask.double()
+    labels = torch.randint(0, k - 1, (B, G, n), generator=g, dtype=torch.int32)  # slot 3 empty
+    got = _ops._step_bound(_ops._cluster_stats(X, w, labels, k), spherical)
+    for b in range(B):
+        for gr in range(G):
+            total = 0.0
+            for c in range(k):
+                members = X[b][mask[b] & (labels[b, gr] == c)]
+                if len(members) == 0:
+                    continue
+                center = members.mean(0)
+                if spherical:
+                    center = center / center.norm()
+                total += float(((members - center) ** 2).sum() - (members**2).sum())
+            assert got[b, gr].item() == pytest.approx(total, rel=1e-12, abs=1e-9)
+
+
+def creeping_items(seeds, n=2000, dim=40, spread=1.5):
+    """Unit-norm 3-cluster embedding items (as the k-means benchmark) on which plain Lloyd
+    steps from a k-means++ start take 20-55 iterations, in float64."""
+    X = []
+    for seed in seeds:
+        rng = np.random.default_rng(seed)
+        dirs = rng.normal(size=(3, dim))
+        dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+        lab = rng.choice(3, size=n, p=rng.dirichlet(np.full(3, 3.0)))
+        pts = dirs[lab] + rng.normal(scale=spread / np.sqrt(dim), size=(n, dim))
+        X.append(pts / np.linalg.norm(pts, axis=1, keepdims=True))
+    return torch.from_numpy(np.stack(X))
+
+
+@pytest.mark.parametrize("tol", [0.0, 1e-4])
+def test_overrelaxed_steps_cut_the_iterations_of_creeping_items_and_end_at_fixed_points(tol, monkeypatch):
+    seeds = [1, 13, 26, 53, 57, 68, 70, 72, 82, 94, 100, 102, 110, 126, 136, 137, 141, 142, 148]
+    X = creeping_items(seeds)
+    mask = torch.ones(X.shape[:2], dtype=torch.bool)
+    starts = torch.cat([
+        _ops.kmeans_plusplus(X[i:i + 1], mask[i:i + 1], 3, 1, _ops.make_generator(s, X.device))
+        for i, s in enumerate(seeds)
+    ])  # (items, 1, 3, dim): each item's own k-means++ start
+    valid = torch.ones(len(seeds), 1, 3, dtype=torch.bool)
+    tol_abs = tol * _ops.masked_mean_variance(X, mask, (X * X).sum(-1))
+    fast = _ops.lloyd(X, mask, starts, valid, max_iter=300, tol=tol_abs)
+    monkeypatch.setattr(_ops, "_ETA_MAX", 1.0)  # eta stays 1: plain Lloyd steps
+    plain = _ops.lloyd(X, mask, starts, valid, max_iter=300, tol=tol_abs)
+    assert int(plain[3].sum()) >= 20 * len(seeds)
+    assert int(fast[3].sum()) <= 0.85 * int(plain[3].sum())
+    assert int(fast[3].max()) < 300  # every item converged
+    # Labels are the nearest centers (float64 brute force); at tol 0 the result is an exact
+    # Lloyd fixed point (the centers are their clusters' means); the inertia is as good.
+    centers, labels = fast[0][:, 0], fast[1][:, 0]
+    assert torch.equal(labels, (torch.cdist(X, centers) ** 2).argmin(-1))
+    if tol == 0.0:
+        for b in range(len(seeds)):
+            means = torch.stack([X[b][labels[b] == c].mean(0) for c in range(3)])
+            torch.testing.assert_close(centers[b], means, rtol=0.0, atol=1e-12)
+    torch.testing.assert_close(fast[2].sum(), plain[2].sum(), rtol=1e-3, atol=0.0)
+
+
 def test_scores_from_a_contiguous_transpose_match_the_view():
     g = torch.Generator().manual_seed(5)
     X = torch.randn(2, 300, 7, generator=g)
