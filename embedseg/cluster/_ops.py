@@ -339,8 +339,10 @@ def _min_slot(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         best = torch.minimum(s[:, :, 0], s[:, :, 1])
         for j in range(2, k):  # a loop over center slots, not over the batch
             sj = s[:, :, j]
-            # one in-place fill per slot: 1.5-3x faster than int32 arithmetic on the labels
-            labels.masked_fill_(sj < best, j)
+            took = (sj < best).to(torch.int32)
+            # labels = labels (1 - took) + j took, in place: up to 2x faster than masked_fill_,
+            # which does not vectorize on CPU
+            labels.sub_(labels * took).add_(took, alpha=j)
             best = torch.minimum(best, sj)
         return best, labels
     smin = s.amin(2, keepdim=True)  # (batch, G, 1, n)
@@ -479,6 +481,8 @@ _ETA_GROWTH = 1.5
 _ETA_MAX = 8.0
 # Steps a copied working set runs before its points are also laid out as (dim, n).
 _TRANSPOSE_AFTER = 3
+# What copying an item out of the working set costs, in passes over that item.
+_COPY_COST = 3
 
 
 def _step_bound(stats: torch.Tensor, spherical: bool) -> torch.Tensor:
@@ -501,7 +505,7 @@ def _overrelax(
     step: torch.Tensor,
     shift: torch.Tensor,
     prev_shift: torch.Tensor,
-    rejected: torch.Tensor,
+    rejected: torch.Tensor | None,
     converged: torch.Tensor,
     eta: torch.Tensor,
     base_obj: torch.Tensor,
@@ -509,38 +513,48 @@ def _overrelax(
     stats: torch.Tensor,
     valid: torch.Tensor,
     spherical: bool,
-) -> tuple[torch.Tensor, ...]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The next centers of every group after one Lloyd step, and the updated over-relaxation
-    state (eta, candidate, base objective, base step, previous shift).
+    state (eta, candidates, base objective, base step, previous shift).
 
     ``centers`` were just assigned and ``step`` is their plain Lloyd update, of squared size
     ``shift``. A rejected candidate goes back to its base point's plain step with ``eta`` =
-    1. A converged group takes its plain step (then stays frozen). Any other group becomes
-    the new base point; while its steps do not collapse (``shift`` above ``_SLOW_RATIO`` times
-    the previous one) and none of its clusters was empty (a relocated center is a jump, not a
-    direction to follow), it moves ``eta`` times the step and is a candidate, to be kept only
-    if its assignment scores at most the plain step's bound (:func:`_step_bound`).
+    1. A converged group takes its plain step (then stays frozen). Any other group takes its
+    plain step too unless its steps do not collapse (``shift`` above ``_SLOW_RATIO`` times
+    the previous one) and none of its clusters was empty (a relocated center is a jump, not
+    a direction to follow): then it moves ``eta`` times the step and becomes a candidate, to
+    be kept only if its assignment scores at most its base point's bound
+    (:func:`_step_bound`). ``rejected`` and the returned candidates are None when there are
+    none, so that the many iterations without any cost a few operations.
 
     Shape:
         centers, step, base_step: (batch, G, k, dim); shift, prev_shift, rejected, converged,
         eta, base_obj: (batch, G); stats: (batch, G, k, dim + 1) with the counts last; valid:
         (batch, G, k).
     """
-    accepted = ~rejected  # the step from these centers is a real Lloyd step
-    had_empty = ((stats[..., -1] < 0.5) & valid).any(-1)  # (batch, G)
-    slow = shift > _SLOW_RATIO * prev_shift
-    grow = accepted & ~converged & ~had_empty & slow
+    grow = (shift > _SLOW_RATIO * prev_shift) & ~converged
+    if rejected is not None:
+        grow &= ~rejected  # a rejected step's shift means nothing: keep the previous one
+        prev_shift = torch.where(rejected, prev_shift, shift)
+    else:
+        prev_shift = shift
+    if bool(grow.any()):
+        grow &= ~((stats[..., -1] < 0.5) & valid).any(-1)  # no empty cluster
+    if not bool(grow.any()):
+        nxt = step if rejected is None else torch.where(rejected[..., None, None], base_step, step)
+        return nxt, torch.ones_like(eta), None, base_obj, base_step, prev_shift
     eta = torch.where(grow, (eta * _ETA_GROWTH).clamp_(max=_ETA_MAX), torch.ones_like(eta))
     candidate = grow & (eta > 1.0)
     jump = centers + eta.to(centers.dtype)[..., None, None] * (step - centers)
     if spherical:
         jump = _normalize_rows(jump)
+    jump = torch.where(valid[..., None], jump, 0.0)  # disabled slots stay at zero
     nxt = torch.where(candidate[..., None, None], jump, step)
-    nxt = torch.where(rejected[..., None, None], base_step, nxt)
-    nxt = torch.where(valid[..., None], nxt, 0.0)  # disabled slots stay at zero
-    base_obj = torch.where(accepted, _step_bound(stats, spherical), base_obj)
-    base_step = torch.where(accepted[..., None, None], step, base_step)
-    prev_shift = torch.where(accepted, shift, prev_shift)  # a rejected step's shift means nothing
+    if rejected is not None:
+        nxt = torch.where(rejected[..., None, None], base_step, nxt)
+    # Only a candidate is ever compared with its base point or sent back to its step.
+    base_obj = torch.where(candidate, _step_bound(stats, spherical), base_obj)
+    base_step = torch.where(candidate[..., None, None], step, base_step)
     return nxt, eta, candidate, base_obj, base_step, prev_shift
 
 
@@ -554,16 +568,17 @@ def lloyd(
     tol: torch.Tensor,
     spherical: bool = False,
     x_sq: torch.Tensor | None = None,
+    overrelax: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Batched Lloyd iterations, every item and group converging on its own.
 
     A group has converged when the squared shift of its centers is at most its item's
-    ``tol`` (unchanged labels give a zero shift); its centers are then frozen. Once at most
-    half of the working set still moves, the moving items are copied out, so late iterations
-    only touch them; the loop stops when none is left or after ``max_iter``. A valid center
-    left without points moves to the active point farthest from its own center (the j-th
-    empty center of a group to the j-th farthest point), as scikit-learn relocates empty
-    clusters. With ``spherical`` the centers are renormalized to unit norm after each update
+    ``tol`` (unchanged labels give a zero shift); its centers are then frozen. Once the
+    passes spent on frozen items outweigh the cost of a copy, the moving items are copied
+    out, so late iterations only touch them; the loop stops when none is left or after
+    ``max_iter``. A valid center left without points moves to the active point farthest from
+    its own center (the j-th empty center of a group to the j-th farthest point), as
+    scikit-learn relocates empty clusters. With ``spherical`` the centers are renormalized to unit norm after each update
     (spherical k-means on unit-norm X). The returned labels are those of the returned centers:
     items whose last step moved a center get one more assignment pass (scikit-learn's final
     E-step), the others reuse their last step's. Cluster sums are kept in float64 from one
@@ -590,6 +605,7 @@ def lloyd(
         tol: per-item threshold on the squared center shift.
         spherical: renormalize centers (cosine k-means).
         x_sq: squared norms of X, if already known.
+        overrelax: over-relaxed steps for slowly converging groups (else plain Lloyd steps).
 
     Returns:
         (centers, labels, inertia, n_iter): the final centers, each point's nearest center (every
@@ -618,9 +634,10 @@ def lloyd(
     # candidate, and the base point's objective (sum of scores) and plain Lloyd step to fall
     # back to if the candidate's assignment is worse.
     eta = torch.ones(B, G, dtype=torch.float64, device=X.device)
-    candidate = torch.zeros(B, G, dtype=torch.bool, device=X.device)
+    candidate = None  # (batch, G) bool once a group extrapolates
     base_obj = torch.zeros(B, G, dtype=torch.float64, device=X.device)
     base_step = centers
+    # +inf: no group extrapolates on its first step (nor ever, without overrelax)
     prev_shift = torch.full((B, G), math.inf, dtype=X.dtype, device=X.device)
 
     # The working set: items with a group still moving (all of them at first, without copies);
@@ -638,6 +655,7 @@ def lloyd(
     # product it enables, so it only pays for the items that creep.
     Xta = None
     steps_since_copy = 0
+    idle_passes = 0  # item passes spent on items whose groups have all converged
 
     def flush() -> None:
         # Only the returned state is written back; the over-relaxation state of the items
@@ -662,30 +680,46 @@ def lloyd(
                 steps_since_copy = 0
             steps_since_copy += 1
             new, lab_a, d_a, state = _lloyd_step(Xa, wa, xa_sq, ca, va, oa, spherical, state, Xta)
-            # The objective up to the per-item constant sum of ||x||² (float64: candidates
-            # are compared with their base point to well below float32 rounding).
-            obj = (d_a if wa is None else d_a * wa[:, None, :]).sum(-1, dtype=torch.float64)
-            rejected = cand_a & (obj > bobj_a)  # (active, G) the extrapolation overshot
+            rejected = None
+            if cand_a is not None:
+                # The objective up to the per-item constant sum of ||x||² (float64: compared
+                # with the base point's bound to well below float32 rounding).
+                obj = (d_a if wa is None else d_a * wa[:, None, :]).sum(-1, dtype=torch.float64)
+                rejected = cand_a & (obj > bobj_a)  # (active, G) the extrapolation overshot
             new = torch.where(conv_a[..., None, None], ca, new)  # converged groups stay frozen
             shift = ((new - ca) ** 2).sum((-1, -2))  # (active, G)
             it_a = it_a + (~conv_a).to(torch.int64)
-            ex_a = (shift == 0) & ~rejected
-            conv_a = conv_a | ((shift <= tol_a[:, None]) & ~rejected)
-            ca, eta_a, cand_a, bobj_a, bstep_a, pshift_a = _overrelax(
-                ca, new, shift, pshift_a, rejected, conv_a, eta_a, bobj_a, bstep_a, state[1], va, spherical
-            )
+            done = shift <= tol_a[:, None]
+            ex_a = shift == 0
+            if rejected is not None:
+                done &= ~rejected
+                ex_a &= ~rejected
+            conv_a = conv_a | done
+            if overrelax:
+                ca, eta_a, cand_a, bobj_a, bstep_a, pshift_a = _overrelax(
+                    ca, new, shift, pshift_a, rejected, conv_a, eta_a, bobj_a, bstep_a, state[1], va, spherical
+                )
+            else:
+                ca = new
             moving = ~conv_a.all(1)  # (active,)
             n_moving = int(moving.sum())
             if n_moving == 0:
                 break
-            # Copy the still-moving items out only once at most half the working set remains,
-            # so that the copies cost less than the passes they save.
-            if 2 * n_moving <= moving.numel():
+            # Copy the still-moving items out once the passes spent on frozen items add up to
+            # the copy's cost (about _COPY_COST passes per copied item: a fresh buffer's page
+            # faults dominate), as in ski rental: never more than twice the better choice.
+            idle_passes += moving.numel() - n_moving
+            if n_moving < moving.numel() and idle_passes >= _COPY_COST * n_moving:
+                idle_passes = 0
                 flush()
                 keep = torch.nonzero(moving).flatten()
                 items = keep if items is None else items.index_select(0, keep)
-                # index_select: several times faster than advanced indexing for whole items on CPU
-                Xa = X.index_select(0, items)
+                # index_select: several times faster than advanced indexing for whole items on
+                # CPU; into the previous copy's buffer, which is already mapped, if there is one
+                if Xa is X:
+                    Xa = X.index_select(0, items)
+                else:
+                    Xa = torch.index_select(X, 0, items, out=Xa[: items.shape[0]])
                 if Xta is not None:  # already transposed: keep the layout, copy the items
                     Xta = Xta.index_select(0, keep)
                 steps_since_copy = 0
@@ -694,9 +728,10 @@ def lloyd(
                 oa, ca, conv_a, it_a, lab_a, d_a, ex_a = (
                     t.index_select(0, keep) for t in (oa, ca, conv_a, it_a, lab_a, d_a, ex_a)
                 )
-                eta_a, cand_a, bobj_a, bstep_a, pshift_a = (
-                    t.index_select(0, keep) for t in (eta_a, cand_a, bobj_a, bstep_a, pshift_a)
+                eta_a, bobj_a, bstep_a, pshift_a = (
+                    t.index_select(0, keep) for t in (eta_a, bobj_a, bstep_a, pshift_a)
                 )
+                cand_a = None if cand_a is None else cand_a.index_select(0, keep)
                 state = tuple(t.index_select(0, keep) for t in state)
     flush()
 

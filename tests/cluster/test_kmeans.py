@@ -192,7 +192,7 @@ def creeping_items(seeds, n=2000, dim=40, spread=1.5):
 
 
 @pytest.mark.parametrize("tol", [0.0, 1e-4])
-def test_overrelaxed_steps_cut_the_iterations_of_creeping_items_and_end_at_fixed_points(tol, monkeypatch):
+def test_overrelaxed_steps_cut_the_iterations_of_creeping_items_and_end_at_fixed_points(tol):
     seeds = [1, 13, 26, 53, 57, 68, 70, 72, 82, 94, 100, 102, 110, 126, 136, 137, 141, 142, 148]
     X = creeping_items(seeds)
     mask = torch.ones(X.shape[:2], dtype=torch.bool)
@@ -203,8 +203,7 @@ def test_overrelaxed_steps_cut_the_iterations_of_creeping_items_and_end_at_fixed
     valid = torch.ones(len(seeds), 1, 3, dtype=torch.bool)
     tol_abs = tol * _ops.masked_mean_variance(X, mask, (X * X).sum(-1))
     fast = _ops.lloyd(X, mask, starts, valid, max_iter=300, tol=tol_abs)
-    monkeypatch.setattr(_ops, "_ETA_MAX", 1.0)  # eta stays 1: plain Lloyd steps
-    plain = _ops.lloyd(X, mask, starts, valid, max_iter=300, tol=tol_abs)
+    plain = _ops.lloyd(X, mask, starts, valid, max_iter=300, tol=tol_abs, overrelax=False)
     assert int(plain[3].sum()) >= 20 * len(seeds)
     assert int(fast[3].sum()) <= 0.85 * int(plain[3].sum())
     assert int(fast[3].max()) < 300  # every item converged
@@ -217,6 +216,19 @@ def test_overrelaxed_steps_cut_the_iterations_of_creeping_items_and_end_at_fixed
             means = torch.stack([X[b][labels[b] == c].mean(0) for c in range(3)])
             torch.testing.assert_close(centers[b], means, rtol=0.0, atol=1e-12)
     torch.testing.assert_close(fast[2].sum(), plain[2].sum(), rtol=1e-3, atol=0.0)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 5, 8, 9, 12])
+def test_min_slot_matches_torch_min_with_ties_to_the_lowest_slot(k):
+    # The running minimum over the center slots (and its int32 labels) must equal
+    # torch.min over the slot dimension, ties going to the first slot, as argmin does.
+    g = torch.Generator().manual_seed(k)
+    s = torch.randint(0, 4, (3, 2, k, 500), generator=g).float()  # many exact ties
+    s[0, 0, :, :7] = float("inf")  # every slot disabled at a few points
+    best, labels = _ops._min_slot(s)
+    ref = s.min(2)
+    assert torch.equal(best, ref.values)
+    assert labels.dtype == torch.int32 and torch.equal(labels.long(), ref.indices)
 
 
 def test_scores_from_a_contiguous_transpose_match_the_view():
