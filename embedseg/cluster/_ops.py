@@ -572,18 +572,20 @@ def lloyd(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Batched Lloyd iterations, every item and group converging on its own.
 
-    A group has converged when the squared shift of its centers is at most its item's
-    ``tol`` (unchanged labels give a zero shift); its centers are then frozen. Once the
+    A group has converged when the Lloyd step from its centers would move them by at most
+    its item's ``tol`` in squared shift (unchanged labels give a zero shift); it then keeps
+    those centers, the last ones it was assigned with, so their labels need no further pass
+    (scikit-learn instead takes the step and assigns once more: the same guarantees, labels
+    nearest to the centers and centers within ``tol`` of their clusters' means, for one pass
+    over the data less). Only groups stopped by ``max_iter`` get a final assignment. Once the
     passes spent on frozen items outweigh the cost of a copy, the moving items are copied
     out, so late iterations only touch them; the loop stops when none is left or after
     ``max_iter``. A valid center left without points moves to the active point farthest from
     its own center (the j-th empty center of a group to the j-th farthest point), as
-    scikit-learn relocates empty clusters. With ``spherical`` the centers are renormalized to unit norm after each update
-    (spherical k-means on unit-norm X). The returned labels are those of the returned centers:
-    items whose last step moved a center get one more assignment pass (scikit-learn's final
-    E-step), the others reuse their last step's. Cluster sums are kept in float64 from one
-    step to the next and corrected by the few points that changed cluster, so that a late
-    iteration reads X once (the assignment) rather than twice.
+    scikit-learn relocates empty clusters. With ``spherical`` the centers are renormalized to
+    unit norm after each update (spherical k-means on unit-norm X). Cluster sums are kept in
+    float64 from one step to the next and corrected by the few points that changed cluster,
+    so that a late iteration reads X once (the assignment) rather than twice.
 
     While a group's steps shrink slowly (each above 0.3 times the previous one in squared
     size, unlike the collapse of the last iterations), they are over-relaxed (Salakhutdinov
@@ -625,11 +627,10 @@ def lloyd(
     centers = torch.where(valid[..., None], centers, zero)
     converged = torch.zeros(B, G, dtype=torch.bool, device=X.device)
     n_iter = torch.zeros(B, G, dtype=torch.int64, device=X.device)
-    # Labels and scores (squared distance minus ||x||²) of each item's last step, and whether
-    # that step left its centers exactly in place (then they match the returned centers).
+    # Labels and scores (squared distance minus ||x||²) of each item's last assignment: those
+    # of the returned centers wherever the group converged.
     labels = torch.zeros(B, G, n, dtype=torch.int32, device=X.device)
     dmin = torch.zeros(B, G, n, dtype=X.dtype, device=X.device)
-    exact = torch.zeros(B, G, dtype=torch.bool, device=X.device)
     # Over-relaxation: each group's step factor, whether its centers are an extrapolated
     # candidate, and the base point's objective (sum of scores) and plain Lloyd step to fall
     # back to if the candidate's assignment is worse.
@@ -647,7 +648,7 @@ def lloyd(
     Xa, wa, xa_sq, va, tol_a = X, None if full else w, x_sq, valid, tol
     oa = _offset(valid, X.dtype)
     ca, conv_a, it_a = centers, converged, n_iter
-    lab_a, d_a, ex_a = labels, dmin, exact
+    lab_a, d_a = labels, dmin
     eta_a, cand_a, bobj_a, bstep_a, pshift_a = eta, candidate, base_obj, base_step, prev_shift
     state = None  # the last step's labels and cluster sums, for the next step's update
     # The working set's points as (dim, n), made once a copied working set has kept moving
@@ -660,24 +661,21 @@ def lloyd(
     def flush() -> None:
         # Only the returned state is written back; the over-relaxation state of the items
         # that leave the working set is no longer needed.
-        nonlocal centers, converged, n_iter, labels, dmin, exact
+        nonlocal centers, converged, n_iter, labels, dmin
         if items is None:
-            centers, converged, n_iter, labels, dmin, exact = ca, conv_a, it_a, lab_a, d_a, ex_a
+            centers, converged, n_iter, labels, dmin = ca, conv_a, it_a, lab_a, d_a
         else:
             centers = centers.index_copy(0, items, ca)
             converged = converged.index_copy(0, items, conv_a)
             n_iter = n_iter.index_copy(0, items, it_a)
             labels = labels.index_copy(0, items, lab_a)
             dmin = dmin.index_copy(0, items, d_a)
-            exact = exact.index_copy(0, items, ex_a)
 
     with OneThreadForSmallWork(X.device) as threads:
         for _ in range(max_iter):
             threads.engage(Xa.shape[0] * G * k * n)  # once the working set is small
             if items is not None and Xta is None and steps_since_copy >= _TRANSPOSE_AFTER:
-                if Xta is not None:  # already transposed: keep the layout, copy the items
-                    Xta = Xta.index_select(0, keep)
-                steps_since_copy = 0
+                Xta = _transposed(Xa)  # (active, dim, n)
             steps_since_copy += 1
             new, lab_a, d_a, state = _lloyd_step(Xa, wa, xa_sq, ca, va, oa, spherical, state, Xta)
             rejected = None
@@ -690,17 +688,17 @@ def lloyd(
             shift = ((new - ca) ** 2).sum((-1, -2))  # (active, G)
             it_a = it_a + (~conv_a).to(torch.int64)
             done = shift <= tol_a[:, None]
-            ex_a = shift == 0
             if rejected is not None:
                 done &= ~rejected
-                ex_a &= ~rejected
             conv_a = conv_a | done
             if overrelax:
-                ca, eta_a, cand_a, bobj_a, bstep_a, pshift_a = _overrelax(
+                nxt, eta_a, cand_a, bobj_a, bstep_a, pshift_a = _overrelax(
                     ca, new, shift, pshift_a, rejected, conv_a, eta_a, bobj_a, bstep_a, state[1], va, spherical
                 )
             else:
-                ca = new
+                nxt = new
+            # A converged group keeps the centers it was just assigned with (see above).
+            ca = torch.where(conv_a[..., None, None], ca, nxt)
             moving = ~conv_a.all(1)  # (active,)
             n_moving = int(moving.sum())
             if n_moving == 0:
@@ -725,8 +723,8 @@ def lloyd(
                 steps_since_copy = 0
                 xa_sq, va, tol_a = (t.index_select(0, items) for t in (x_sq, valid, tol))
                 wa = None if full else w.index_select(0, items)
-                oa, ca, conv_a, it_a, lab_a, d_a, ex_a = (
-                    t.index_select(0, keep) for t in (oa, ca, conv_a, it_a, lab_a, d_a, ex_a)
+                oa, ca, conv_a, it_a, lab_a, d_a = (
+                    t.index_select(0, keep) for t in (oa, ca, conv_a, it_a, lab_a, d_a)
                 )
                 eta_a, bobj_a, bstep_a, pshift_a = (
                     t.index_select(0, keep) for t in (eta_a, bobj_a, bstep_a, pshift_a)
@@ -735,9 +733,9 @@ def lloyd(
                 state = tuple(t.index_select(0, keep) for t in state)
     flush()
 
-    # A final assignment where the last step moved centers, so that labels and inertia match
-    # the returned centers (scikit-learn's last E-step).
-    stale = ~exact.all(1)  # (batch,)
+    # A final assignment for the items with a group stopped by max_iter (its last step moved
+    # its centers), so that labels and inertia match the returned centers.
+    stale = ~converged.all(1)  # (batch,)
     if bool(stale.all()):
         dmin, labels = _assign(X, centers, valid)  # (batch, G, n) scores
     elif 2 * int(stale.sum()) > B:  # copying most items out costs more than the pass they skip
