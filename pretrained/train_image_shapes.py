@@ -58,6 +58,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
     parser.add_argument("--max-objects", type=int, default=12, help="most objects in a training scene (the held-out scenes have 30-60)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (1 avoids stalls on a shared CPU)")
+    parser.add_argument("--weighting", default="balanced", choices=("balanced", "contact", "none"),
+                        help="pixel weights of the affinity loss (ImageDomain's 'weighting')")
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -80,6 +82,7 @@ def main() -> None:
         batch_size=8,
         lr=args.lr,
         warmup_steps=20,
+        domain_options={"weighting": args.weighting},
         seed=args.seed,
         progress=False,
         out_dir=args.run_dir,
@@ -87,7 +90,8 @@ def main() -> None:
     train_s = time.time() - t0
     model.save(args.out)
     evaluate(args.out, {
-        "train": f"SyntheticScenes(4000, size=128, max_objects={args.max_objects}, seed=0), augmented",
+        "train": f"SyntheticScenes(4000, size=128, max_objects={args.max_objects}, seed=0), augmented, "
+                 f"{args.weighting} weights",
         "train_minutes": round(train_s / 60, 1),
         "decoding": tune_decoding(args.out),
     })

@@ -1,3 +1,5 @@
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -76,6 +78,46 @@ def test_encode_labels_background_modes_and_weights():
     raw = np.array([1 / np.sqrt(12)] * 12 + [1 / np.sqrt(3)] * 3 + [1.0])
     np.testing.assert_allclose(enc.weights[0].numpy(), raw / raw.mean(), rtol=1e-6)
     assert ImageDomain(weighting="none").encode(d.collate([item]), torch.device("cpu")).weights is None
+
+
+def test_contact_pixels_are_instance_pixels_near_another_instance():
+    # Two instances touching along a column, a third apart, background between: only the
+    # pixels of 1 and 2 within 1 pixel (Chebyshev) of each other are on a contact border.
+    gt = torch.tensor([[
+        [1, 1, 2, 2, 0, 0, 3],
+        [1, 1, 2, 2, 0, 0, 3],
+        [1, 1, 0, 0, 0, 0, 3],
+        [0, 0, 0, 0, 0, 0, 0],
+    ]])
+    got = ImageDomain.contact_pixels(gt, 1)[0]
+    want = torch.zeros_like(got)
+    want[0:2, 1] = want[0:2, 2] = True  # the touching columns
+    want[2, 1] = True  # diagonal neighbour of a 2
+    assert torch.equal(got, want)
+    # brute force at radius 2 on a random map
+    g = torch.Generator().manual_seed(0)
+    gt = torch.randint(0, 4, (2, 9, 11), generator=g)
+    got = ImageDomain.contact_pixels(gt, 2)
+    for b, y, x in itertools.product(range(2), range(9), range(11)):
+        own = int(gt[b, y, x])
+        win = gt[b, max(0, y - 2):y + 3, max(0, x - 2):x + 3]
+        assert bool(got[b, y, x]) == (own > 0 and bool(((win > 0) & (win != own)).any()))
+
+
+def test_contact_weighting_raises_touching_pixels_and_keeps_mean_one():
+    labels = np.zeros((8, 8), np.int64)
+    labels[1:5, 1:4], labels[1:5, 4:7] = 1, 2  # touching along x = 3 | 4
+    item = {"image": np.zeros((8, 8), np.float32), "labels": labels}
+    plain = ImageDomain(weighting="balanced")
+    contact = ImageDomain(weighting="contact")
+    w0 = plain.encode(plain.collate([item]), torch.device("cpu")).weights[0].reshape(8, 8)
+    w1 = contact.encode(contact.collate([item]), torch.device("cpu")).weights[0].reshape(8, 8)
+    assert w1.mean().item() == pytest.approx(1.0)
+    border = ImageDomain.contact_pixels(torch.from_numpy(labels)[None], ImageDomain.CONTACT_RADIUS)[0]
+    ratio = w1 / w0
+    # Border pixels weigh 1 + CONTACT_GAIN times the others, relative to balanced weights.
+    assert torch.allclose(ratio[border], ratio[~border].max() * (1 + ImageDomain.CONTACT_GAIN))
+    assert torch.allclose(ratio[~border], ratio[~border][0])
 
 
 def test_weights_zero_on_padding_and_ignored():
