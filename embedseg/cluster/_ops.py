@@ -519,8 +519,8 @@ def _overrelax(
 
     ``centers`` were just assigned and ``step`` is their plain Lloyd update, of squared size
     ``shift``. A rejected candidate goes back to its base point's plain step with ``eta`` =
-    1. A converged group takes its plain step (then stays frozen). Any other group takes its
-    plain step too unless its steps do not collapse (``shift`` above ``_SLOW_RATIO`` times
+    1. A converged group's next centers are ignored (it keeps those it was assigned with).
+    Any other group takes its plain step unless its steps do not collapse (``shift`` above ``_SLOW_RATIO`` times
     the previous one) and none of its clusters was empty (a relocated center is a jump, not
     a direction to follow): then it moves ``eta`` times the step and becomes a candidate, to
     be kept only if its assignment scores at most its base point's bound
