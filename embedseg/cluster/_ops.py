@@ -520,11 +520,12 @@ def _overrelax(
     ``centers`` were just assigned and ``step`` is their plain Lloyd update, of squared size
     ``shift``. A rejected candidate goes back to its base point's plain step with ``eta`` =
     1. A converged group's next centers are ignored (it keeps those it was assigned with).
-    Any other group takes its plain step unless its steps do not collapse (``shift`` above ``_SLOW_RATIO`` times
-    the previous one) and none of its clusters was empty (a relocated center is a jump, not
-    a direction to follow): then it moves ``eta`` times the step and becomes a candidate, to
-    be kept only if its assignment scores at most its base point's bound
-    (:func:`_step_bound`). ``rejected`` and the returned candidates are None when there are
+    Any other group takes its plain step unless its steps do not collapse (``shift`` above
+    ``_SLOW_RATIO`` times the previous one) and none of its clusters was empty (a relocated
+    center is a jump, not a direction to follow): then it moves ``eta`` times the step and
+    becomes a candidate, to be kept only if its assignment scores at most its base point's
+    bound (:func:`_step_bound`). Disabled slots stay at zero: both their centers and their
+    step are zero. ``rejected`` and the returned candidates are None when there are
     none, so that the many iterations without any cost a few operations.
 
     Shape:
@@ -548,7 +549,6 @@ def _overrelax(
     jump = centers + eta.to(centers.dtype)[..., None, None] * (step - centers)
     if spherical:
         jump = _normalize_rows(jump)
-    jump = torch.where(valid[..., None], jump, 0.0)  # disabled slots stay at zero
     nxt = torch.where(candidate[..., None, None], jump, step)
     if rejected is not None:
         nxt = torch.where(rejected[..., None, None], base_step, nxt)
@@ -631,15 +631,6 @@ def lloyd(
     # of the returned centers wherever the group converged.
     labels = torch.zeros(B, G, n, dtype=torch.int32, device=X.device)
     dmin = torch.zeros(B, G, n, dtype=X.dtype, device=X.device)
-    # Over-relaxation: each group's step factor, whether its centers are an extrapolated
-    # candidate, and the base point's objective (sum of scores) and plain Lloyd step to fall
-    # back to if the candidate's assignment is worse.
-    eta = torch.ones(B, G, dtype=torch.float64, device=X.device)
-    candidate = None  # (batch, G) bool once a group extrapolates
-    base_obj = torch.zeros(B, G, dtype=torch.float64, device=X.device)
-    base_step = centers
-    # +inf: no group extrapolates on its first step (nor ever, without overrelax)
-    prev_shift = torch.full((B, G), math.inf, dtype=X.dtype, device=X.device)
 
     # The working set: items with a group still moving (all of them at first, without copies);
     # its state is written back to the full tensors only when the set shrinks or at the end.
@@ -649,7 +640,15 @@ def lloyd(
     oa = _offset(valid, X.dtype)
     ca, conv_a, it_a = centers, converged, n_iter
     lab_a, d_a = labels, dmin
-    eta_a, cand_a, bobj_a, bstep_a, pshift_a = eta, candidate, base_obj, base_step, prev_shift
+    # Over-relaxation, for the working set only: each group's step factor, whether its centers
+    # are an extrapolated candidate (None: no group is), and that candidate's base point's
+    # bound and plain Lloyd step to fall back to; the previous step's squared size (+inf: no
+    # group extrapolates on its first step).
+    eta_a = torch.ones(B, G, dtype=torch.float64, device=X.device)
+    cand_a: torch.Tensor | None = None
+    bobj_a = torch.zeros(B, G, dtype=torch.float64, device=X.device)
+    bstep_a = centers
+    pshift_a = torch.full((B, G), math.inf, dtype=X.dtype, device=X.device)
     state = None  # the last step's labels and cluster sums, for the next step's update
     # The working set's points as (dim, n), made once a copied working set has kept moving
     # for _TRANSPOSE_AFTER steps: the transposed copy costs about four passes of the faster
@@ -684,7 +683,6 @@ def lloyd(
                 # with the base point's bound to well below float32 rounding).
                 obj = (d_a if wa is None else d_a * wa[:, None, :]).sum(-1, dtype=torch.float64)
                 rejected = cand_a & (obj > bobj_a)  # (active, G) the extrapolation overshot
-            new = torch.where(conv_a[..., None, None], ca, new)  # converged groups stay frozen
             shift = ((new - ca) ** 2).sum((-1, -2))  # (active, G)
             it_a = it_a + (~conv_a).to(torch.int64)
             done = shift <= tol_a[:, None]
@@ -697,7 +695,8 @@ def lloyd(
                 )
             else:
                 nxt = new
-            # A converged group keeps the centers it was just assigned with (see above).
+            # A converged group keeps the centers it was just assigned with (see above), and
+            # stays frozen from then on.
             ca = torch.where(conv_a[..., None, None], ca, nxt)
             moving = ~conv_a.all(1)  # (active,)
             n_moving = int(moving.sum())
