@@ -266,16 +266,19 @@ class ImageDomain(Domain):
             labels[~mask] = -1
             weights = None
             if self.weighting != "none":
-                weights = self._weights(labels)
+                boost = None
                 if self.weighting == "contact":
-                    weights = self._with_contact(weights, gt, mask)
+                    touching = self.contact_pixels(gt, self.CONTACT_RADIUS).reshape(b, h * w)
+                    boost = 1.0 + self.CONTACT_GAIN * touching.float()
+                weights = self._weights(labels, boost)
         return EncodedBatch(
             features=self._features(image), mask=mask, labels=labels, weights=weights, context=context
         )
 
     @staticmethod
-    def _weights(labels: torch.Tensor) -> torch.Tensor:
-        """1/sqrt(part size) per pixel, normalized to mean 1 over each item's labelled pixels."""
+    def _weights(labels: torch.Tensor, boost: torch.Tensor | None = None) -> torch.Tensor:
+        """1/sqrt(part size) per pixel, times ``boost`` (B, N) if given, normalized to mean 1
+        over each item's labelled pixels."""
         b, n = labels.shape
         n_parts = int(labels.max()) + 1 if labels.numel() else 1
         active = labels >= 0  # (B, N)
@@ -283,18 +286,9 @@ class ImageDomain(Domain):
         counts = torch.zeros(b * n_parts, device=labels.device)
         counts.index_add_(0, flat, active.flatten().float())
         w = counts[flat].reshape(b, n).clamp_min(1.0).rsqrt() * active  # (B, N)
+        if boost is not None:
+            w = w * boost
         mean = w.sum(1, keepdim=True) / active.sum(1, keepdim=True).clamp_min(1)  # (B, 1)
-        return w / mean.clamp_min(1e-12)
-
-    @staticmethod
-    def _with_contact(weights: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """``weights`` (B, N) times ``1 + CONTACT_GAIN`` on instance pixels with a pixel of
-        another instance within ``CONTACT_RADIUS`` (a square window), renormalized to mean 1
-        over each item's weighted pixels. ``gt``: (B, H, W) instance ids, 0 = background."""
-        touching = ImageDomain.contact_pixels(gt, ImageDomain.CONTACT_RADIUS).flatten(1) & mask
-        w = weights * (1.0 + ImageDomain.CONTACT_GAIN * touching.to(weights.dtype))
-        active = weights > 0
-        mean = w.sum(1, keepdim=True) / active.sum(1, keepdim=True).clamp_min(1)
         return w / mean.clamp_min(1e-12)
 
     @staticmethod
