@@ -16,6 +16,11 @@ __all__ = ["KMeans", "KMeansResult", "kmeans"]
 _INITS = ("k-means++", "random")
 # How much looser the restarts' tolerance is on the subsample than on the full data.
 _SUBSAMPLE_TOL_FACTOR = 10.0
+# Lloyd iterations cap of the restarts on the subsample. They only rank the starts, and the
+# full-data run refines the one kept (scikit-learn's MiniBatchKMeans ranks its init_size
+# starts with no iteration at all): on 4 benchmark batches x 5 seeds a cap of 6-10 left ARI
+# and inertia unchanged (4 decimals) and the fit 7-11% faster (1 thread).
+_SUBSAMPLE_MAX_ITER = 8
 _METRICS = ("euclidean", "cosine")
 
 
@@ -52,7 +57,8 @@ def kmeans(
     Restarts are laid out as groups sharing the item's points (one matmul per iteration covers
     all of them); per item the restart with the lowest inertia is kept. With ``init_size``,
     items with more active points than that are first seeded and run, all restarts, on
-    ``init_size`` active points drawn at random (with replacement), to a 10x looser tolerance;
+    ``init_size`` active points drawn at random (with replacement), to a 10x looser tolerance
+    or at most 8 iterations;
     the best restart then starts a single Lloyd run on all the points, which converges in a
     few passes.
 
@@ -99,7 +105,8 @@ def kmeans(
         # full-data run below applies the real one. Plain steps here: at that tolerance and
         # batch, over-relaxing cost more than it saved (6 benchmark batches, 1 thread).
         centers, _, sub_inertia, _ = _ops.lloyd(
-            S, sub_mask, centers, valid, max_iter=max_iter, tol=_SUBSAMPLE_TOL_FACTOR * tol_abs,
+            S, sub_mask, centers, valid, max_iter=min(max_iter, _SUBSAMPLE_MAX_ITER),
+            tol=_SUBSAMPLE_TOL_FACTOR * tol_abs,
             spherical=spherical, x_sq=s_sq, overrelax=False,
         )
         centers = centers[ar, sub_inertia.argmin(1)][:, None]  # (batch, 1, k, dim)
