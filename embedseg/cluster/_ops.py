@@ -431,6 +431,37 @@ def _update_stats(
     return flat.view(B, G, k, d1)
 
 
+# Items per block of :func:`_assign_with_stats` on CPU: about this many bytes of points, so
+# that a block's points are still in the cache when their cluster sums are formed.
+_BLOCK_BYTES = 4 << 20
+
+
+def _assign_with_stats(
+    X: torch.Tensor, w: torch.Tensor | None, centers: torch.Tensor, offset: torch.Tensor,
+    Xt: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Nearest centers (min score, int32 label) and the cluster sums of those labels (as
+    :func:`_cluster_stats`), in blocks of items on CPU.
+
+    Both read all the points. Batch-wide, the second pass comes back to memory once the
+    points exceed the cache; in blocks of a few MB it reads them from the cache (a from-scratch
+    step of 16 x 12,900 x 40 points: 1.3-1.6x faster on a 2-core CPU). The blocks are a cache
+    tiling of batched operations, not a loop over items: small batches are one block.
+    """
+    B, k = X.shape[0], centers.shape[2]
+    per = max(1, _BLOCK_BYTES // max(1, X[0].numel() * X.element_size()))
+    if X.device.type != "cpu" or per >= B:
+        smin, labels = _min_slot(_scores(X, centers, offset, Xt))
+        return smin, labels, _cluster_stats(X, w, labels, k)
+    parts = []
+    for i in range(0, B, per):
+        blk = slice(i, i + per)
+        Xb, wb = X[blk], None if w is None else w[blk]
+        smin, labels = _min_slot(_scores(Xb, centers[blk], offset[blk], None if Xt is None else Xt[blk]))
+        parts.append((smin, labels, _cluster_stats(Xb, wb, labels, k)))
+    return tuple(torch.cat(t) for t in zip(*parts))
+
+
 def _lloyd_step(
     X: torch.Tensor,
     w: torch.Tensor | None,
@@ -448,10 +479,10 @@ def _lloyd_step(
     X.transpose(1, 2) made contiguous, if at hand."""
     B, G, k, d = centers.shape
     n = X.shape[1]
-    smin, labels = _min_slot(_scores(X, centers, offset, Xt))  # (batch, G, n)
     if state is None:
-        stats = _cluster_stats(X, w, labels, k)
+        smin, labels, stats = _assign_with_stats(X, w, centers, offset, Xt)  # (batch, G, n)
     else:
+        smin, labels = _min_slot(_scores(X, centers, offset, Xt))  # (batch, G, n)
         stats = _update_stats(X, w, labels, *state)
     counts = stats[..., d:]  # (batch, G, k, 1)
     # Sums are exact in float64 whichever way they were formed; the centers are their means.

@@ -149,6 +149,28 @@ def test_cluster_stats_updated_from_changed_points_match_a_float64_recount(group
         assert torch.equal(got[..., d], ref_counts)
 
 
+@pytest.mark.parametrize("masked", [False, True])
+def test_blocked_assignment_with_stats_equals_the_batch_wide_one(monkeypatch, masked):
+    # On CPU a from-scratch step assigns and sums block by block of items (cache tiling);
+    # labels, scores and sums must be those of the batch-wide computation, including a last
+    # block shorter than the others.
+    g = torch.Generator().manual_seed(6)
+    B, G, k, n, d = 5, 2, 3, 400, 8
+    X = torch.randn(B, n, d, generator=g)
+    C = torch.randn(B, G, k, d, generator=g)
+    valid = _ops.center_valid(torch.tensor([3, 2, 3, 1, 3]), k)[:, None, :].expand(B, G, k)
+    offset = _ops._offset(valid, X.dtype)
+    w = (torch.rand(B, n, generator=g) > 0.3).to(X.dtype) if masked else None
+    ref_min, ref_lab = _ops._min_slot(_ops._scores(X, C, offset))
+    ref_stats = _ops._cluster_stats(X, w, ref_lab, k)
+    monkeypatch.setattr(_ops, "_BLOCK_BYTES", 2 * n * d * X.element_size())  # blocks of 2 items
+    got_min, got_lab, got_stats = _ops._assign_with_stats(X, w, C, offset)
+    # (the products of a smaller batch may round differently: scores agree to float32 rounding)
+    assert torch.equal(got_lab, ref_lab)
+    torch.testing.assert_close(got_min, ref_min, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got_stats, ref_stats, rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("spherical", [False, True])
 def test_step_bound_is_the_objective_of_the_plain_step_with_labels_kept(spherical):
     # The over-relaxed steps accept a candidate against this bound: the weighted objective
