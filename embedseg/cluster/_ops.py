@@ -449,7 +449,7 @@ def _assign_with_stats(
     tiling of batched operations, not a loop over items: small batches are one block.
     """
     B, k = X.shape[0], centers.shape[2]
-    per = max(1, _BLOCK_BYTES // max(1, X[0].numel() * X.element_size()))
+    per = max(1, _BLOCK_BYTES // max(1, X.shape[1] * X.shape[2] * X.element_size()))  # items
     if X.device.type != "cpu" or per >= B:
         smin, labels = _min_slot(_scores(X, centers, offset, Xt))
         return smin, labels, _cluster_stats(X, w, labels, k)
