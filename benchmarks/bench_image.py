@@ -48,7 +48,7 @@ def scores(gts: list[np.ndarray], preds: list[np.ndarray]) -> dict[str, float]:
         "AP75": m[0.75]["ap"],
         "PQ": m[0.5]["panoptic_quality"],
         "ARI": float(np.mean([adjusted_rand_index(g, p) for g, p in zip(gts, preds)])),
-        "found/true": f"{m[0.5]['n_pred']}/{m[0.5]['n_true']}",
+        "predicted/true": f"{m[0.5]['n_pred']}/{m[0.5]['n_true']}",
     }
 
 

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def score(gts: list[np.ndarray], preds: list[np.ndarray]) -> dict[str, float]:
     m = matching_dataset(gts, preds, 0.5)
     ari = float(np.mean([adjusted_rand_index(g, p) for g, p in zip(gts, preds)]))
-    return {"AP50": m["ap"], "F1": m["f1"], "PQ": m["panoptic_quality"], "ARI": ari, "found": m["n_pred"]}
+    return {"AP50": m["ap"], "F1": m["f1"], "PQ": m["panoptic_quality"], "ARI": ari, "predicted": m["n_pred"]}
 
 
 def figure(path: Path, model: embedseg.Model, item: dict, pred: np.ndarray) -> None:
@@ -104,9 +104,9 @@ def main() -> None:
     classic = [segment_classic("otsu_watershed", it["image"], **params) for it in items]
 
     rows = [("embedseg", score(gts, preds)), ("Otsu + watershed (tuned)", score(gts, classic))]
-    print(f"\n{'method':28s} {'AP50':>6s} {'F1':>6s} {'PQ':>6s} {'ARI':>6s} {'found':>6s}   (true: {sum(int(g.max()) for g in gts)})")
+    print(f"\n{'method':28s} {'AP50':>6s} {'F1':>6s} {'PQ':>6s} {'ARI':>6s} {'predicted':>9s}   (true: {sum(int(g.max()) for g in gts)})")
     for name, s in rows:
-        print(f"{name:28s} {s['AP50']:6.3f} {s['F1']:6.3f} {s['PQ']:6.3f} {s['ARI']:6.3f} {s['found']:6d}")
+        print(f"{name:28s} {s['AP50']:6.3f} {s['F1']:6.3f} {s['PQ']:6.3f} {s['ARI']:6.3f} {s['predicted']:9d}")
     print(f"\nembedseg: {seg_s:.2f} s per 256 x 256 scene; watershed parameters {params}")
     figure(Path(args.out), model, items[0], preds[0])
     print(f"figure: {args.out}")
