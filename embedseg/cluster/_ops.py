@@ -449,17 +449,16 @@ def _assign_with_stats(
     tiling of batched operations, not a loop over items: small batches are one block.
     """
     B, k = X.shape[0], centers.shape[2]
-    per = max(1, _BLOCK_BYTES // max(1, X.shape[1] * X.shape[2] * X.element_size()))  # items
-    if X.device.type != "cpu" or per >= B:
-        smin, labels = _min_slot(_scores(X, centers, offset, Xt))
-        return smin, labels, _cluster_stats(X, w, labels, k)
+    per = max(B, 1)  # items per block; on accelerators one block
+    if X.device.type == "cpu":
+        per = max(1, _BLOCK_BYTES // max(1, X.shape[1] * X.shape[2] * X.element_size()))
     parts = []
-    for i in range(0, B, per):
+    for i in range(0, max(B, 1), per):
         blk = slice(i, i + per)
         Xb, wb = X[blk], None if w is None else w[blk]
         smin, labels = _min_slot(_scores(Xb, centers[blk], offset[blk], None if Xt is None else Xt[blk]))
         parts.append((smin, labels, _cluster_stats(Xb, wb, labels, k)))
-    return tuple(torch.cat(t) for t in zip(*parts))
+    return parts[0] if len(parts) == 1 else tuple(torch.cat(t) for t in zip(*parts))
 
 
 def _lloyd_step(
