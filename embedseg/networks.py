@@ -59,10 +59,14 @@ def list_networks() -> list[str]:
     return NETWORKS.names()
 
 
-def normalize_embeddings(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Scale each embedding (last dimension) to unit norm, computing the norm in float32."""
-    norm = x.float().norm(dim=-1, keepdim=True).clamp_min(eps)
-    return (x.float() / norm).to(x.dtype)
+def normalize_embeddings(x: torch.Tensor, eps: float = 1e-8, dim: int = -1) -> torch.Tensor:
+    """Scale each embedding (along ``dim``, the last by default) to unit norm, computing the
+    norm in float32."""
+    v = x.float()
+    # A sum of squares, not torch's norm: on CPU the norm kernel is 10-30x slower when the
+    # reduced dimension is not the innermost in memory (a channel axis, a transposed view).
+    norm = v.square().sum(dim, keepdim=True).sqrt().clamp_min(eps)
+    return (v / norm).to(x.dtype)
 
 
 def embeddings_of(output: torch.Tensor | Mapping[str, torch.Tensor]) -> torch.Tensor:

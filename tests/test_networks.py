@@ -40,6 +40,15 @@ def test_normalize_and_embeddings_of():
         embeddings_of({"masks": x})
 
 
+def test_normalize_embeddings_along_a_channel_axis_matches_float64():
+    x = torch.randn(2, 5, 7, 3, dtype=torch.float64)
+    expected = x / x.norm(dim=1, keepdim=True)
+    y = normalize_embeddings(x.float(), dim=1)
+    assert y.dtype == torch.float32
+    torch.testing.assert_close(y.double(), expected, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(normalize_embeddings(x.float().movedim(1, -1)), y.movedim(1, -1))
+
+
 def test_only_module_classes_can_be_registered():
     from embedseg.networks import register_network
 
