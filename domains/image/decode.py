@@ -199,19 +199,30 @@ def _neighbourhood_agreement(emb: np.ndarray, h: int, w: int) -> np.ndarray:
     """Norm of the mean unit embedding over each pixel's 3 x 3 neighbourhood (edges repeated):
     (H, W), 1 where the neighbourhood agrees. One pooling over all dimensions at once (a
     filter per dimension costs dim passes)."""
-    # (1, dim, H, W) in channels-last memory: pooling needs no transposed copy.
-    grid = torch.from_numpy(np.ascontiguousarray(emb).reshape(h, w, -1))[None].permute(0, 3, 1, 2)
-    padded = torch.nn.functional.pad(grid, (1, 1, 1, 1), mode="replicate")
-    local = torch.nn.functional.avg_pool2d(padded, kernel_size=3, stride=1)[0]  # (dim, H, W)
-    return local.square().sum(0).sqrt().numpy()
+    # Separable 3-row then 3-column sums in (H, W, dim) memory, in place: no padded copy and
+    # no transpose (pooling a channels-last grid costs a padded copy and 3x the time).
+    grid = torch.from_numpy(np.ascontiguousarray(emb)).reshape(h, w, -1)
+    rows = grid.clone()
+    rows[1:] += grid[:-1]
+    rows[:-1] += grid[1:]
+    rows[0] += grid[0]  # the edge row stands in for the missing one
+    rows[-1] += grid[-1]
+    box = rows.clone()
+    box[:, 1:] += rows[:, :-1]
+    box[:, :-1] += rows[:, 1:]
+    box[:, 0] += rows[:, 0]
+    box[:, -1] += rows[:, -1]
+    return (torch.linalg.vector_norm(box, dim=-1) / 9.0).numpy()
 
 
 def _label_sums(labels: np.ndarray, emb: np.ndarray, n: int) -> np.ndarray:
     """Sum of the (N, dim) embeddings of every label in [0, n): (n, dim) float64, in one pass
-    (a bincount per dimension reads the strided columns dim times)."""
-    sums = torch.zeros(n, emb.shape[1], dtype=torch.float64)
-    sums.index_add_(0, torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64)), torch.from_numpy(emb))
-    return sums.numpy()
+    (a bincount per dimension reads the strided columns dim times). Accumulated in the
+    embeddings' dtype: only the sums' directions are used, and float32 keeps them to ~1e-6."""
+    src = torch.from_numpy(np.ascontiguousarray(emb))
+    sums = torch.zeros(n, emb.shape[1], dtype=src.dtype)
+    sums.index_add_(0, torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64)), src)
+    return sums.double().numpy()
 
 
 def _component_values(comp: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
@@ -236,7 +247,7 @@ def _split_off(labels: np.ndarray, emb: np.ndarray, threshold: float, min_size: 
     n = int(flat.max()) + 1
     if n == 1:
         return labels
-    units = _unit_means(flat, emb, n)
+    units = _unit_means(flat, emb, n).astype(emb.dtype)
     cos = np.einsum("ij,ij->i", emb, units[flat])
     outlier = (flat > 0) & (cos < threshold)
     if not outlier.any():
@@ -254,7 +265,7 @@ def _split_off(labels: np.ndarray, emb: np.ndarray, threshold: float, min_size: 
     host[n:] = _component_values(comp, flat, len(sizes))[keep]
     parts = np.where(new_id[comp] > 0, new_id[comp], flat)
     # Every pixel of a split instance goes to the part of it with the closest mean embedding.
-    part_units = _unit_means(parts, emb, n + n_new)
+    part_units = _unit_means(parts, emb, n + n_new).astype(emb.dtype)
     for instance in np.unique(host[n:]):
         ids = np.concatenate([[instance], np.flatnonzero(host[n:] == instance) + n])
         where = np.flatnonzero(host[parts] == instance)
@@ -399,7 +410,9 @@ def decode_instances(
     def np_(x: Any) -> np.ndarray:
         return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
-    emb = np_(embeddings).astype(np.float64, copy=False).reshape(h * w, -1)
+    # float32, as networks give them: decoding reads the (H*W, dim) embeddings several times,
+    # and with several inference views (dim up to 64) float64 would double that memory traffic.
+    emb = np_(embeddings).astype(np.float32, copy=False).reshape(h * w, -1)
     grp = np_(groups).astype(np.int64, copy=False).reshape(h, w)
     if foreground is not None:
         fg = np_(foreground).reshape(h, w) > fg_threshold
