@@ -394,30 +394,29 @@ class ImageDomain(Domain):
     def _n_views(self) -> int:
         return 1 if self.coords else self.flip_views
 
-    @staticmethod
-    def _unflip(values: torch.Tensor, hw: tuple[int, int], dims: tuple[int, ...], per_point: bool) -> torch.Tensor:
-        """Map (..., H*W, dim) embeddings (``per_point``) or (..., H*W) values of a view whose
-        image was flipped along ``dims`` back onto the image's pixels."""
-        if not dims:
-            return values
-        lead = values.shape[: values.ndim - (2 if per_point else 1)]
-        grid = values.reshape(*lead, *hw, -1) if per_point else values.reshape(*lead, *hw)
-        back = [d - 1 for d in dims] if per_point else list(dims)
-        return grid.flip(back).reshape(values.shape)
-
     def _merged_views(self, embed_view: Any, hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The views' unit embeddings, each mapped back, concatenated and scaled by
         1/sqrt(views) (unit norm; the cosine affinity is the mean over the views), and the mean
         foreground probability. ``embed_view(dims)`` gives one view's (..., H*W, dim)
         embeddings and (..., H*W) foreground probabilities (or None) of the image flipped
         along ``dims``."""
-        embs, fgs = [], []
-        for dims in self._VIEW_FLIPS[: self._n_views()]:
+        flips = self._VIEW_FLIPS[: self._n_views()]
+        merged: torch.Tensor | None = None  # (..., H, W, views * dim)
+        fgs = []
+        for v, dims in enumerate(flips):
             emb, fg = embed_view(dims)
-            embs.append(self._unflip(emb, hw, dims, per_point=True))
+            dim = emb.shape[-1]
+            if merged is None:
+                merged = torch.empty(*emb.shape[:-2], *hw, len(flips) * dim, dtype=emb.dtype, device=emb.device)
+            # Flipped back as (..., dim, H, W), a free view of the networks' channel-first
+            # output, then written into the view's slice: no transposed copies, no concatenation.
+            grid = emb.transpose(-1, -2).unflatten(-1, hw)
+            merged[..., v * dim : (v + 1) * dim] = (grid.flip(dims) if dims else grid).movedim(-3, -1)
             if fg is not None:
-                fgs.append(self._unflip(fg, hw, dims, per_point=False))
-        return torch.cat(embs, dim=-1) / math.sqrt(len(embs)), torch.stack(fgs).mean(0) if fgs else None
+                fgs.append(fg.unflatten(-1, hw).flip(dims).flatten(-2) if dims else fg)
+        assert merged is not None  # at least one view
+        merged.mul_(1.0 / math.sqrt(len(flips)))
+        return merged.flatten(-3, -2), torch.stack(fgs).mean(0) if fgs else None
 
     def inference_output(self, run: Any, batch: EncodedBatch, output: Any) -> Any:
         """The network output that clustering and decoding use (``evaluate``, validation metrics):
