@@ -212,3 +212,7 @@ def test_neighbourhood_agreement_matches_scipy_uniform_filter(h, w):
     grid = emb.reshape(h, w, -1)
     local = np.stack([ndi.uniform_filter(grid[..., d], size=3, mode="nearest") for d in range(7)], -1)
     np.testing.assert_allclose(_neighbourhood_agreement(emb, h, w), np.linalg.norm(local, axis=-1), atol=1e-12)
+    # float32, as decoding gets the networks' embeddings
+    np.testing.assert_allclose(
+        _neighbourhood_agreement(emb.astype(np.float32), h, w), np.linalg.norm(local, axis=-1), atol=2e-6
+    )
