@@ -60,6 +60,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (1 avoids stalls on a shared CPU)")
     parser.add_argument("--weighting", default="balanced", choices=("balanced", "contact", "none"),
                         help="pixel weights of the affinity loss (ImageDomain's 'weighting')")
+    parser.add_argument("--flip-views", type=int, default=4, choices=(1, 2, 4),
+                        help="mirrored views embedded at inference (ImageDomain's 'flip_views')")
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -82,7 +84,7 @@ def main() -> None:
         batch_size=8,
         lr=args.lr,
         warmup_steps=20,
-        domain_options={"weighting": args.weighting},
+        domain_options={"weighting": args.weighting, "flip_views": args.flip_views},
         seed=args.seed,
         progress=False,
         out_dir=args.run_dir,

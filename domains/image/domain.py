@@ -408,8 +408,9 @@ class ImageDomain(Domain):
             dim = emb.shape[-1]
             if merged is None:
                 merged = torch.empty(*emb.shape[:-2], *hw, len(flips) * dim, dtype=emb.dtype, device=emb.device)
-            # Flipped back as (..., dim, H, W), a free view of the networks' channel-first
-            # output, then written into the view's slice: no transposed copies, no concatenation.
+            # Flipped back as a (..., dim, H, W) view of the view's embeddings (in whatever
+            # layout the network gives them) and written straight into its slice: one copy per
+            # view, no concatenation; the 1/sqrt(views) scale is applied in place below.
             grid = emb.transpose(-1, -2).unflatten(-1, hw)
             merged[..., v * dim : (v + 1) * dim] = (grid.flip(dims) if dims else grid).movedim(-3, -1)
             if fg is not None:

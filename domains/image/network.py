@@ -185,7 +185,8 @@ class UNetEmbedding(nn.Module):
             y = F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=False)  # (batch, base, H, W)
             y = self.fuse(torch.cat([y, fine], dim=1))
         y = y[:, :, :h, :w]  # (batch, base, h, w)
-        # Normalized over the channels before the transpose: contiguous, so cheaper.
+        # Normalized over the channels, innermost in channels-last memory; the transpose is
+        # then a contiguous (batch, h*w, dim) view.
         emb = normalize_embeddings(torch.tanh(self.embed(y)), dim=1).flatten(2).transpose(1, 2)  # (batch, h*w, dim)
         if self.fg is None:
             return emb
