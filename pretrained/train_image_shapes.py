@@ -7,7 +7,9 @@ Run from the repository root:
 It trains the CPU-size U-Net on 128 x 128 synthetic scenes with at most 12 objects (or
 ``--max-objects``), chooses the decoding settings on tuning scenes drawn like the held-out ones
 from another seed, then scores it on held-out 256 x 256 scenes with 30-60 objects (more than
-any training scene) and writes ``scores.json`` next to the model.
+any training scene) and writes ``scores.json`` next to the model. ``--compare A B ...``
+scores saved models on a third set of such scenes, to choose between candidates that tie on
+the tuning scenes.
 """
 
 from __future__ import annotations
@@ -35,6 +37,12 @@ def tuning_scenes() -> SyntheticScenes:
     return SyntheticScenes(20, size=256, min_objects=30, max_objects=60, seed=2002)
 
 
+def selection_scenes() -> SyntheticScenes:
+    """More scenes drawn like the held-out ones, from a third seed: they decide between
+    candidates that tie on the tuning scenes, again without looking at the held-out scenes."""
+    return SyntheticScenes(40, size=256, min_objects=30, max_objects=60, seed=3003)
+
+
 def tune_decoding(path: str) -> dict:
     """Choose the decoding settings on the tuning scenes (``ImageDomain.DECODING_GRID``, best
     AP50) and save them in the model at ``path`` (its weights are unchanged)."""
@@ -60,11 +68,20 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (1 avoids stalls on a shared CPU)")
     parser.add_argument("--weighting", default="balanced", choices=("balanced", "contact", "none"),
                         help="pixel weights of the affinity loss (ImageDomain's 'weighting')")
+    parser.add_argument("--compare", nargs="+", metavar="MODEL", default=None,
+                        help="only score these saved models on the selection scenes (seed 3003)")
     parser.add_argument("--flip-views", type=int, default=4, choices=(1, 2, 4),
                         help="mirrored views embedded at inference (ImageDomain's 'flip_views')")
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    if args.compare:
+        scenes = selection_scenes()
+        for path in args.compare:
+            m, _, _ = score(path, scenes, [0.5, 0.75])
+            print(f"{path}: AP50 {m[0.5]['ap']:.4f}, AP75 {m[0.75]['ap']:.4f}, F1 {m[0.5]['f1']:.4f}, "
+                  f"{m[0.5]['n_pred']} predicted for {m[0.5]['n_true']} objects")
+        return
     if args.evaluate_only:
         evaluate(args.out)
         return
@@ -99,20 +116,26 @@ def main() -> None:
     })
 
 
+def score(path: str, scenes: SyntheticScenes, thresholds: list[float]) -> tuple[dict, list, list]:
+    """Matching scores (``matching_dataset``) of the saved model at ``path`` on ``scenes``,
+    with the true and predicted label maps."""
+    model = embedseg.load(path)
+    gts, preds = [], []
+    for i in range(len(scenes)):
+        item = scenes[i]
+        gts.append(item["labels"].numpy())
+        preds.append(model.segment(item["image"]).numpy())
+    m = matching_dataset(gts, preds, thresholds)
+    return m, gts, preds
+
+
 def evaluate(path: str, extra: dict | None = None) -> dict:
     """Score the saved model at ``path`` on the held-out scenes; writes ``path/scores.json``,
     keeping what an earlier run recorded there about training."""
     scores_path = Path(path, "scores.json")
     earlier = json.loads(scores_path.read_text()) if scores_path.is_file() else {}
     extra = {**{k: earlier[k] for k in ("train", "train_minutes", "decoding") if k in earlier}, **(extra or {})}
-    model = embedseg.load(path)
-    test = held_out()
-    gts, preds = [], []
-    for i in range(len(test)):
-        item = test[i]
-        gts.append(item["labels"].numpy())
-        preds.append(model.segment(item["image"]).numpy())
-    m = matching_dataset(gts, preds, [0.5, 0.75])
+    m, gts, preds = score(path, held_out(), [0.5, 0.75])
     scores = {
         "held_out": "SyntheticScenes(20, size=256, min_objects=30, max_objects=60, seed=1001)",
         "train": "SyntheticScenes(4000, size=128, max_objects=12, seed=0), augmented",
