@@ -236,9 +236,10 @@ def _component_values(comp: np.ndarray, values: np.ndarray, n: int) -> np.ndarra
 
 
 def _unit_means(labels: np.ndarray, emb: np.ndarray, n: int) -> np.ndarray:
-    """Unit-norm mean embedding of every label in [0, n): (n, dim)."""
+    """Unit-norm mean embedding of every label in [0, n): (n, dim), in the embeddings' dtype
+    (they are compared with the pixels' embeddings)."""
     sums = _label_sums(labels, emb, n)
-    return sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+    return (sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)).astype(emb.dtype)
 
 
 def _split_off(labels: np.ndarray, emb: np.ndarray, threshold: float, min_size: int) -> np.ndarray:
@@ -249,7 +250,7 @@ def _split_off(labels: np.ndarray, emb: np.ndarray, threshold: float, min_size: 
     n = int(flat.max()) + 1
     if n == 1:
         return labels
-    units = _unit_means(flat, emb, n).astype(emb.dtype)
+    units = _unit_means(flat, emb, n)
     cos = np.einsum("ij,ij->i", emb, units[flat])
     outlier = (flat > 0) & (cos < threshold)
     if not outlier.any():
@@ -267,7 +268,7 @@ def _split_off(labels: np.ndarray, emb: np.ndarray, threshold: float, min_size: 
     host[n:] = _component_values(comp, flat, len(sizes))[keep]
     parts = np.where(new_id[comp] > 0, new_id[comp], flat)
     # Every pixel of a split instance goes to the part of it with the closest mean embedding.
-    part_units = _unit_means(parts, emb, n + n_new).astype(emb.dtype)
+    part_units = _unit_means(parts, emb, n + n_new)
     for instance in np.unique(host[n:]):
         ids = np.concatenate([[instance], np.flatnonzero(host[n:] == instance) + n])
         where = np.flatnonzero(host[parts] == instance)
