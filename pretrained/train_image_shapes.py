@@ -68,6 +68,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (1 avoids stalls on a shared CPU)")
     parser.add_argument("--weighting", default="balanced", choices=("balanced", "contact", "none"),
                         help="pixel weights of the affinity loss (ImageDomain's 'weighting')")
+    parser.add_argument("--local-window", type=int, default=0,
+                        help="window side of the local affinity term (ImageDomain's 'local_window'; 0: none)")
     parser.add_argument("--compare", nargs="+", metavar="MODEL", default=None,
                         help="only score these saved models on the selection scenes (seed 3003)")
     parser.add_argument("--flip-views", type=int, default=4, choices=(1, 2, 4),
@@ -101,7 +103,7 @@ def main() -> None:
         batch_size=8,
         lr=args.lr,
         warmup_steps=20,
-        domain_options={"weighting": args.weighting, "flip_views": args.flip_views},
+        domain_options={"weighting": args.weighting, "local_window": args.local_window, "flip_views": args.flip_views},
         seed=args.seed,
         progress=False,
         out_dir=args.run_dir,
@@ -110,7 +112,7 @@ def main() -> None:
     model.save(args.out)
     evaluate(args.out, {
         "train": f"SyntheticScenes(4000, size=128, max_objects={args.max_objects}, seed=0), augmented, "
-                 f"{args.weighting} weights",
+                 f"{args.weighting} weights" + (f", local term on {args.local_window}-pixel windows" if args.local_window else ""),
         "train_minutes": round(train_s / 60, 1),
         "decoding": tune_decoding(args.out),
     })

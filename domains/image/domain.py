@@ -57,6 +57,15 @@ class ImageDomain(Domain):
             "contact" (balanced, and pixels within ``CONTACT_RADIUS`` of another instance weigh
             ``1 + CONTACT_GAIN`` times more: the borders between touching objects, where
             merges arise, as U-Net's border weights for touching cells) or "none".
+        local_window: side (pixels) of the square windows of a local affinity term added to
+            the training loss; 0: none. The affinity loss over a whole image asks every pair of
+            parts to be orthogonal, and with dozens of parts in a few dimensions it cannot be:
+            a small object then weighs little against the rest and may keep its touching
+            neighbour's embedding, which decoding merges. The local term is the same loss on
+            each window (windows on a grid at a random offset each step, every window its own
+            item, weighted like the whole image by ``weighting``): only parts that are near one
+            another compete there, so telling neighbours apart counts for more. Training only;
+            inference is unchanged.
         augment: wrap map-style training sets in flips, rotations and intensity changes.
         epoch_items: with ``augment``, small training sets are repeated (each repeat freshly
             augmented) so that one epoch holds at least this many items.
@@ -107,6 +116,7 @@ class ImageDomain(Domain):
         coords: bool = False,
         background: str = "part",
         weighting: str = "balanced",
+        local_window: int = 0,
         augment: bool = True,
         epoch_items: int = 512,
         n_groups: int = 12,
@@ -125,6 +135,12 @@ class ImageDomain(Domain):
         check_bool(coords, "coords", owner)
         check_choice(background, "background", owner, ("part", "ignore"))
         check_choice(weighting, "weighting", owner, ("balanced", "contact", "none"))
+        check_int(local_window, "local_window", owner, 0)
+        if 0 < local_window < 4:
+            raise ValueError(
+                f"The 'local_window' parameter of {owner} must be 0 (no local term) or a window "
+                f"side of at least 4 pixels. Got {local_window!r} instead."
+            )
         check_bool(augment, "augment", owner)
         check_int(epoch_items, "epoch_items", owner, 1)
         check_int(n_groups, "n_groups", owner, 1)
@@ -147,6 +163,7 @@ class ImageDomain(Domain):
         self.coords = coords
         self.background = background
         self.weighting = weighting
+        self.local_window = local_window
         self.augment = augment
         self.epoch_items = epoch_items
         self.n_groups = n_groups
@@ -166,6 +183,7 @@ class ImageDomain(Domain):
             "coords": self.coords,
             "background": self.background,
             "weighting": self.weighting,
+            "local_window": self.local_window,
             "augment": self.augment,
             "epoch_items": self.epoch_items,
             "n_groups": self.n_groups,
@@ -271,6 +289,7 @@ class ImageDomain(Domain):
                     touching = self.contact_pixels(gt, self.CONTACT_RADIUS).reshape(b, h * w)
                     boost = 1.0 + self.CONTACT_GAIN * touching.float()
                 weights = self._weights(labels, boost)
+                context["boost"] = boost
         return EncodedBatch(
             features=self._features(image), mask=mask, labels=labels, weights=weights, context=context
         )
@@ -324,14 +343,55 @@ class ImageDomain(Domain):
         return {"name": "kmeans", "params": {"n_clusters": self.n_groups, "n_init": 1, "max_iter": 30, "seed": 0}}
 
     def compute_loss(self, output: Any, batch: EncodedBatch, loss: str) -> torch.Tensor:
-        """The embedding loss plus, with a foreground head, binary cross-entropy on valid pixels."""
+        """The embedding loss, plus its local term over windows (``local_window``), plus, with
+        a foreground head, binary cross-entropy on valid pixels."""
         total = super().compute_loss(output, batch, loss)
+        if self.local_window and batch.labels is not None:
+            total = total + self.local_loss(output, batch, loss)
         if isinstance(output, dict) and "foreground" in output and "fg_target" in batch.context:
             logits = output["foreground"].float()  # (B, N)
             bce = F.binary_cross_entropy_with_logits(logits, batch.context["fg_target"], reduction="none")
             m = batch.mask.float()
             total = total + (bce * m).sum() / m.sum().clamp_min(1.0)
         return total
+
+    def local_loss(self, output: Any, batch: EncodedBatch, loss: str, offset: tuple[int, int] | None = None) -> torch.Tensor:
+        """The embedding loss on ``local_window`` x ``local_window`` windows of the batch, each
+        window an item weighted as ``weighting`` says, averaged over the windows that hold
+        labelled pixels. The windows tile the image from ``offset`` (y, x); None draws it at
+        random (torch's generator, so a seeded run repeats), so that no seam stays put.
+        Pixels outside the whole windows (less than one window side per edge) sit this step
+        out; an image smaller than one window adds nothing."""
+        from embedseg.losses import LOSSES
+
+        s = self.local_window
+        h, w = batch.context["shape"]
+        if offset is None:
+            # Any offset below one window side, but keep at least one whole window per axis.
+            offset = tuple(int(torch.randint(0, max(1, min(s, n - s + 1)), ())) for n in (h, w))
+        oy, ox = offset
+        ny, nx = (h - oy) // s, (w - ox) // s
+        if ny == 0 or nx == 0:
+            return torch.zeros((), device=batch.mask.device)
+        emb = embeddings_of(output)  # (B, N, D)
+        b, _, d = emb.shape
+        labels = batch.labels.masked_fill(~batch.mask, -1)
+        boost = batch.context.get("boost")
+
+        def windows(x: torch.Tensor) -> torch.Tensor:
+            """(B, H*W, ...) -> (B * ny * nx, s * s, ...), one row per window."""
+            tail = x.shape[2:]
+            g = x.reshape(b, h, w, *tail)[:, oy : oy + ny * s, ox : ox + nx * s]
+            g = g.reshape(b, ny, s, nx, s, *tail).transpose(2, 3)
+            return g.reshape(b * ny * nx, s * s, *tail)
+
+        win_labels = windows(labels)
+        win_weights = None
+        if self.weighting != "none":
+            win_weights = self._weights(win_labels, None if boost is None else windows(boost))
+        per_window = LOSSES[loss](windows(emb), win_labels, win_weights, reduction="none")
+        active = (win_labels >= 0).any(1)
+        return per_window.sum() / active.sum().clamp_min(1)
 
     # -- inference ------------------------------------------------------------------------------
     def _foreground(self, output: Any) -> torch.Tensor | None:

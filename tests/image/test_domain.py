@@ -141,6 +141,67 @@ def test_compute_loss_is_affinity_plus_foreground_bce(model):
     torch.testing.assert_close(got, emb_loss + (bce * m).sum() / m.sum())
 
 
+def _dense_window_loss(emb, labels, boost, weighting):
+    """The weighted affinity loss of one window from its n x n affinity matrix, in float64."""
+    active = labels >= 0
+    v, lab = emb[active].double(), labels[active]
+    if weighting == "none":
+        w = torch.ones(len(lab), dtype=torch.float64)
+    else:
+        ids, counts = torch.unique(lab, return_counts=True)
+        w = counts[torch.searchsorted(ids, lab)].double().rsqrt()
+        if boost is not None:
+            w = w * boost[active].double()
+        w = w / w.mean()
+    y = (lab[:, None] == lab[None, :]).double()
+    return ((w[:, None] * w[None, :]) * (v @ v.T - y).square()).sum() / w.sum().square()
+
+
+@pytest.mark.parametrize("weighting", ["contact", "balanced", "none"])
+def test_local_loss_is_the_affinity_loss_of_each_window(weighting):
+    d = ImageDomain(weighting=weighting, local_window=8)
+    scenes = SyntheticScenes(3, size=32, max_objects=6, seed=4)
+    items = [scenes[0], scenes[1], {"image": scenes[2]["image"][:, :27, :22], "labels": scenes[2]["labels"][:27, :22]}]
+    enc = d.encode(d.collate(items), torch.device("cpu"))
+    b, n = enc.labels.shape
+    emb = F.normalize(torch.randn(b, n, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64), dim=-1)
+    got = d.local_loss({"embeddings": emb}, enc, "affinity", offset=(3, 6))
+    labels = enc.labels.masked_fill(~enc.mask, -1).reshape(b, 32, 32)
+    boost = enc.context.get("boost")  # set with "contact" weighting only
+    grid_e, grid_b = emb.reshape(b, 32, 32, 5), None if boost is None else boost.reshape(b, 32, 32)
+    losses = []
+    for i in range(b):
+        for y in range(3, 32 - 7, 8):  # whole windows from the offset: rows 3..26, columns 6..29
+            for x in range(6, 32 - 7, 8):
+                lab = labels[i, y : y + 8, x : x + 8].reshape(-1)
+                if (lab >= 0).any():  # windows of padding only are left out of the mean
+                    e = grid_e[i, y : y + 8, x : x + 8].reshape(-1, 5)
+                    bo = None if grid_b is None else grid_b[i, y : y + 8, x : x + 8].reshape(-1)
+                    losses.append(_dense_window_loss(e, lab, bo, weighting))
+    assert len(losses) == 2 * 9 + 6  # the cropped item's last window column (x 22-29) is padding
+    torch.testing.assert_close(got, torch.stack(losses).mean())
+
+
+def test_compute_loss_adds_the_local_term_and_random_offsets_vary(model):
+    d = ImageDomain(weighting="contact", local_window=8)
+    enc = d.encode(d.collate([_item(20, 24), _item(17, 30)]), torch.device("cpu"))
+    out = model.network(enc.features)
+    plain = ImageDomain(weighting="contact").compute_loss(out, enc, "affinity")
+    torch.manual_seed(3)
+    got = d.compute_loss(out, enc, "affinity")
+    torch.manual_seed(3)
+    torch.testing.assert_close(got, plain + d.local_loss(out, enc, "affinity"))
+    offsets = set()
+    for seed in range(20):
+        torch.manual_seed(seed)
+        offsets.add(d.local_loss(out, enc, "affinity").item())
+    assert len(offsets) > 1
+    # A window larger than the batch's images adds nothing.
+    big = ImageDomain(local_window=64)
+    assert big.local_loss(out, enc, "affinity").item() == 0.0
+    assert "local_window" in d.get_config() and d.get_config()["local_window"] == 8
+
+
 def test_predict_items_crops_padding_and_reports_metrics(model):
     items = [_item(20, 24), _item(17, 30)]
     outs = model.predict_items(items)
@@ -344,7 +405,7 @@ def test_fit_runs_a_few_steps_on_synthetic_scenes():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"channels": 2}, {"background": "drop"}, {"weighting": "sqrt"}, {"tile_size": 16}, {"tile_overlap": 400}, {"percentiles": (5, 1)}, {"flip_views": 3}, {"flip_views": 2.0}, {"flip_views": True}],
+    [{"channels": 2}, {"background": "drop"}, {"weighting": "sqrt"}, {"tile_size": 16}, {"tile_overlap": 400}, {"percentiles": (5, 1)}, {"flip_views": 3}, {"flip_views": 2.0}, {"flip_views": True}, {"local_window": 2}, {"local_window": -8}, {"local_window": 8.5}],
 )
 def test_bad_options(kwargs):
     with pytest.raises((ValueError, TypeError)):
