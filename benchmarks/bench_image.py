@@ -81,7 +81,7 @@ def bench_synthetic(args: argparse.Namespace) -> None:
     preds = [model.segment(t["image"]).numpy() for t in te]
     rows = [("embedseg", scores(gts, preds))]
     rows += classic_rows([t["image"] for t in tr], [t["labels"].numpy() for t in tr], [t["image"] for t in te], gts)
-    print(f"Synthetic held-out scenes (20 x 256^2, 30-60 objects; training scenes <= 12), model {args.model}\n")
+    print(f"Synthetic held-out scenes (20 x 256^2, 30-60 objects; training scenes <= 20), model {args.model}\n")
     print(table(rows))
 
 
