@@ -374,7 +374,7 @@ class ImageDomain(Domain):
         if ny == 0 or nx == 0:
             return torch.zeros((), device=batch.mask.device)
         emb = embeddings_of(output)  # (B, N, D)
-        b, _, d = emb.shape
+        b = emb.shape[0]
         labels = batch.labels.masked_fill(~batch.mask, -1)
         boost = batch.context.get("boost")
 
