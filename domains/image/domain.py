@@ -364,6 +364,7 @@ class ImageDomain(Domain):
         out; an image smaller than one window adds nothing."""
         from embedseg.losses import LOSSES
 
+        fn = LOSSES[check_choice(loss, "loss", f"{type(self).__name__}.local_loss", LOSSES)]
         s = self.local_window
         h, w = batch.context["shape"]
         if offset is None:
@@ -389,7 +390,7 @@ class ImageDomain(Domain):
         win_weights = None
         if self.weighting != "none":
             win_weights = self._weights(win_labels, None if boost is None else windows(boost))
-        per_window = LOSSES[loss](windows(emb), win_labels, win_weights, reduction="none")
+        per_window = fn(windows(emb), win_labels, win_weights, reduction="none")
         active = (win_labels >= 0).any(1)
         return per_window.sum() / active.sum().clamp_min(1)
 

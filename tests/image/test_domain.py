@@ -199,6 +199,8 @@ def test_compute_loss_adds_the_local_term_and_random_offsets_vary(model):
     # A window larger than the batch's images adds nothing.
     big = ImageDomain(local_window=64)
     assert big.local_loss(out, enc, "affinity").item() == 0.0
+    with pytest.raises(ValueError, match="'loss'"):
+        d.local_loss(out, enc, "l2")
     assert "local_window" in d.get_config() and d.get_config()["local_window"] == 8
 
 
