@@ -3,10 +3,13 @@
 A saved model is a folder::
 
     model/
-        config.json          {"format": "embedseg-model", "format_version": 1, "embedseg_version",
+        config.json          {"format": "embedseg-model", "format_version": 2, "embedseg_version",
                               "domain": {"name", "options"}, "network": {"name", "params"},
                               "clusterer": {"name", "params"}, "training": {...}}
         model.safetensors    the network's state dict
+
+Reading a model upgrades its config to the current format (:func:`migrate_config`), so the rest
+of the library only ever sees the current version; weights holding NaN or infinity are refused.
 
 A resume checkpoint is a folder of the same two kinds of file (``checkpoint.json`` and
 ``checkpoint.safetensors``: model and optimizer tensors, RNG states). Nothing here ever
@@ -19,6 +22,7 @@ to disk, then renamed over the target, so a crash leaves either the old file or 
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -26,7 +30,7 @@ import secrets
 import shutil
 import zipfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
@@ -36,6 +40,7 @@ __all__ = [
     "MODEL_FORMAT",
     "MODEL_FORMAT_VERSION",
     "CONFIG_FILE",
+    "migrate_config",
     "WEIGHTS_FILE",
     "atomic_write_bytes",
     "atomic_write_json",
@@ -49,11 +54,15 @@ __all__ = [
     "write_model_folder",
     "model_folder",
     "read_model_folder",
+    "check_output_files",
+    "same_file",
     "to_jsonable",
 ]
 
 MODEL_FORMAT = "embedseg-model"
-MODEL_FORMAT_VERSION = 1
+#: The version :meth:`Model.save <embedseg.Model.save>` writes. Version 2 lists every domain
+#: option in the config; version 1 could leave out options added after a model was saved.
+MODEL_FORMAT_VERSION = 2
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 
@@ -239,6 +248,85 @@ def to_jsonable(value: Any, what: str = "value") -> Any:
     )
 
 
+# -- output files -------------------------------------------------------------------------------
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether ``a`` and ``b`` name one file: both exist and are the same file on disk (which
+    catches hard links and case-insensitive names too), or their paths agree once links, ``.``
+    and ``..`` are resolved."""
+    try:
+        if os.path.exists(a) and os.path.exists(b):
+            return os.path.samefile(a, b)
+    except OSError:  # pragma: no cover - unreadable entries fall back to comparing paths
+        pass
+    return os.path.normcase(os.path.realpath(a)) == os.path.normcase(os.path.realpath(b))
+
+
+def _quoted(paths: Sequence[Any], most: int = 5) -> str:
+    """'a', 'b' and 'c' (at most ``most`` paths, then a count of the others)."""
+    shown = [f"'{p}'" for p in paths[:most]]
+    if len(paths) > most:
+        return ", ".join(shown) + f" and {len(paths) - most} more"
+    return shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " and " + shown[-1]
+
+
+def check_output_files(
+    outputs: Sequence[tuple[str, str | os.PathLike]],
+    inputs: Sequence[tuple[str, str | os.PathLike]] = (),
+    *,
+    overwrite: bool = False,
+    how_to_overwrite: str = "pass overwrite=True",
+) -> None:
+    """Check, before any work, that writing ``outputs`` destroys no one's data.
+
+    No output may be an input, whatever ``overwrite`` says; no two outputs may be one file; an
+    existing output file is replaced only with ``overwrite``. Paths are compared once resolved,
+    and as files on disk where both exist, so links and hard links are seen through.
+
+    Args:
+        outputs: ``(name, path)`` of each file to write; ``name`` is how the caller's user
+            gave the path (e.g. ``"--out"``), for the messages.
+        inputs: ``(name, path)`` of each file read (e.g. ``("IMAGE", "x.png")``).
+        overwrite: whether existing output files may be replaced.
+        how_to_overwrite: how the caller's user allows it (e.g. ``"pass --overwrite"``).
+
+    Raises:
+        ValueError: an output is an input, two outputs are one file, an output is a folder, or
+            output files exist and ``overwrite`` is False (the message lists them).
+
+    Example:
+        >>> check_output_files([("out", "labels.png")], [("image", "labels.png")])
+        Traceback (most recent call last):
+        ...
+        ValueError: 'out' must not name an input file. Got 'labels.png', the same file as the image 'labels.png'; choose another path.
+    """
+    for out_name, out in outputs:
+        for in_name, given in inputs:
+            if same_file(out, given):
+                raise ValueError(
+                    f"'{out_name}' must not name an input file. Got '{out}', the same file as the "
+                    f"{in_name} '{given}'; choose another path."
+                )
+    for i, (name, out) in enumerate(outputs):
+        for earlier_name, earlier in outputs[:i]:
+            if same_file(out, earlier):
+                what = f"'{name}' must differ from '{earlier_name}'" if name != earlier_name else f"The files of '{name}' must differ"
+                raise ValueError(f"{what}. Got '{out}' and '{earlier}', the same file.")
+    existing: dict[str, list[Any]] = {}
+    for name, out in outputs:
+        if os.path.isdir(out):
+            raise ValueError(f"'{name}' must name a file, not a folder. Got '{out}', an existing folder.")
+        if os.path.lexists(out):  # a link counts, even a dangling one
+            existing.setdefault(name, []).append(out)
+    if existing and not overwrite:
+        paths = [p for found in existing.values() for p in found]
+        names = _quoted(list(existing))
+        which = f"the existing file {_quoted(paths)}" if len(paths) == 1 else f"{len(paths)} existing files: {_quoted(paths)}"
+        raise ValueError(
+            f"{names} would replace {which}; {how_to_overwrite} to replace "
+            f"{'it' if len(paths) == 1 else 'them'}, or choose another path."
+        )
+
+
 # -- safe reading -------------------------------------------------------------------------------
 def _looks_pickled(path: Path) -> bool:
     """True when a file starts like a pickle (protocol 2+) or is a ``torch.save`` zip archive."""
@@ -377,12 +465,107 @@ def model_folder(path: str | os.PathLike) -> Path:
     return path
 
 
+# -- format versions ----------------------------------------------------------------------------
+#: The domain options a version-1 config of a built-in domain may lack (they were added after
+#: such models were saved), with the values those models ran with. Frozen: this is the history
+#: of the version-1 format. Configs of version 2 and later list every option of their domain.
+_V1_DOMAIN_OPTIONS: dict[str, dict[str, Any]] = {
+    "image": {
+        "seed_consistency": 0.95,  # the threshold they have always been loaded with
+        "split_threshold": -1.0,  # decoded without splitting parts off an instance
+        "local_window": 0,  # trained without the local affinity term
+        "flip_views": 1,  # embedded the image as given, without mirrored views
+    },
+    "audio": {"inference": "clusters"},  # separated by clustering alone
+}
+
+
+def _v1_to_v2(config: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 to 2: the domain options a version-1 file may lack are written out."""
+    domain = config["domain"]
+    options = dict(domain.get("options") or {})
+    for key, value in _V1_DOMAIN_OPTIONS.get(domain["name"], {}).items():
+        options.setdefault(key, copy.deepcopy(value))
+    domain["options"] = options
+    config["format_version"] = 2
+    return config
+
+
+#: ``_UPGRADES[v]`` turns a version-``v`` config into a version-``v + 1`` one. A new format
+#: version adds one step here (and bumps MODEL_FORMAT_VERSION); earlier steps never change.
+_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
+
+
+def migrate_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A model config upgraded to the current format version (:data:`MODEL_FORMAT_VERSION`).
+
+    Each format version has one upgrade step to the next, applied in turn, so a model saved by
+    any earlier embedseg loads as it ran then. Version 1 to 2 writes out the domain options a
+    version-1 file may lack with the values those models ran with (e.g. an image model saved
+    before mirrored inference views gets ``flip_views=1``); a current config comes back as it
+    is. :func:`read_model_folder` applies this, so a loaded config is always current.
+
+    Args:
+        config: a model config, as read from a model folder's ``config.json``. It is not
+            modified.
+
+    Returns:
+        A new config of version :data:`MODEL_FORMAT_VERSION`.
+
+    Raises:
+        ValueError: ``format_version`` is not an int from 1 to :data:`MODEL_FORMAT_VERSION`,
+            or the ``domain`` entry has no ``name``.
+
+    Example:
+        >>> old = {"format": "embedseg-model", "format_version": 1,
+        ...        "domain": {"name": "audio", "options": {"n_sources": 2}},
+        ...        "network": {"name": "dc_compact"}, "clusterer": {"name": "kmeans"}}
+        >>> new = migrate_config(old)
+        >>> new["format_version"], new["domain"]["options"]
+        (2, {'n_sources': 2, 'inference': 'clusters'})
+    """
+    if not isinstance(config, Mapping):
+        raise TypeError(f"'config' must be a mapping (a model config). Got {type(config).__name__} instead.")
+    version = config.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= MODEL_FORMAT_VERSION:
+        raise ValueError(
+            f"The 'format_version' of a model config must be an int from 1 to {MODEL_FORMAT_VERSION} "
+            f"(a newer one needs a newer embedseg). Got {version!r} instead."
+        )
+    domain = config.get("domain")
+    if not isinstance(domain, Mapping) or not isinstance(domain.get("name"), str):
+        raise ValueError(f"The 'domain' entry of a model config must be an object with a 'name'. Got {domain!r} instead.")
+    out = copy.deepcopy(dict(config))
+    while out["format_version"] < MODEL_FORMAT_VERSION:
+        out = _UPGRADES[out["format_version"]](out)
+    return out
+
+
+def _check_finite_weights(state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+    """Raise :class:`ModelFileError` naming the floating tensors that hold NaN or infinity."""
+    bad = []
+    for name, tensor in state_dict.items():
+        if not (tensor.is_floating_point() or tensor.is_complex()) or bool(torch.isfinite(tensor).all()):
+            continue
+        bad.append(f"'{name}' ({int(torch.isnan(tensor).sum())} NaN, {int(torch.isinf(tensor).sum())} inf)")
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more tensors" if len(bad) > 3 else "")
+        raise ModelFileError(
+            f"The weights of {source} hold non-finite values in {shown}: such a network gives no "
+            f"usable output (its training most likely diverged). Retrain it, or save it again "
+            f"from a checkpoint taken before the values went bad."
+        )
+
+
 def read_model_folder(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read and check a model folder; returns (state_dict, config). Nothing is unpickled.
 
+    The config comes back upgraded to the current format (:func:`migrate_config`).
+
     Raises:
-        ModelFileError: the folder is missing, holds a pickle payload, or its config or weights
-            are missing or corrupt.
+        ModelFileError: the folder is missing, holds a pickle payload, its config or weights
+            are missing or corrupt, or a floating tensor of the weights (buffers such as
+            BatchNorm statistics included) holds NaN or infinity.
     """
     path = settled_folder(path)
     if not path.exists():
@@ -408,7 +591,7 @@ def read_model_folder(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor],
             f"Got {config.get('format')!r} instead."
         )
     version = config.get("format_version")
-    if not isinstance(version, int) or version > MODEL_FORMAT_VERSION or version < 1:
+    if isinstance(version, bool) or not isinstance(version, int) or version > MODEL_FORMAT_VERSION or version < 1:
         raise ModelFileError(
             f"The model config '{path / CONFIG_FILE}' has format_version {version!r}; this "
             f"embedseg reads versions 1 to {MODEL_FORMAT_VERSION}. Upgrade embedseg to load it."
@@ -427,4 +610,5 @@ def read_model_folder(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor],
                 f"Got {entry.get(params_key)!r} instead."
             )
     state_dict, _ = read_tensors(path / WEIGHTS_FILE, "model weights")
-    return state_dict, config
+    _check_finite_weights(state_dict, f"the model at '{path}'")
+    return state_dict, migrate_config(config)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,10 +16,14 @@ import embedseg
 from embedseg import Domain, EncodedBatch, ModelFileError, Model
 from embedseg.cluster import KMeans
 from embedseg.io import (
+    MODEL_FORMAT_VERSION,
     atomic_write_bytes,
     atomic_write_json,
     check_no_pickle,
+    check_output_files,
+    migrate_config,
     read_model_folder,
+    same_file,
     to_jsonable,
     write_model_folder,
 )
@@ -80,7 +87,7 @@ def test_model_folder_layout_and_round_trip(saved):
     model, path = saved
     assert sorted(os.listdir(path)) == ["config.json", "model.safetensors"]
     config = json.loads((path / "config.json").read_text())
-    assert config["format"] == "embedseg-model" and config["format_version"] == 1
+    assert config["format"] == "embedseg-model" and config["format_version"] == MODEL_FORMAT_VERSION == 2
     assert config["domain"] == {"name": "toy-io", "options": {"scale": 2.0}}
     assert config["network"] == {"name": "point_mlp", "params": {"in_features": 2}}
     assert config["clusterer"]["name"] == "kmeans" and config["clusterer"]["params"]["n_clusters"] == 2
@@ -276,6 +283,9 @@ def edit_config(path, **changes):
     [
         ({"format": "other"}, 'must have "format": "embedseg-model"'),
         ({"format_version": 99}, "format_version 99.*Upgrade embedseg"),
+        ({"format_version": 0}, "format_version 0.*reads versions 1 to"),
+        ({"format_version": "1"}, "format_version '1'.*reads versions 1 to"),
+        ({"format_version": True}, "format_version True.*reads versions 1 to"),
         ({"network": "point_mlp"}, "must have a 'network' entry with a 'name'"),
         ({"domain": {"options": [1]}}, "'domain.options' entry .* must be a JSON object"),
         ({"domain": {"name": "lidar"}}, "Unknown domain 'lidar'. Valid domains: .*'audio'.*'toy-io'"),
@@ -393,3 +403,205 @@ def test_atomic_write_with_keeps_the_suffix_and_leaves_nothing_on_failure(tmp_pa
         atomic_write_with(tmp_path / "out.wav", fail)
     assert (tmp_path / "out.wav").read_text() == "data"  # the earlier file is untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.wav"]  # no temporary left
+
+
+# -- format versions -------------------------------------------------------------------------------
+REPO = Path(__file__).resolve().parents[1]
+
+#: How version-1 files loaded before format version 2: the domain was built from the saved
+#: options, then each option the file lacked and the domain listed here (its class attribute
+#: ``older_model_options`` then) was set to this value instead of the current default.
+OLDER_MODEL_OPTIONS = {"image": {"flip_views": 1, "split_threshold": -1.0}, "audio": {"inference": "clusters"}}
+
+
+def config_by_the_version_1_rule(config):
+    """The domain config a version-1 config gave before format version 2 existed."""
+    from embedseg.domain import create_domain
+
+    saved = config["domain"].get("options") or {}
+    domain = create_domain(config["domain"]["name"], **saved)
+    for key, value in OLDER_MODEL_OPTIONS.get(config["domain"]["name"], {}).items():
+        if key not in saved:
+            setattr(domain, key, value)
+    return domain.get_config()
+
+
+def copy_model(source, folder, drop=()):
+    """A copy of the model folder ``source`` whose config lacks the domain options ``drop``."""
+    folder.mkdir()
+    config = json.loads((source / "config.json").read_text())
+    for key in drop:
+        del config["domain"]["options"][key]
+    (folder / "config.json").write_text(json.dumps(config))
+    shutil.copy(source / "model.safetensors", folder / "model.safetensors")
+    return folder
+
+
+@pytest.mark.parametrize(
+    "name, drop",
+    [
+        ("image-shapes", ()),
+        ("audio-speech-8k", ()),
+        # what a version-1 file saved before these options existed lacks
+        ("image-shapes", ("flip_views", "split_threshold", "local_window", "seed_consistency")),
+        ("image-shapes", ("flip_views",)),
+        ("audio-speech-8k", ("inference",)),
+    ],
+)
+def test_version_1_models_load_as_they_did(name, drop, tmp_path, monkeypatch):
+    from embedseg.domain import DOMAINS, create_domain
+
+    source = REPO / "pretrained" / name
+    config = json.loads((source / "config.json").read_text())
+    assert config["format_version"] == 1  # the shipped models are version-1 files
+    folder = copy_model(source, tmp_path / name, drop) if drop else source
+    given = json.loads((folder / "config.json").read_text())
+    expected = config_by_the_version_1_rule(given)
+    if drop:  # the current defaults would change how the model runs
+        assert expected != create_domain(given["domain"]["name"], **given["domain"]["options"]).get_config()
+    # The migration alone keeps the behaviour, with no per-domain rule left at load.
+    monkeypatch.setattr(DOMAINS.get(config["domain"]["name"]), "older_model_options", {}, raising=False)
+    model = embedseg.load(folder)
+    assert model.domain.get_config() == expected
+    _, read = read_model_folder(folder)
+    assert read["format_version"] == MODEL_FORMAT_VERSION
+    assert read["domain"]["options"] == expected  # version 2 lists every option
+    assert {k: read[k] for k in ("network", "clusterer", "training")} == {k: config[k] for k in ("network", "clusterer", "training")}
+    # Saved again, it is a version-2 file that loads the same.
+    model.save(tmp_path / "again")
+    again = json.loads((tmp_path / "again" / "config.json").read_text())
+    assert again["format_version"] == MODEL_FORMAT_VERSION and again["domain"]["options"] == expected
+    assert embedseg.load(tmp_path / "again").domain.get_config() == expected
+
+
+def test_migrate_config_upgrades_step_by_step_and_leaves_its_input_alone():
+    from embedseg import io
+
+    # One step from each earlier version to the next.
+    assert sorted(io._UPGRADES) == list(range(1, MODEL_FORMAT_VERSION))
+    old = {"format": "embedseg-model", "format_version": 1, "domain": {"name": "image", "options": {"flip_views": 4}},
+           "network": {"name": "image_unet", "params": {}}, "clusterer": {"name": "kmeans"}}
+    before = json.loads(json.dumps(old))
+    new = migrate_config(old)
+    assert old == before  # not modified
+    assert new["format_version"] == MODEL_FORMAT_VERSION
+    assert new["domain"]["options"]["flip_views"] == 4  # a saved value is kept
+    assert new["domain"]["options"]["split_threshold"] == OLDER_MODEL_OPTIONS["image"]["split_threshold"]
+    assert {k: new[k] for k in ("format", "network", "clusterer")} == {k: old[k] for k in ("format", "network", "clusterer")}
+    assert migrate_config(new) == new  # a current config comes back as it is
+    # A domain without a version-1 history (a user's) only changes version.
+    user = {**before, "domain": {"name": "toy-io"}}
+    assert migrate_config(user) == {**user, "format_version": MODEL_FORMAT_VERSION, "domain": {"name": "toy-io", "options": {}}}
+
+
+@pytest.mark.parametrize(
+    "config, error, match",
+    [
+        ({"format_version": 0, "domain": {"name": "x"}}, ValueError, r"'format_version' of a model config must be an int from 1 to \d+.*Got 0"),
+        ({"format_version": 99, "domain": {"name": "x"}}, ValueError, r"needs a newer embedseg\). Got 99"),
+        ({"format_version": "2", "domain": {"name": "x"}}, ValueError, "Got '2' instead"),
+        ({"domain": {"name": "x"}}, ValueError, "Got None instead"),
+        ({"format_version": 1, "domain": "image"}, ValueError, "'domain' entry .* with a 'name'. Got 'image'"),
+        ([1], TypeError, "'config' must be a mapping"),
+    ],
+)
+def test_migrate_config_rejects_what_it_cannot_read(config, error, match):
+    with pytest.raises(error, match=match):
+        migrate_config(config)
+
+
+# -- non-finite weights ----------------------------------------------------------------------------
+def corrupt_weights(path, changes):
+    """Rewrite the model's safetensors with the entries of ``changes`` (name -> function)."""
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(path / "model.safetensors")
+    for name, change in changes.items():
+        state[name] = change(state[name].clone())
+    save_file(state, path / "model.safetensors", metadata={"format": "embedseg-model"})
+
+
+def test_non_finite_weights_are_refused_naming_the_tensor(saved):
+    _, path = saved
+
+    def nan3(t):
+        t.view(-1)[:3] = float("nan")
+        return t
+
+    corrupt_weights(path, {"head.proj.bias": nan3})
+    with pytest.raises(ModelFileError, match=rf"The weights of the model at '{path}' hold non-finite values in "
+                                             r"'head.proj.bias' \(3 NaN, 0 inf\)"):
+        embedseg.load(path)
+
+
+def test_non_finite_buffers_are_refused_too(tmp_path):
+    """BatchNorm running statistics are buffers, saved with the weights."""
+    torch.manual_seed(0)
+    from embedseg.api import build_model
+
+    model = build_model("image", network_params={"dim": 8, "base": 8})
+    path = tmp_path / "m"
+    model.save(path)
+    state = model.network.state_dict()
+    var = next(k for k in state if k.endswith("running_var"))
+    mean = next(k for k in state if k.endswith("running_mean"))
+    inf2 = lambda t: t.index_fill_(0, torch.tensor([0, 1]), float("inf"))  # noqa: E731
+    nan1 = lambda t: t.index_fill_(0, torch.tensor([0]), float("nan"))  # noqa: E731
+    corrupt_weights(path, {var: inf2, mean: nan1})
+    with pytest.raises(ModelFileError, match=r"non-finite values in .*'" + re.escape(var) + r"' \(0 NaN, 2 inf\)") as exc:
+        read_model_folder(path)
+    assert f"'{mean}' (1 NaN, 0 inf)" in str(exc.value)
+
+
+def test_integer_buffers_are_not_checked_and_finite_weights_load(saved):
+    _, path = saved
+    corrupt_weights(path, {"head.proj.bias": lambda t: t.fill_(3.0e38)})  # large, still finite
+    embedseg.load(path)
+
+
+# -- output files ---------------------------------------------------------------------------------
+@pytest.mark.skipif(os.name != "posix", reason="symbolic and hard links")
+def test_same_file_sees_through_links(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"x")
+    (tmp_path / "sym.png").symlink_to(tmp_path / "a.png")
+    os.link(tmp_path / "a.png", tmp_path / "hard.png")
+    (tmp_path / "d").mkdir()
+    assert same_file(tmp_path / "a.png", tmp_path / "sym.png")
+    assert same_file(tmp_path / "a.png", tmp_path / "hard.png")
+    assert same_file(tmp_path / "d" / ".." / "a.png", tmp_path / "a.png")
+    assert same_file(tmp_path / "new.png", tmp_path / "d" / ".." / "new.png")  # neither exists
+    assert not same_file(tmp_path / "a.png", tmp_path / "b.png")
+
+
+@pytest.mark.parametrize(
+    "outputs, inputs, overwrite, match",
+    [
+        ([("--out", "IN")], [("IMAGE", "IN")], False, r"'--out' must not name an input file. Got '.*in.png', the same file as the IMAGE '.*in.png'"),
+        ([("--out", "IN")], [("IMAGE", "IN")], True, "must not name an input file"),  # never, even with overwrite
+        ([("--out", "LINK")], [("IMAGE", "IN")], True, "must not name an input file"),
+        ([("--out", "NEW"), ("--overlay", "NEW")], [], False, r"'--overlay' must differ from '--out'. Got '.*new.png' and '.*new.png', the same file"),
+        ([("--out", "OLD")], [], False, r"'--out' would replace the existing file '.*old.png'; pass --overwrite to replace it, or choose"),
+        ([("--out", "OLD"), ("--overlay", "OLD2")], [], False, r"'--out' and '--overlay' would replace 2 existing files: '.*old.png' and '.*old2.png'; pass --overwrite to replace them"),
+        ([("--out", "DIR")], [], True, r"'--out' must name a file, not a folder. Got '.*d', an existing folder"),
+    ],
+)
+def test_check_output_files_refuses_what_would_destroy_data(outputs, inputs, overwrite, match, tmp_path):
+    paths = {"IN": tmp_path / "in.png", "LINK": tmp_path / "link.png", "NEW": tmp_path / "new.png",
+             "OLD": tmp_path / "old.png", "OLD2": tmp_path / "old2.png", "DIR": tmp_path / "d"}
+    for key in ("IN", "OLD", "OLD2"):
+        paths[key].write_bytes(b"keep")
+    paths["LINK"].symlink_to(paths["IN"])
+    paths["DIR"].mkdir()
+    before = sorted(os.listdir(tmp_path))
+    with pytest.raises(ValueError, match=match):
+        check_output_files([(n, paths[k]) for n, k in outputs], [(n, paths[k]) for n, k in inputs],
+                           overwrite=overwrite, how_to_overwrite="pass --overwrite")
+    assert sorted(os.listdir(tmp_path)) == before and paths["IN"].read_bytes() == b"keep"
+
+
+def test_check_output_files_allows_new_files_and_replacing_with_overwrite(tmp_path):
+    (tmp_path / "old.png").write_bytes(b"x")
+    check_output_files([("--out", tmp_path / "new.png")], [("IMAGE", tmp_path / "old.png")])
+    check_output_files([("--out", tmp_path / "old.png")], overwrite=True)
+    with pytest.raises(ValueError, match="pass overwrite=True to replace it"):
+        check_output_files([("out", tmp_path / "old.png")])
