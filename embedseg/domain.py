@@ -10,21 +10,22 @@ Data flow (see the design notes)::
     items -> collate (CPU) -> encode (device) -> network -> loss | clusterer -> decode -> metrics
 
 A minimal domain implements :meth:`Domain.encode`, :meth:`Domain.decode` and
-:meth:`Domain.network_spec`; everything else has a default.
+:meth:`Domain.network_spec`; everything else has a default. Inference runs through
+:class:`embedseg.inference.InferenceEngine`, which calls the domain's inference hooks
+(:meth:`Domain.forward`, :meth:`Domain.cluster_mask`, :meth:`Domain.cluster_counts`,
+:meth:`Domain.tiles` / :meth:`Domain.stitch`, :meth:`Domain.decode`, :meth:`Domain.metrics`);
+the domain is handed the network's output and the clusterer's labels, never the model.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Mapping, Sequence
 
 import torch
 from torch.utils.data import default_collate
 
 from .registry import Registry
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .model import Model
 
 __all__ = [
     "EncodedBatch",
@@ -74,9 +75,12 @@ class Domain:
     #: the validation metric early stopping may watch, and whether larger is better.
     primary_metric: ClassVar[str | None] = None
     primary_metric_higher_is_better: ClassVar[bool] = True
-    #: domain methods a Model exposes as its own, called as ``model.NAME(...)`` and bound to
-    #: ``domain.NAME(model, ...)`` (e.g. audio's ``separate``, image's ``segment``).
-    model_methods: ClassVar[tuple[str, ...]] = ()
+    #: the Model class a trained model of this domain is: a subclass of embedseg.Model with the
+    #: domain's named methods (audio's ``separate``, image's ``segment``), or a
+    #: ``"module:attribute"`` string naming one; None: :class:`embedseg.Model` itself.
+    model_class: ClassVar[Any] = None
+    #: whether :meth:`decode` uses soft assignments (the clusterer's ``predict_proba``).
+    uses_proba: ClassVar[bool] = False
     #: options added after models were first saved, with the values that reproduce how a model
     #: saved without them ran: loading such a config applies these instead of the current
     #: defaults, so a saved model keeps its behaviour.
@@ -132,20 +136,43 @@ class Domain:
         labels = labels.masked_fill(~batch.mask, -1)
         return fn(embeddings_of(output), labels, batch.weights)
 
-    # -- inference --------------------------------------------------------------------------
-    def inference_output(self, run: Callable[[Any], Any], batch: EncodedBatch, output: Any) -> Any:
-        """The network output that clustering and :meth:`decode` use, from ``output``, the
-        network's output on ``batch.features``. Optional: the default returns ``output``. A
-        domain may combine further passes here (test-time augmentation): ``run(features)``
-        runs the network, in eval mode and without gradients, on other features."""
-        return output
+    # -- inference (called by embedseg.inference.InferenceEngine) -------------------------------
+    def forward(self, run: Callable[[Any], Any], batch: EncodedBatch) -> Any:
+        """The network output that clustering and :meth:`decode` use.
+
+        ``run(features)`` runs the network (eval mode, no gradients). The default is
+        ``run(batch.features)``; a domain combines further passes here (test-time views) or
+        embeds a long input a chunk at a time.
+        """
+        return run(batch.features)
+
+    def cluster_mask(self, batch: EncodedBatch, output: Any) -> torch.Tensor:
+        """(batch, n_points) bool: the points the clusterer is fitted on (default: ``batch.mask``).
+        Every point is still assigned a label."""
+        return batch.mask
+
+    def cluster_counts(self, batch: EncodedBatch, mask: torch.Tensor, n_clusters: Any) -> Any:
+        """The number of clusters per item: ``n_clusters`` as the caller gave it (None: the
+        clusterer's own), which a domain may adapt to the input (e.g. no more groups than
+        points)."""
+        return n_clusters
+
+    def tiles(self, batch: EncodedBatch) -> Iterator[EncodedBatch] | None:
+        """Encoded tiles to solve one at a time when the batch is too large to embed at once,
+        or None (the default) to solve it whole. With tiles, :meth:`stitch` joins their outputs."""
+        return None
+
+    def stitch(self, batch: EncodedBatch, solved: Iterable[tuple[EncodedBatch, list[Any]]]) -> list[Any]:
+        """One output per item of ``batch`` from its tiles' decoded outputs, given as an
+        iterable of ``(tile, outputs)`` in the order :meth:`tiles` gave them."""
+        raise NotImplementedError(f"{type(self).__name__} gives tiles() but does not implement stitch().")
 
     def decode(
         self,
         batch: EncodedBatch,
         labels: torch.Tensor,
         proba: torch.Tensor | None,
-        embeddings: torch.Tensor,
+        output: Any,
     ) -> list[Any]:
         """Turn cluster assignments into one output per item, in the domain's own terms.
 
@@ -153,19 +180,16 @@ class Domain:
             batch: the encoded batch.
             labels: (batch, n_points) int64 cluster ids.
             proba: (batch, n_points, n_clusters) soft assignments, or None.
-            embeddings: (batch, n_points, dim) the network's embeddings.
+            output: the network's output from :meth:`forward` (``embedseg.networks.embeddings_of``
+                gives its (batch, n_points, dim) embeddings; other heads are the domain's).
         """
         raise NotImplementedError(f"{type(self).__name__} must implement decode()")
 
-    def metrics(self, outputs: Sequence[Any], batch: EncodedBatch) -> dict[str, float]:
-        """Per-batch mean of the domain's metrics for decoded ``outputs`` (default: none)."""
-        return {}
-
-    def predict(self, model: "Model", x: Any, **options: Any) -> Any:
-        """Inference in the domain's own terms; the default wraps ``x`` as a one-item batch."""
-        if options:
-            raise TypeError(f"{type(self).__name__}.predict() got unexpected options {sorted(options)}")
-        return model.predict_items([x])[0]
+    def metrics(self) -> Any:
+        """A fresh accumulator of the domain's metrics (an :class:`embedseg.metrics.Metric`
+        whose ``update(outputs, batch)`` scores decoded outputs against the batch's truth), or
+        None (the default) when the domain has none."""
+        return None
 
     # -- command line -------------------------------------------------------------------------
     def load_dataset(self, path: str, split: str) -> Any:

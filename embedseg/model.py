@@ -1,30 +1,33 @@
 """A trained deep-clustering model: network + domain adapter + clusterer + config.
 
 :class:`Model` is what :func:`embedseg.fit` returns and :func:`embedseg.load` brings back. It
-runs the inference half of the data flow::
+runs the inference half of the data flow through :class:`embedseg.inference.InferenceEngine`::
 
     items -> domain.collate -> domain.encode -> network -> clusterer -> domain.decode
 
-and exposes the domain's own entry points (``model.separate(...)`` for audio,
-``model.segment(...)`` for images): every name in ``domain.model_methods`` is a method of the
-model, bound as ``domain.NAME(model, ...)``.
+Each domain's trained models are instances of the domain's own subclass (its ``model_class``),
+which adds the domain's named methods: :class:`domains.audio.AudioModel` has ``separate``,
+:class:`domains.image.ImageModel` has ``segment``. They are ordinary methods: ``help()`` and
+completion show them.
 """
 
 from __future__ import annotations
 
-import functools
+import importlib
 import os
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from .domain import DOMAINS, Domain, EncodedBatch
 from .errors import ModelFileError
-from .networks import NETWORKS, embeddings_of
+from .inference import InferenceEngine, cluster_embeddings
+from .networks import NETWORKS
 
 __all__ = [
     "Model",
+    "model_class_of",
     "network_config",
     "clusterer_config",
     "domain_config",
@@ -172,6 +175,22 @@ def build_clusterer(spec: Any, default: Mapping[str, Any] | None = None) -> Any:
     )
 
 
+def model_class_of(domain: Domain) -> type["Model"]:
+    """The :class:`Model` subclass that a model of ``domain`` is (its ``model_class``)."""
+    target = type(domain).model_class
+    if target is None:
+        return Model
+    if isinstance(target, str):
+        module_name, _, attr = target.partition(":")
+        target = getattr(importlib.import_module(module_name), attr)
+    if not (isinstance(target, type) and issubclass(target, Model)):
+        raise TypeError(
+            f"The 'model_class' of the domain {type(domain).__name__} must be a subclass of "
+            f"embedseg.Model. Got {target!r} instead."
+        )
+    return target
+
+
 class Model:
     """A network, the domain adapter it serves, a clusterer and the config that rebuilds them.
 
@@ -213,22 +232,11 @@ class Model:
         self.clusterer = clusterer
         self.config: dict[str, Any] = dict(config or {})
 
-    # -- domain entry points as methods ---------------------------------------------------------
-    def __getattr__(self, name: str) -> Any:
-        # Only called for names not found normally; guard against recursion before __init__ ran.
-        domain = self.__dict__.get("domain")
-        if domain is not None and name in type(domain).model_methods:
-            return functools.partial(getattr(domain, name), self)
-        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
-
-    def __dir__(self) -> Iterable[str]:
-        return sorted(set(super().__dir__()) | set(type(self.domain).model_methods))
-
     def __repr__(self) -> str:
         n_params = sum(p.numel() for p in self.network.parameters())
         net = self.config.get("network", {}).get("name", type(self.network).__name__)
         return (
-            f"Model(domain={self.domain!r}, network={net!r} ({n_params:,} parameters), "
+            f"{type(self).__name__}(domain={self.domain!r}, network={net!r} ({n_params:,} parameters), "
             f"clusterer={self.clusterer!r})"
         )
 
@@ -236,11 +244,7 @@ class Model:
     @property
     def device(self) -> torch.device:
         """The device of the network's parameters (CPU for a network without parameters)."""
-        for p in self.network.parameters():
-            return p.device
-        for b in self.network.buffers():
-            return b.device
-        return torch.device("cpu")
+        return self.engine().device
 
     def to(self, device: str | torch.device) -> "Model":
         """Move the network to ``device``; returns self."""
@@ -248,22 +252,15 @@ class Model:
         return self
 
     # -- inference ------------------------------------------------------------------------------
-    def _run_network(self, features: Any) -> Any:
-        """The network on ``features``, in eval mode and without gradients."""
-        return self.embed(EncodedBatch(features=features, mask=torch.zeros(0, dtype=torch.bool)))
+    def engine(self) -> InferenceEngine:
+        """The inference engine of this model (network, domain and clusterer as they are now)."""
+        return InferenceEngine(self.network, self.domain, self.clusterer)
 
     def embed(self, batch: EncodedBatch) -> Any:
-        """The network's output for an encoded batch, in eval mode and without gradients.
-
-        The network's train/eval mode is restored afterwards.
-        """
-        was_training = self.network.training
-        self.network.eval()
-        try:
-            with torch.no_grad():
-                return self.network(batch.features)
-        finally:
-            self.network.train(was_training)
+        """The network's output for an encoded batch (the domain's forward: its test-time views
+        included), in eval mode and without gradients; the network's mode is restored."""
+        engine = self.engine()
+        return self.domain.forward(engine.run, batch)
 
     def cluster(
         self,
@@ -271,11 +268,11 @@ class Model:
         mask: torch.Tensor | None,
         n_clusters: int | str | Sequence[int] | torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Cluster embeddings with a fresh copy of the clusterer.
+        """Cluster embeddings with a fresh copy of the clusterer, as inference does.
 
         Args:
             embeddings: (batch, n_points, dim) embeddings.
-            mask: (batch, n_points) bool, True for the points to cluster; None = all.
+            mask: (batch, n_points) bool, True for the points to fit on; None = all.
             n_clusters: overrides the clusterer's ``n_clusters``: an int, per-item counts
                 ((batch,) ints, e.g. the true number of parts for an oracle evaluation), or
                 ``"auto"``.
@@ -284,41 +281,32 @@ class Model:
             ``(labels, proba)``: (batch, n_points) int64 labels, and (batch, n_points, k) soft
             assignments where the clusterer has them, else None.
         """
-        params = {} if n_clusters is None else {"n_clusters": n_clusters}
-        clusterer = self.clusterer.clone(**params)
-        X = embeddings.detach().float()  # (batch, n_points, dim)
-        labels = clusterer.fit_predict(X, mask)  # (batch, n_points)
-        proba = clusterer.predict_proba(X) if clusterer.has_proba else None
-        return labels, proba
+        X = embeddings.detach()
+        if mask is None:
+            mask = torch.ones(X.shape[:2], dtype=torch.bool, device=X.device)
+        return cluster_embeddings(self.clusterer, X, mask, n_clusters)
 
-    def _run_batch(self, batch: Any, n_clusters: int | str | None = None) -> tuple[EncodedBatch, list[Any]]:
-        """encode -> embed -> cluster -> decode for one collated batch."""
-        encoded = self.domain.encode(batch, self.device)
-        output = self.domain.inference_output(self._run_network, encoded, self.embed(encoded))
-        # Domains whose networks have extra heads (e.g. mask inference) read them in decode.
-        encoded.context.setdefault("network_output", output)
-        embeddings = embeddings_of(output)  # (batch, n_points, dim)
-        labels, proba = self.cluster(embeddings, encoded.mask, n_clusters)
-        return encoded, self.domain.decode(encoded, labels, proba, embeddings)
-
-    def predict_items(self, items: Sequence[Any], n_clusters: int | str | None = None) -> list[Any]:
+    def predict_items(
+        self, items: Sequence[Any], n_clusters: int | str | None = None, batch_size: int | None = None
+    ) -> list[Any]:
         """Decoded outputs for dataset-style items (collate -> encode -> embed -> cluster -> decode).
 
         Args:
             items: domain-native items, as a dataset yields them.
             n_clusters: overrides the clusterer's number of clusters (an int, or ``"auto"``).
+            batch_size: items per batch (None: all in one).
 
         Returns:
             One output per item, in the domain's own terms.
         """
-        if len(items) == 0:
-            return []
-        _, outputs = self._run_batch(self.domain.collate(list(items)), n_clusters)
-        return outputs
+        return self.engine().predict_items(items, n_clusters, batch_size)
 
     def predict(self, x: Any, **options: Any) -> Any:
-        """Inference in the domain's own terms: ``domain.predict(model, x, **options)``."""
-        return self.domain.predict(self, x, **options)
+        """The output for one input item (domain subclasses take raw inputs and options:
+        :meth:`domains.audio.AudioModel.separate`, :meth:`domains.image.ImageModel.segment`)."""
+        if options:
+            raise TypeError(f"{type(self).__name__}.predict() got unexpected options {sorted(options)}")
+        return self.predict_items([x])[0]
 
     def evaluate(
         self,
@@ -327,33 +315,27 @@ class Model:
         n_clusters: int | str | None = None,
         num_workers: int = 0,
     ) -> dict[str, float]:
-        """Means of the domain's metrics over ``dataset`` (weighted by batch sizes).
+        """The domain's metrics of this model's predictions on ``dataset``.
+
+        The predictions are exactly what the domain's named methods return for the same inputs
+        (one inference path), and each metric pools over the dataset as its accumulator says.
 
         Args:
-            dataset: a map-style or iterable dataset, or a list, of domain-native items.
+            dataset: a map-style or iterable dataset, or a list, of annotated domain-native items.
             batch_size: items per batch.
             n_clusters: overrides the clusterer's number of clusters.
             num_workers: DataLoader worker processes.
 
         Returns:
-            ``{metric name: mean}``; empty when the domain defines no metrics.
-        """
-        from ._validation import check_int
+            ``{metric name: value}``.
 
-        check_int(batch_size, "batch_size", "Model.evaluate", 1)
-        loader = torch.utils.data.DataLoader(
-            dataset, batch_size=batch_size, shuffle=False, collate_fn=self.domain.collate,
-            num_workers=num_workers,
-        )
-        sums: dict[str, float] = {}
-        count = 0
-        for batch in loader:
-            encoded, outputs = self._run_batch(batch, n_clusters)
-            n = encoded.batch_size
-            for key, value in self.domain.metrics(outputs, encoded).items():
-                sums[key] = sums.get(key, 0.0) + float(value) * n
-            count += n
-        return {k: v / count for k, v in sums.items()} if count else {}
+        Raises:
+            ValueError: an empty or unannotated dataset, or a domain without metrics.
+        """
+        from .trainer import check_dataset
+
+        check_dataset(dataset, "dataset")
+        return self.engine().evaluate(dataset, batch_size, n_clusters, num_workers)
 
     # -- files ----------------------------------------------------------------------------------
     def full_config(self) -> dict[str, Any]:
@@ -439,4 +421,5 @@ class Model:
         network.to(device)
         network.eval()
         kept = {k: config[k] for k in ("domain", "network", "clusterer", "training") if k in config}
-        return cls(network, domain, clusterer, kept)
+        target = model_class_of(domain) if cls is Model else cls
+        return target(network, domain, clusterer, kept)

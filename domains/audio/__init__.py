@@ -11,12 +11,14 @@ from __future__ import annotations
 from .corpus import SPLITS, VOICES, build_speech_corpus, wordnet_sentences
 from .dataset import MixtureDataset
 from .domain import AudioDomain
+from .model import AudioModel
 from .features import STFTConfig, istft, stft
 from .metrics import bss_eval_sources, oracle_separation, sdr, separation_scores, si_sdr
 from .networks import BLSTMEmbedding, CompactBLSTMEmbedding, DilatedConvEmbedding
 
 __all__ = [
     "AudioDomain",
+    "AudioModel",
     "MixtureDataset",
     "build_speech_corpus",
     "wordnet_sentences",

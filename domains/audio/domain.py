@@ -16,13 +16,9 @@ encoded ``mask`` is valid-and-active) and then handled explicitly by ``silent_bi
 from __future__ import annotations
 
 import itertools
-import math
-import os
-import warnings
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
-import numpy as np
 import torch
 
 from embedseg._validation import check_bool, check_choice, check_float, check_int
@@ -30,7 +26,7 @@ from embedseg.domain import Domain, EncodedBatch
 from embedseg.losses import magnitude_weights, voice_activity_weights
 from embedseg.networks import embeddings_of
 
-from .audio_io import as_waveform, load_audio, resample
+from .audio_io import as_waveform
 from .features import (
     STFTConfig,
     apply_masks,
@@ -41,11 +37,6 @@ from .features import (
     masks_from_proba,
     stft,
 )
-from .metrics import separation_scores
-
-# Mixtures with larger samples are scaled down for separation (and the sources back up):
-# beyond ~1e17 a float32 STFT overflows; PCM-scale input (int16, int32) stays well inside.
-_LARGE_SAMPLE = 1e6
 
 __all__ = ["AudioDomain"]
 
@@ -86,7 +77,7 @@ class AudioDomain(Domain):
     default_loss: ClassVar[str] = "affinity"
     primary_metric: ClassVar[str | None] = "si_sdri"
     primary_metric_higher_is_better: ClassVar[bool] = True
-    model_methods: ClassVar[tuple[str, ...]] = ("separate",)
+    model_class: ClassVar[Any] = "domains.audio.model:AudioModel"
     older_model_options: ClassVar[dict[str, Any]] = {"inference": "clusters"}
 
     def __init__(
@@ -188,7 +179,13 @@ class AudioDomain(Domain):
         cfg = self.stft_config
         mixture = batch["mixture"].to(device)  # (batch, time)
         lengths = batch["lengths"].to(device)  # (batch,)
-        spec = stft(mixture, cfg)  # (batch, frames, freqs)
+        # Each mixture is scaled by its own peak before anything else (and the separated
+        # sources back at decoding): separation is linear in the mixture, and at unit level
+        # neither the features' log floor nor float32's range depends on how loud the
+        # recording happened to be (1e-10 or 1e12 separate like 0.5).
+        level = mixture.abs().amax(-1, keepdim=True)  # (batch, 1)
+        level = torch.where(level > 0, level, torch.ones_like(level))
+        spec = stft(mixture / level, cfg)  # (batch, frames, freqs)
         b, t, f = spec.shape
         valid = frame_mask(lengths, t, cfg, f)  # (batch, frames * freqs)
         magnitude = spec.abs().reshape(b, -1)  # (batch, frames * freqs)
@@ -198,10 +195,12 @@ class AudioDomain(Domain):
         active = torch.where(active.any(1, keepdim=True), active, valid)
         features = log_magnitude_features(spec, valid)  # (batch, frames, freqs)
         labels = weights = None
-        context: dict[str, Any] = {"mixture_spec": spec, "mixture": mixture, "lengths": lengths, "valid": valid, "frames": t}
+        context: dict[str, Any] = {
+            "mixture_spec": spec, "mixture": mixture, "level": level, "lengths": lengths, "valid": valid, "frames": t,
+        }
         if "sources" in batch:
             sources = batch["sources"].to(device)  # (batch, n_sources, time)
-            source_specs = stft(sources, cfg)  # (batch, n_sources, frames, freqs)
+            source_specs = stft(sources / level[:, :, None], cfg)  # (batch, n_sources, frames, freqs)
             labels = ideal_binary_labels(source_specs).masked_fill(~active, -1)  # (batch, n)
             context["sources"] = sources
             context["source_specs"] = source_specs
@@ -256,14 +255,60 @@ class AudioDomain(Domain):
         return (best / scale.clamp_min(1e-8)).mean()
 
     # -- inference ------------------------------------------------------------------------------------
+    # Long recordings are embedded CHUNK_FRAMES frames at a time (about 20 s at the default
+    # 8 ms hop), each chunk seeing CONTEXT_FRAMES more frames on either side, so that the
+    # network's activations stay bounded; the clustering still sees the whole recording.
+    CHUNK_FRAMES: ClassVar[int] = 2500
+    CONTEXT_FRAMES: ClassVar[int] = 200
+
+    @property
+    def uses_proba(self) -> bool:  # type: ignore[override]
+        return self.soft_masks
+
+    def forward(self, run: Any, batch: EncodedBatch) -> Any:
+        """The network output for the batch; a recording longer than ``CHUNK_FRAMES`` frames
+        is embedded chunk by chunk with ``CONTEXT_FRAMES`` of context on each side. Its
+        embeddings are then kept in half precision (what bounds inference memory on long
+        inputs), and the mask head's sources are put in one order across chunks by their
+        agreement on the frames both chunks saw."""
+        features = batch.features  # (batch, frames, freqs)
+        t = features.shape[1]
+        chunk, ctx = self.CHUNK_FRAMES, self.CONTEXT_FRAMES
+        if t <= chunk + 2 * ctx:
+            return run(features)
+        b, _, f = features.shape
+        emb: torch.Tensor | None = None
+        masks: torch.Tensor | None = None
+        previous: tuple[int, torch.Tensor] | None = None  # (first frame, masks) of the last window
+        for start in range(0, t, chunk):
+            stop = min(start + chunk, t)
+            lo, hi = max(0, start - ctx), min(t, stop + ctx)
+            out = run(features[:, lo:hi])
+            e = embeddings_of(out).reshape(b, hi - lo, f, -1)  # (batch, window, freqs, dim)
+            if emb is None:
+                emb = torch.empty(b, t, f, e.shape[-1], dtype=torch.float16, device=e.device)
+            emb[:, start:stop] = e[:, start - lo : stop - lo]
+            if isinstance(out, dict) and "masks" in out:
+                window = out["masks"]  # (batch, C, window, freqs)
+                if previous is not None:
+                    window = _align_sources(previous, (lo, window))
+                if masks is None:
+                    masks = torch.empty(b, window.shape[1], t, f, dtype=window.dtype, device=window.device)
+                masks[:, :, start:stop] = window[:, :, start - lo : stop - lo]
+                previous = (lo, window)
+        assert emb is not None  # t > 0 frames
+        embeddings = emb.reshape(b, t * f, -1)
+        return embeddings if masks is None else {"embeddings": embeddings, "masks": masks}
+
     def decode(
         self,
         batch: EncodedBatch,
         labels: torch.Tensor,
         proba: torch.Tensor | None,
-        embeddings: torch.Tensor,
+        output: Any,
     ) -> list[torch.Tensor]:
-        """Masks from the clustering, applied to the mixture and resynthesized.
+        """Masks from the clustering (or the mask head, as ``inference`` says), applied to the
+        mixture and resynthesized at the mixture's own level.
 
         Returns:
             one (n_sources_b, length_b) float waveform tensor per item, where n_sources_b is
@@ -273,7 +318,6 @@ class AudioDomain(Domain):
         spec = ctx["mixture_spec"]  # (batch, frames, freqs)
         b, t, f = spec.shape
         valid = ctx["valid"]  # (batch, n)
-        output = ctx.get("network_output")
         if self.inference == "masks":
             if not isinstance(output, dict) or "masks" not in output:
                 raise ValueError("inference='masks' needs a network with a mask head (mask_sources > 0).")
@@ -301,149 +345,16 @@ class AudioDomain(Domain):
                         _pad_sources(masks, slots),
                     )  # (batch, slots, frames, freqs)
         waves = apply_masks(masks, spec, ctx["mixture"].shape[-1], self.stft_config)  # (batch, k, time)
+        waves = waves * ctx["level"][:, :, None]  # back to the mixture's own level
         lengths = ctx["lengths"].tolist()
         return [waves[i, : int(counts[i]), : lengths[i]] for i in range(b)]
 
-    def metrics(self, outputs: Sequence[torch.Tensor], batch: EncodedBatch) -> dict[str, float]:
-        """Batch means of SDR, SDRi (BSS-Eval v3), SI-SDR, SI-SDRi over sources, and the
-        accuracy of the number of separated sources. Missing estimates (fewer clusters than
-        sources) count as the unprocessed mixture."""
-        ctx = batch.context
-        if "sources" not in ctx:
-            return {}
-        sums = {"sdr": 0.0, "sdri": 0.0, "si_sdr": 0.0, "si_sdri": 0.0, "count_accuracy": 0.0}
-        n = len(outputs)
-        for i, est in enumerate(outputs):  # items differ in length and count; not a training path
-            length = int(ctx["lengths"][i])
-            c = int(ctx["n_sources"][i])
-            ref = ctx["sources"][i, :c, :length][None].double()  # (1, c, time)
-            mix = ctx["mixture"][i, :length][None].double()  # (1, time)
-            e = est[None].double()
-            if e.shape[1] < c:
-                e = torch.cat([e, mix[:, None].expand(1, c - e.shape[1], length)], dim=1)
-            scores = separation_scores(ref, e, mix)
-            for key in ("sdr", "sdri", "si_sdr", "si_sdri"):
-                sums[key] += float(scores[key].mean())
-            sums["count_accuracy"] += float(est.shape[0] == c)
-        return {k: v / n for k, v in sums.items()}
+    def metrics(self) -> Any:
+        """SDR, SDRi (BSS-Eval v3), SI-SDR, SI-SDRi and the source-count accuracy: the mean over
+        items of each item's mean over its sources (:class:`~domains.audio.metrics.AudioMetrics`)."""
+        from .metrics import AudioMetrics
 
-    def predict(self, model: Any, x: Any, **options: Any) -> Any:
-        """Same as :meth:`separate`."""
-        return self.separate(model, x, **options)
-
-    def separate(
-        self,
-        model: Any,
-        mixture: Any,
-        n_sources: int | str | None = None,
-        sample_rate: int | None = None,
-        batch_size: int = 8,
-    ) -> Any:
-        """Separate a mixture into its sources (``model.separate(...)``).
-
-        Args:
-            model: the :class:`embedseg.Model` (passed for you by ``model.separate``).
-            mixture: a (time,) or (batch, time) tensor or array, or an audio file path (a
-                multichannel file is downmixed with a warning).
-            n_sources: sources to extract: an int, or None / "auto" to estimate the count per
-                mixture (between 2 and ``max_sources``).
-            sample_rate: the rate of an array or tensor input (default: the model's rate); a
-                file's own rate is read from it. The output has the input's rate and length.
-            batch_size: mixtures processed together.
-
-        Returns:
-            (n_sources, time) for one mixture, (batch, n_sources, time) for a batch (with
-            "auto", items with fewer sources are padded with silent ones); a NumPy array for
-            an array input, else a tensor.
-
-        Raises:
-            ValueError: NaN or infinite samples, a silent or constant mixture, input shorter
-                than one STFT frame, or more sources requested than the input has active
-                time-frequency bins.
-            TypeError: an input of the wrong type.
-        """
-        from embedseg._validation import check_int as _ci
-
-        owner = "separate"
-        as_numpy = isinstance(mixture, np.ndarray)
-        if isinstance(mixture, (str, os.PathLike)):
-            wave, rate = load_audio(mixture)
-            if sample_rate is not None:
-                _ci(sample_rate, "sample_rate", owner, 1000)
-            if sample_rate is not None and sample_rate != rate:
-                raise ValueError(f"'sample_rate' ({sample_rate}) contradicts the file's own rate ({rate}); leave it out for files.")
-        else:
-            wave = as_waveform(mixture, "mixture")
-            rate = self.sample_rate if sample_rate is None else _ci(sample_rate, "sample_rate", owner, 1000)
-        if wave.ndim not in (1, 2):
-            raise ValueError(f"'mixture' must be (time,) or (batch, time). Got shape {tuple(wave.shape)} instead.")
-        single = wave.ndim == 1
-        waves = wave[None] if single else wave  # (batch, time)
-        if waves.shape[0] == 0:
-            raise ValueError(f"'mixture' must hold at least one mixture. Got an empty batch of shape {tuple(wave.shape)}.")
-        if n_sources is None or n_sources == "auto":
-            k: int | str = "auto"
-        else:
-            k = _ci(n_sources, "n_sources", owner, 1)
-        _ci(batch_size, "batch_size", owner, 1)
-        length = waves.shape[-1]
-        min_len = math.ceil(self.n_fft * rate / self.sample_rate)
-        if length < min_len:
-            hint = (
-                f" A {tuple(wave.shape)} array reads as {waves.shape[0]} mixtures of {length} samples: for a "
-                f"(time, channels) recording pass a (time,) signal or its transpose."
-                if not single and waves.shape[0] >= min_len else ""
-            )
-            raise ValueError(
-                f"'mixture' must be at least one STFT frame long: {self.n_fft} samples at {self.sample_rate} Hz "
-                f"({min_len} at {rate} Hz). Got {length} samples.{hint}"
-            )
-        spread = waves.amax(-1) - waves.amin(-1)  # (batch,)
-        if bool((spread == 0).any()):
-            i = int(torch.nonzero(spread == 0)[0])
-            raise ValueError(f"'mixture' item {i} is silent or constant; there is nothing to separate.")
-        # Clipping leaves flat tops: runs of samples exactly at the signal's own peak. Looking
-        # for runs rather than for full scale also catches audio clipped and then scaled down,
-        # and leaves alone a clean signal that merely touches full scale.
-        mag = waves.abs()
-        at_peak = mag == mag.amax(-1, keepdim=True)  # (batch, time)
-        flat_top = at_peak[:, :-2] & at_peak[:, 1:-1] & at_peak[:, 2:]  # (batch, time - 2)
-        if bool((flat_top.float().mean(-1) > 1e-3).any()):
-            warnings.warn(
-                "The mixture looks clipped (many runs of samples flat at its peak); separation "
-                "quality will suffer.",
-                stacklevel=3,
-            )
-        # Separation is linear in the mixture (masks come from per-utterance normalized features),
-        # so very large sample values are scaled down for the computation, and the sources back
-        # up, instead of overflowing float32 in the STFT.
-        peak = waves.abs().amax(-1, keepdim=True)  # (batch, 1)
-        scale = torch.where(peak > _LARGE_SAMPLE, peak, torch.ones_like(peak))
-        x = resample(waves / scale, rate, self.sample_rate)  # (batch, time at the model's rate)
-        outs: list[torch.Tensor] = []
-        for start in range(0, x.shape[0], batch_size):  # bounded memory for long batches
-            chunk = x[start : start + batch_size]
-            batch = self.collate([c for c in chunk])
-            encoded = self.encode(batch, model.device)
-            if isinstance(k, int):
-                n_active = encoded.mask.sum(1)
-                if bool((n_active < k).any()):
-                    raise ValueError(
-                        f"'n_sources' ({k}) is more than the input can hold: a mixture has only "
-                        f"{int(n_active.min())} active time-frequency bins."
-                    )
-            output = model.embed(encoded)
-            encoded.context["network_output"] = output
-            embeddings = embeddings_of(output)
-            labels, proba = model.cluster(embeddings, encoded.mask, k)
-            outs.extend(self.decode(encoded, labels, proba, embeddings))
-        k_max = max(o.shape[0] for o in outs)
-        result = torch.zeros(len(outs), k_max, length)
-        for i, o in enumerate(outs):
-            back = resample(o.detach().cpu(), self.sample_rate, rate)[:, :length]  # (k, <= length)
-            result[i, : o.shape[0], : back.shape[-1]] = back * scale[i]
-        result = result[0] if single else result
-        return result.numpy() if as_numpy else result
+        return AudioMetrics()
 
     # -- data from the command line ------------------------------------------------------------------
     def load_dataset(self, path: str, split: str) -> Any:
@@ -467,6 +378,24 @@ class AudioDomain(Domain):
         from .cli import add_commands
 
         add_commands(subparsers)
+
+
+def _align_sources(previous: tuple[int, torch.Tensor], current: tuple[int, torch.Tensor]) -> torch.Tensor:
+    """The current window's masks (batch, C, frames, freqs), its sources reordered per item to
+    agree best (least L1) with the previous window's on the frames both cover; each window is
+    given as (first frame, masks)."""
+    (p0, prev), (c0, cur) = previous, current
+    lo, hi = max(p0, c0), min(p0 + prev.shape[2], c0 + cur.shape[2])
+    c = cur.shape[1]
+    if hi <= lo or c < 2:
+        return cur
+    a = prev[:, :, lo - p0 : hi - p0]  # (batch, C, shared, freqs)
+    o = cur[:, :, lo - c0 : hi - c0]
+    perms = torch.tensor(list(itertools.permutations(range(c))), device=cur.device)  # (P, C)
+    cost = (a[:, :, None] - o[:, None]).abs().sum((3, 4))  # (batch, C prev, C cur)
+    per_perm = cost[:, torch.arange(c, device=cur.device), perms].sum(-1)  # (batch, P)
+    best = perms[per_perm.argmin(1)]  # (batch, C): current source for each previous slot
+    return torch.gather(cur, 1, best[:, :, None, None].expand_as(cur))
 
 
 def _pad_sources(masks: torch.Tensor, slots: int) -> torch.Tensor:

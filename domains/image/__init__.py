@@ -9,6 +9,7 @@ and the adjusted Rand index.
 
 from .decode import decode_instances
 from .domain import ImageDomain
+from .model import ImageModel
 from .folder import Augmented, InstanceFolder, make_augmentation
 from .metrics import adjusted_rand_index, instance_metrics, matching, matching_dataset
 from .network import UNetEmbedding
@@ -16,6 +17,7 @@ from .synthetic import SyntheticScenes
 
 __all__ = [
     "ImageDomain",
+    "ImageModel",
     "UNetEmbedding",
     "SyntheticScenes",
     "InstanceFolder",

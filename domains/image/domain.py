@@ -9,13 +9,10 @@ handles hundreds of instances (see :mod:`domains.image.decode`).
 
 from __future__ import annotations
 
-import itertools
 import math
-import warnings
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+from collections.abc import Iterable
+from typing import Any, ClassVar, Iterator, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -26,10 +23,7 @@ from embedseg.networks import embeddings_of
 from .decode import decode_instances
 from .folder import Augmented, _item_pair, make_augmentation
 from .imageio import normalize_intensity, to_channels, to_image_tensor, to_label_tensor
-from .metrics import instance_metrics, matching_dataset
-
-if TYPE_CHECKING:  # pragma: no cover
-    from embedseg.model import Model
+from .tiling import Stitcher, tile_windows
 
 __all__ = ["ImageDomain"]
 
@@ -100,7 +94,7 @@ class ImageDomain(Domain):
     default_loss: ClassVar[str] = "affinity"
     primary_metric: ClassVar[str | None] = "ap50"
     primary_metric_higher_is_better: ClassVar[bool] = True
-    model_methods: ClassVar[tuple[str, ...]] = ("segment", "segment_batch", "tune_decoding")
+    model_class: ClassVar[Any] = "domains.image.model:ImageModel"
     # Models saved before mirrored views and the split-off step decode as they did.
     older_model_options: ClassVar[dict[str, Any]] = {"flip_views": 1, "split_threshold": -1.0}
 
@@ -243,12 +237,17 @@ class ImageDomain(Domain):
         annotated = [lab is not None for lab in labels]
         if any(annotated) and not all(annotated):
             raise ValueError("Either every item in a batch has 'labels' or none has.")
+        return self.collate_prepared(images, labels if all(annotated) else None)
+
+    def collate_prepared(self, images: Sequence[torch.Tensor], labels: Sequence[torch.Tensor] | None = None) -> dict[str, Any]:
+        """:meth:`collate` of images already through :meth:`prepare_image` (and their label
+        maps with ids 0..n, or None): zero padding to the largest size."""
         h = max(x.shape[1] for x in images)
         w = max(x.shape[2] for x in images)
         n = len(images)
         image = torch.zeros(n, self.channels, h, w)
         valid = torch.zeros(n, h, w, dtype=torch.bool)
-        lab_out = torch.full((n, h, w), -1, dtype=torch.int64) if all(annotated) else None
+        lab_out = torch.full((n, h, w), -1, dtype=torch.int64) if labels is not None else None
         for i, x in enumerate(images):
             image[i, :, : x.shape[1], : x.shape[2]] = x
             valid[i, : x.shape[1], : x.shape[2]] = True
@@ -400,44 +399,6 @@ class ImageDomain(Domain):
             return torch.sigmoid(output["foreground"].float())  # (B, N)
         return None
 
-    def decode(
-        self,
-        batch: EncodedBatch,
-        labels: torch.Tensor,
-        proba: torch.Tensor | None,
-        embeddings: torch.Tensor,
-    ) -> list[torch.Tensor]:
-        """One (h, w) int64 label map per item (padding cropped), 0 = background."""
-        h, w = batch.context["shape"]
-        fg = self._foreground(batch.context.get("network_output"))
-        out = []
-        for i, (hi, wi) in enumerate(batch.context["sizes"]):
-            emb = embeddings[i].reshape(h, w, -1)[:hi, :wi]  # (hi, wi, dim)
-            grp = labels[i].reshape(h, w)[:hi, :wi]
-            fgi = None if fg is None else fg[i].reshape(h, w)[:hi, :wi]
-            lab = decode_instances(
-                emb.reshape(hi * wi, -1), (hi, wi), grp, fgi,
-                **self._decoding_settings(), n_instances=batch.context.get("n_instances"),
-            )
-            out.append(torch.from_numpy(lab))
-        return out
-
-    def metrics(self, outputs: Sequence[Any], batch: EncodedBatch) -> dict[str, float]:
-        """Batch means of AP50, F1, mean AP (0.5:0.9), PQ, mean matched IoU and ARI."""
-        gt = batch.context.get("gt")
-        if gt is None:
-            return {}
-        sums: dict[str, float] = {}
-        for i, (pred, (hi, wi)) in enumerate(zip(outputs, batch.context["sizes"])):
-            m = instance_metrics(gt[i, :hi, :wi].cpu().numpy(), np.asarray(pred))
-            for k in ("ap50", "f1", "ap", "pq", "mean_matched_iou", "ari"):
-                sums[k] = sums.get(k, 0.0) + m[k]
-        return {k: v / len(outputs) for k, v in sums.items()}
-
-    def predict(self, model: "Model", x: Any, **options: Any) -> torch.Tensor:
-        """``model.predict(image)`` is :meth:`segment`."""
-        return self.segment(model, x, **options)
-
     def _decoding_settings(self) -> dict[str, Any]:
         """The keyword settings :func:`decode_instances` takes from this domain."""
         return {
@@ -480,14 +441,14 @@ class ImageDomain(Domain):
         merged.mul_(1.0 / math.sqrt(len(flips)))
         return merged.flatten(-3, -2), torch.stack(fgs).mean(0) if fgs else None
 
-    def inference_output(self, run: Any, batch: EncodedBatch, output: Any) -> Any:
-        """The network output that clustering and decoding use (``evaluate``, validation metrics):
-        with ``flip_views`` > 1, the mirrored views of the batch merged as in :meth:`segment`."""
+    def forward(self, run: Any, batch: EncodedBatch) -> Any:
+        """The network output that clustering and decoding use: with ``flip_views`` > 1, the
+        mirrored views of the batch merged (see the class notes); foreground as logits."""
         if self._n_views() == 1:
-            return output
+            return run(batch.features)
 
         def view(dims: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor | None]:
-            out = run(batch.features.flip(dims)) if dims else output
+            out = run(batch.features.flip(dims) if dims else batch.features)
             return embeddings_of(out), self._foreground(out)
 
         emb, fg = self._merged_views(view, tuple(batch.features.shape[-2:]))
@@ -496,312 +457,92 @@ class ImageDomain(Domain):
         p = fg.clamp(1e-7, 1 - 1e-7)
         return {"embeddings": emb, "foreground": torch.log(p) - torch.log1p(-p)}  # logits again
 
-    def _embed_image(self, model: "Model", x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Embeddings (H*W, dim * views) and foreground probabilities (H*W,) of one prepared
-        image, over its ``flip_views`` mirrored views (see the class notes)."""
-        if max(x.shape[1:]) <= self.tile_size:
-            emb, fg = self._embed_stack(model, x[None])
-            return emb[0], None if fg is None else fg[0]
-        x = x.to(model.device)
-        if self._n_views() == 1:
-            return self._embed_tiled(model, x)
-        return self._merged_views(lambda dims: self._embed_tiled(model, x.flip(dims) if dims else x), tuple(x.shape[1:]))
+    def cluster_mask(self, batch: EncodedBatch, output: Any) -> torch.Tensor:
+        """The foreground pixels (probability above ``fg_threshold``) when the network has a
+        foreground head, else every valid pixel: the embedding groups over-segment objects."""
+        fg = self._foreground(output)
+        return batch.mask if fg is None else batch.mask & (fg > self.fg_threshold)
 
-    def _embed_stack(self, model: "Model", xs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Embeddings (B, H*W, dim * views) and foreground probabilities (B, H*W) of a stack
-        (B, C, H, W) of prepared images of one size (at most ``tile_size``), one network pass
-        per view for the whole stack."""
-        xs = xs.to(model.device)
+    def cluster_counts(self, batch: EncodedBatch, mask: torch.Tensor, n_clusters: Any) -> Any:
+        """The clusterer's group count (``n_groups`` unless it has an int of its own), at most
+        each item's number of clustered pixels."""
+        k = n_clusters if isinstance(n_clusters, int) and not isinstance(n_clusters, bool) else self.n_groups
+        return mask.sum(1).clamp(1, k).tolist()  # items without pixels are not clustered
 
-        def view(dims: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor | None]:
-            out = model._run_network(self._features(xs.flip(dims) if dims else xs))  # eval, no grad
-            return embeddings_of(out), self._foreground(out)
-
-        if self._n_views() == 1:
-            return view(())
-        return self._merged_views(view, tuple(xs.shape[-2:]))
-
-    def _embed_images(
-        self, model: "Model", xs: Sequence[torch.Tensor], batch_size: int
-    ) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
-        """:meth:`_embed_image` of many prepared images: those of one size that fit in a tile
-        share network passes, ``batch_size`` at a time; larger ones go tile by tile."""
-        out: list[tuple[torch.Tensor, torch.Tensor | None] | None] = [None] * len(xs)
-        by_shape: dict[tuple[int, ...], list[int]] = {}
-        for i, x in enumerate(xs):
-            if max(x.shape[1:]) <= self.tile_size:
-                by_shape.setdefault(tuple(x.shape), []).append(i)
-            else:
-                out[i] = self._embed_image(model, x)
-        for same in by_shape.values():
-            for start in range(0, len(same), batch_size):
-                chunk = same[start : start + batch_size]
-                emb, fg = self._embed_stack(model, torch.stack([xs[i] for i in chunk]))
-                for row, i in enumerate(chunk):
-                    out[i] = (emb[row], None if fg is None else fg[row])
-        return out  # type: ignore[return-value]  # every slot is filled above
-
-    def _embed_tiled(self, model: "Model", x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Embeddings (H*W, dim) and foreground probabilities (H*W,) of one prepared image
-        (on the model's device) larger than a tile: tiles of ``tile_size`` overlapping by
-        ``tile_overlap``; each contributes its centre (the network is translation-equivariant
-        away from tile borders, so centres agree)."""
-        _, h, w = x.shape
-        t, o = self.tile_size, self.tile_overlap
-        step = t - o
-
-        def starts(n: int) -> list[int]:
-            if n <= t:
-                return [0]
-            s = list(range(0, n - t, step)) + [n - t]
-            return sorted(set(s))
-
-        emb_out = torch.zeros(0)
-        fg_out: torch.Tensor | None = None
-        ys, xs = starts(h), starts(w)
-        for y0 in ys:
-            for x0 in xs:
-                tile = x[:, y0 : y0 + t, x0 : x0 + t]
-                out = model._run_network(self._features(tile[None]))  # eval, no grad
-                th, tw = tile.shape[1:]
-                emb = embeddings_of(out)[0].reshape(th, tw, -1)  # (th, tw, dim)
-                fg = self._foreground(out)
-                if emb_out.numel() == 0:
-                    emb_out = torch.zeros(h, w, emb.shape[-1], device=x.device)
-                    fg_out = torch.zeros(h, w, device=x.device) if fg is not None else None
-                # Keep the centre: drop half the overlap on sides that have a neighbour.
-                top = 0 if y0 == 0 else o // 2
-                left = 0 if x0 == 0 else o // 2
-                bottom = th if y0 + th >= h else th - o // 2
-                right = tw if x0 + tw >= w else tw - o // 2
-                emb_out[y0 + top : y0 + bottom, x0 + left : x0 + right] = emb[top:bottom, left:right]
-                if fg_out is not None:
-                    fgt = fg[0].reshape(th, tw)
-                    fg_out[y0 + top : y0 + bottom, x0 + left : x0 + right] = fgt[top:bottom, left:right]
-        return emb_out.reshape(h * w, -1), None if fg_out is None else fg_out.reshape(h * w)
-
-    def _groups(self, model: "Model", emb: torch.Tensor, fg: torch.Tensor | None) -> torch.Tensor:
-        """Over-segmentation of one image's pixels into embedding groups with the model's
-        clusterer, fitted on (a sample of) the foreground pixels."""
-        n = emb.shape[0]
-        active = torch.ones(n, dtype=torch.bool, device=emb.device) if fg is None else fg > self.fg_threshold
-        n_active = int(active.sum())
-        groups = torch.zeros(n, dtype=torch.int64, device=emb.device)
-        if n_active == 0:
-            return groups
-        k = model.clusterer.get_params().get("n_clusters", self.n_groups)
-        k = k if isinstance(k, int) else self.n_groups
-        k = min(k, n_active)
-        pts = emb[active].float()  # (n_active, dim)
-        clusterer = model.clusterer.clone(n_clusters=k) if "n_clusters" in model.clusterer.get_params() else model.clusterer.clone()
-        # Fitting on a fixed-size sample keeps large images fast; every pixel is then assigned.
-        limit = 40_000
-        if n_active > limit:
-            gen = torch.Generator(device="cpu").manual_seed(0)
-            idx = torch.randperm(n_active, generator=gen)[:limit].to(emb.device)
-            clusterer.fit(pts[idx][None])
-            try:
-                groups[active] = clusterer.predict(pts[None])[0]
-                return groups
-            except NotImplementedError:
-                clusterer = clusterer.clone()
-        groups[active] = clusterer.fit_predict(pts[None])[0]
-        return groups
-
-    def segment(
+    def decode(
         self,
-        model: "Model",
-        image: Any,
-        n_instances: int | None = None,
-    ) -> torch.Tensor:
-        """Instance labels of one image of any size.
-
-        Args:
-            model: a trained image model.
-            image: (H, W), (C, H, W) or (H, W, C) array or tensor; any dtype and range.
-            n_instances: the number of instances wanted; None = automatic.
-
-        Returns:
-            (H, W) int64 tensor on the CPU: 0 = background, instances 1..n.
-
-        Raises:
-            ValueError, TypeError: a malformed image (wrong rank, NaN, empty) or bad
-                ``n_instances``.
-        """
-        if n_instances is not None:
-            check_int(n_instances, "n_instances", "segment", 0)
-        x = self.prepare_image(image, "image")
-        emb, fg = self._embed_image(model, x)
-        return self._decode_one(model, tuple(x.shape[1:]), emb, fg, n_instances, "image", "n_instances")
-
-    def _decode_one(
-        self,
-        model: "Model",
-        hw: tuple[int, int],
-        emb: torch.Tensor,
-        fg: torch.Tensor | None,
-        n_instances: int | None,
-        name: str,
-        count_name: str,
-    ) -> torch.Tensor:
-        """The label map of one embedded image (the steps of :meth:`segment` after the network).
-        Called straight from :meth:`segment` and :meth:`segment_batch` (no frame between), so
-        a shortfall warning points at the user's call."""
-        groups = self._groups(model, emb, fg)
-        lab = decode_instances(emb, hw, groups, fg, **self._decoding_settings(), n_instances=n_instances)
-        found = int(lab.max())
-        if n_instances is not None and found < n_instances:
-            warnings.warn(
-                f"'{count_name}' asked for {n_instances} instances, but {name} holds only {found} "
-                f"regions of at least min_size={self.min_size} foreground pixels that can be told apart.",
-                stacklevel=3,
-            )
-        return torch.from_numpy(lab)
-
-    def segment_batch(
-        self,
-        model: "Model",
-        images: Sequence[Any],
-        n_instances: int | Sequence[int | None] | None = None,
-        *,
-        batch_size: int = 8,
+        batch: EncodedBatch,
+        labels: torch.Tensor,
+        proba: torch.Tensor | None,
+        output: Any,
     ) -> list[torch.Tensor]:
-        """:meth:`segment` for a sequence of images (sizes may differ).
-
-        Images of the same size that fit in one tile go through the network together,
-        ``batch_size`` at a time (one pass per inference view); decoding is per image. The
-        label maps are those :meth:`segment` gives, up to float rounding in the network.
-
-        Args:
-            images: a sequence of images, or a (B, C, H, W) / (B, H, W) array or tensor.
-            n_instances: one count for all, one per image (a sequence, array or tensor), or
-                None.
-            batch_size: most images per network pass.
-        """
-        check_int(batch_size, "batch_size", "segment_batch", 1)
-        if isinstance(images, (np.ndarray, torch.Tensor)):
-            if images.ndim not in (3, 4):
-                raise ValueError(
-                    f"'images' given as one array or tensor must be a stack (B, H, W) or (B, C, H, W). "
-                    f"Got shape {tuple(images.shape)} instead; use segment() for a single image."
-                )
-        elif isinstance(images, (str, bytes, dict)) or not isinstance(images, Iterable):
-            raise TypeError(
-                f"'images' must be a sequence of images or a (B, H, W) / (B, C, H, W) array or tensor. "
-                f"Got {type(images).__name__} instead."
+        """One (h, w) int64 label map per item (padding cropped), 0 = background."""
+        h, w = batch.context["shape"]
+        embeddings = embeddings_of(output)  # (B, N, dim)
+        fg = self._foreground(output)
+        counts = batch.context.get("n_instances")
+        out = []
+        for i, (hi, wi) in enumerate(batch.context["sizes"]):
+            if hi == 0 or wi == 0:  # a tile outside this item's image
+                out.append(torch.zeros(hi, wi, dtype=torch.int64))
+                continue
+            emb = embeddings[i].reshape(h, w, -1)[:hi, :wi]  # (hi, wi, dim)
+            grp = labels[i].reshape(h, w)[:hi, :wi]
+            fgi = None if fg is None else fg[i].reshape(h, w)[:hi, :wi]
+            lab = decode_instances(
+                emb.reshape(hi * wi, -1), (hi, wi), grp, fgi,
+                **self._decoding_settings(), n_instances=None if counts is None else counts[i],
             )
-        images = list(images)  # a stacked array or tensor is a batch along its first axis
-        if isinstance(n_instances, (np.ndarray, torch.Tensor)) and n_instances.ndim == 0:
-            n_instances = n_instances.item()  # one count for all, given as a 0-d array
-        if isinstance(n_instances, (list, tuple, np.ndarray, torch.Tensor)):
-            counts = [None if c is None else (c.item() if hasattr(c, "item") else c) for c in list(n_instances)]
-        else:
-            counts = [n_instances] * len(images)
-        if len(counts) != len(images):
+            out.append(torch.from_numpy(lab))
+        return out
+
+    def tiles(self, batch: EncodedBatch) -> Iterator[EncodedBatch] | None:
+        """Tiles of ``tile_size`` overlapping by ``tile_overlap`` when the batch's images are
+        larger than a tile (None otherwise); see :mod:`domains.image.tiling`."""
+        h, w = batch.context["shape"]
+        if max(h, w) <= self.tile_size:
+            return None
+        counts = batch.context.get("n_instances")
+        if counts is not None and any(c is not None for c in counts):
             raise ValueError(
-                f"'n_instances' must give one count per image ({len(images)}). Got {len(counts)} instead."
+                f"A count of instances ('n_instances') can only be given for images of at most "
+                f"tile_size={self.tile_size} pixels a side, which are decoded whole. Got an image "
+                f"of {h} x {w}."
             )
-        for i, n in enumerate(counts):
-            if n is not None:
-                check_int(n, f"n_instances[{i}]", "segment", 0)
-        prepared = [self.prepare_image(img, f"images[{i}]") for i, img in enumerate(images)]
-        embedded = self._embed_images(model, prepared, batch_size)
-        labels = []
-        # A loop, not a comprehension: whether a comprehension is a frame of its own depends on
-        # the Python version, and the shortfall warning counts frames up to the user's call.
-        for i, (x, (emb, fg), n) in enumerate(zip(prepared, embedded, counts)):
-            labels.append(self._decode_one(model, tuple(x.shape[1:]), emb, fg, n, f"images[{i}]", f"n_instances[{i}]"))
-        return labels
+        return self._tiles(batch)
 
-    # Settings :meth:`tune_decoding` tries by default: seed consistency decides which pixels seed
-    # an instance (higher keeps seeds off the seams between touching objects), the merge
-    # threshold how alike adjacent fragments must be to join, the split threshold how unlike
-    # its instance a part must be to stand alone (-1: never).
-    DECODING_GRID: ClassVar[dict[str, tuple[Any, ...]]] = {
-        "seed_consistency": (0.95, 0.97, 0.98, 0.99),
-        "merge_threshold": (0.5, 0.6),
-        "split_threshold": (-1.0, 0.4, 0.5, 0.6),
-    }
-
-    def tune_decoding(
-        self,
-        model: "Model",
-        items: Sequence[Any],
-        grid: dict[str, Sequence[Any]] | None = None,
-    ) -> dict[str, Any]:
-        """Choose the decoding settings with the best AP50 (ties: the best AP75) on annotated
-        images, and keep them in the model (they are saved with it).
-
-        The network and the embedding grouping run once per image; only the decoding is
-        repeated for each combination. On a full tie the current settings stay. Tune on
-        images that are not the ones you report scores on (a classic pipeline tuned on the
-        same images is the fair comparison).
-
-        Args:
-            model: a trained image model.
-            items: annotated images: dicts {"image", "labels"} or (image, labels) pairs.
-            grid: values to try per setting, among "seed_consistency", "merge_threshold",
-                "split_threshold" and "min_size"; every combination is scored. None:
-                :attr:`DECODING_GRID`.
-
-        Returns:
-            ``{"settings": {...}, "ap50": ..., "ap75": ...}``: the chosen settings (now the
-            domain's) and their scores on ``items``.
-        """
-        if grid is not None and not isinstance(grid, dict):
-            raise TypeError(f"'grid' must be a dict of setting -> values to try. Got {type(grid).__name__} instead.")
-        grid = dict(self.DECODING_GRID if grid is None else grid)
-        checks = {
-            "seed_consistency": lambda v: check_float(v, "seed_consistency", "tune_decoding", 0.0, 1.0),
-            "merge_threshold": lambda v: check_float(v, "merge_threshold", "tune_decoding", -1.0, 1.0),
-            "min_size": lambda v: check_int(v, "min_size", "tune_decoding", 1),
-            "split_threshold": lambda v: check_float(v, "split_threshold", "tune_decoding", -1.0, 1.0),
-        }
-        unknown = sorted(set(grid) - set(checks))
-        if not grid or unknown:
-            raise ValueError(
-                f"'grid' must map some of {sorted(checks)} to the values to try. Got keys {sorted(grid)} instead."
+    def _tiles(self, batch: EncodedBatch) -> Iterator[EncodedBatch]:
+        h, w = batch.context["shape"]
+        b = batch.batch_size
+        valid = batch.mask.reshape(b, h, w)
+        for y0, x0, th, tw, core in tile_windows(h, w, self.tile_size, self.tile_overlap):
+            sizes = [(max(0, min(th, hi - y0)), max(0, min(tw, wi - x0))) for hi, wi in batch.context["sizes"]]
+            yield EncodedBatch(
+                features=batch.features[..., y0 : y0 + th, x0 : x0 + tw],
+                mask=valid[:, y0 : y0 + th, x0 : x0 + tw].reshape(b, th * tw),
+                context={"shape": (th, tw), "sizes": sizes, "window": (y0, x0, core)},
             )
-        for name, values in grid.items():
-            values = None if isinstance(values, (str, bytes)) else list(np.atleast_1d(np.asarray(values)).tolist())
-            if not values:
-                raise ValueError(f"'grid[{name!r}]' must be a non-empty list of values. Got {grid[name]!r} instead.")
-            grid[name] = [checks[name](v) for v in values]
-        if isinstance(items, (Mapping, str, bytes)) or not isinstance(items, Iterable):
-            raise TypeError(
-                "'items' must be a sequence of annotated images ({'image', 'labels'} dicts or "
-                f"(image, labels) pairs). Got {type(items).__name__} instead"
-                + ("; wrap a single item in a list." if isinstance(items, Mapping) else ".")
-            )
-        items = list(items)
-        if not items:
-            raise ValueError("'items' must hold at least one annotated image. Got none.")
-        images, truths = [], []
-        for i, item in enumerate(items):
-            image, labels = _item_pair(item)
-            if labels is None:
-                raise ValueError(f"'items[{i}]' must have labels to tune against. Got an image without labels.")
-            x = self.prepare_image(image, f"items[{i}] image")
-            truths.append(to_label_tensor(labels, tuple(x.shape[1:]), f"items[{i}] labels").numpy())
-            images.append(x)
-        # The network and the grouping run once per image; only the decoding is repeated below.
-        prepared = [
-            (tuple(x.shape[1:]), emb, fg, self._groups(model, emb, fg))
-            for x, (emb, fg) in zip(images, self._embed_images(model, images, batch_size=8))
-        ]
-        current = self._decoding_settings()
-        best, best_key = None, None
-        for combo in itertools.product(*grid.values()):
-            settings = {**current, **dict(zip(grid, combo))}
-            preds = [decode_instances(emb, hw, groups, fg, **settings) for hw, emb, fg, groups in prepared]
-            m = matching_dataset(truths, preds, [0.5, 0.75])
-            key = (m[0.5]["ap"], m[0.75]["ap"])
-            is_current = all(current[name] == value for name, value in zip(grid, combo))
-            if best_key is None or key > best_key or (key == best_key and is_current):
-                best, best_key = dict(zip(grid, combo)), key
-        for name, value in best.items():
-            setattr(self, name, value)
-        return {"settings": best, "ap50": best_key[0], "ap75": best_key[1]}
+
+    def stitch(self, batch: EncodedBatch, solved: Iterable[tuple[EncodedBatch, list[Any]]]) -> list[torch.Tensor]:
+        """Each item's label map from its tiles' (see :class:`~domains.image.tiling.Stitcher`)."""
+        stitchers = [Stitcher(hi, wi) for hi, wi in batch.context["sizes"]]
+        for tile, outputs in solved:
+            y0, x0, core = tile.context["window"]
+            for i, (st, lab) in enumerate(zip(stitchers, outputs)):
+                hi, wi = tile.context["sizes"][i]
+                if hi == 0 or wi == 0:
+                    continue
+                top, left, bottom, right = core
+                st.add(y0, x0, lab.numpy(), (top, left, min(bottom, hi), min(right, wi)))
+        return [torch.from_numpy(st.result()) for st in stitchers]
+
+    def metrics(self) -> Any:
+        """AP50, F1, mean AP (IoU 0.5:0.9), PQ and mean matched IoU pooled over all instances of
+        all images (StarDist's matching_dataset), and the mean per-image ARI
+        (:class:`~domains.image.metrics.ImageMetrics`)."""
+        from .metrics import ImageMetrics
+
+        return ImageMetrics()
 
     # -- command line ---------------------------------------------------------------------------
     @classmethod
