@@ -1,0 +1,33 @@
+"""Label maps as the metrics read them: non-negative integer ids, 0 the background."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def as_label_map(x: Any, name: str) -> np.ndarray:
+    """A non-negative integer label map (any shape, tensor or array) as an int64 numpy array."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    x = np.asarray(x)
+    if x.dtype == bool or not np.issubdtype(x.dtype, np.integer):
+        if np.issubdtype(x.dtype, np.floating) and x.size and np.all(np.mod(x, 1) == 0):
+            x = x.astype(np.int64)
+        else:
+            raise TypeError(f"'{name}' must be an integer label map. Got an array of dtype {x.dtype} instead.")
+    if x.size and x.min() < 0:
+        raise ValueError(f"'{name}' must hold ids >= 0 (0 = background). Got minimum {int(x.min())}.")
+    return x.astype(np.int64, copy=False)
+
+
+def relabel(x: np.ndarray) -> tuple[np.ndarray, int]:
+    """Map ids to 0..n keeping 0 as background; returns the map and n (number of instances)."""
+    ids, inverse = np.unique(x, return_inverse=True)
+    if ids.size and ids[0] != 0:
+        inverse = inverse + 1
+        n = ids.size
+    else:
+        n = ids.size - 1
+    return inverse.reshape(x.shape), max(n, 0)
