@@ -1,108 +1,21 @@
-"""Separation metrics against mir_eval (BSS-Eval v3) and hand-computed cases."""
-
-import warnings
+"""The audio domain's metrics: the re-exported criteria, the oracle masks, and AudioMetrics,
+which reads the references from a batch and pools over a dataset."""
 
 import numpy as np
 import pytest
 import torch
 
+import embedseg.metrics as core
+from domains.audio import metrics as audio_metrics
 from domains.audio.features import STFTConfig
-from domains.audio.metrics import (
-    best_permutation,
-    bss_eval_sources,
-    oracle_separation,
-    sdr,
-    sdr_matrix,
-    separation_scores,
-    si_sdr,
-    si_sdr_matrix,
-)
-
-mir_eval = pytest.importorskip("mir_eval")
+from domains.audio.metrics import AudioMetrics, oracle_separation, separation_scores
+from embedseg.domain import EncodedBatch
 
 
-def _mir_eval(ref, est, perm=True):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # mir_eval 0.8 flags bss_eval as deprecated
-        return mir_eval.separation.bss_eval_sources(ref, est, compute_permutation=perm)
-
-
-def _random_case(seed, n_src, length=2500):
-    g = np.random.default_rng(seed)
-    ref = g.standard_normal((n_src, length))
-    order = g.permutation(n_src)
-    # filtered + interfering + noisy estimates in a shuffled order
-    est = 0.8 * ref[order] + 0.3 * np.roll(ref[order], 5, axis=1) + 0.3 * ref[np.roll(order, 1)]
-    est += 0.2 * g.standard_normal(est.shape)
-    return ref, est
-
-
-@pytest.mark.parametrize("n_src,seed", [(2, 0), (2, 1), (3, 2)])
-def test_bss_eval_matches_mir_eval(n_src, seed):
-    ref, est = _random_case(seed, n_src)
-    want = _mir_eval(ref, est)
-    got = bss_eval_sources(torch.tensor(ref)[None], torch.tensor(est)[None])
-    for g, w in zip(got[:3], want[:3]):
-        np.testing.assert_allclose(g[0].numpy(), w, atol=1e-6)
-    np.testing.assert_array_equal(got.perm[0].numpy(), want[3])
-
-
-def test_bss_eval_batched_equals_per_item_and_no_permutation():
-    cases = [_random_case(s, 2) for s in (3, 4)]
-    ref = torch.tensor(np.stack([c[0] for c in cases]))
-    est = torch.tensor(np.stack([c[1] for c in cases]))
-    got = bss_eval_sources(ref, est, compute_permutation=False)
-    for b, (r, e) in enumerate(cases):
-        want = _mir_eval(r, e, perm=False)
-        np.testing.assert_allclose(got.sdr[b].numpy(), want[0], atol=1e-6)
-        np.testing.assert_allclose(got.sir[b].numpy(), want[1], atol=1e-6)
-
-
-def test_sdr_matrix_agrees_with_bss_eval_pairing():
-    ref, est = _random_case(5, 3)
-    r, e = torch.tensor(ref)[None], torch.tensor(est)[None]
-    full = bss_eval_sources(r, e)
-    m = sdr_matrix(r, e)  # (1, e, s)
-    picked = m[0, full.perm[0], torch.arange(3)]
-    torch.testing.assert_close(picked, full.sdr[0])
-    best, perm = sdr(r, e)
-    assert torch.equal(perm, full.perm)  # on these signals SDR and SIR agree on the assignment
-
-
-def test_si_sdr_hand_cases():
-    g = torch.Generator().manual_seed(0)
-    s = torch.randn(1, 1, 4000, generator=g, dtype=torch.float64)
-    n = torch.randn(1, 1, 4000, generator=g, dtype=torch.float64)
-    n = n - (n * s).sum() / (s * s).sum() * s  # orthogonal to s
-    n = n / n.norm() * s.norm() / 10  # 20 dB below the source
-    val = si_sdr_matrix(s, 3.0 * (s + n))
-    torch.testing.assert_close(val, torch.full_like(val, 20.0))
-    assert float(si_sdr_matrix(s, 0.5 * s)) > 120  # exact up to float64 rounding
-
-
-def test_best_permutation_hand_case():
-    scores = torch.tensor([[[1.0, 5.0], [6.0, 2.0], [9.0, 9.0]]])  # 3 estimates, 2 sources
-    # reference 0 takes estimate 1 and reference 1 estimate 2: (6 + 9) / 2 beats (9 + 5) / 2
-    assert best_permutation(scores).tolist() == [[1, 2]]
-
-
-def test_separation_scores_of_the_mixture_itself_is_zero_improvement():
-    ref, _ = _random_case(7, 2)
-    r = torch.tensor(ref)[None]
-    mix = r.sum(1)
-    out = separation_scores(r, mix[:, None].expand(1, 2, -1).clone(), mix)
-    torch.testing.assert_close(out["sdri"], torch.zeros(1, 2, dtype=torch.float64), atol=1e-9, rtol=0)
-    torch.testing.assert_close(out["si_sdri"], torch.zeros(1, 2, dtype=torch.float64), atol=1e-9, rtol=0)
-
-
-def test_metrics_reject_bad_input():
-    r = torch.randn(1, 2, 1000)
-    with pytest.raises(ValueError, match="silent sources"):
-        si_sdr(torch.cat([r[:, :1], torch.zeros(1, 1, 1000)], 1), r)
-    with pytest.raises(ValueError, match="'estimates' must have the batch size and length"):
-        sdr_matrix(r, torch.randn(1, 2, 999))
-    with pytest.raises(ValueError, match="finite"):
-        si_sdr(r, torch.full((1, 2, 1000), float("nan")))
+def test_old_import_paths_are_the_core_functions():
+    for name in ("bss_eval_sources", "sdr", "sdr_matrix", "si_sdr", "si_sdr_matrix", "best_permutation",
+                 "separation_scores", "BSSEvalResult"):
+        assert getattr(audio_metrics, name) is getattr(core, name)
 
 
 def test_oracle_masks_separate_disjoint_tones():
@@ -116,3 +29,97 @@ def test_oracle_masks_separate_disjoint_tones():
         assert float(scores["sdr"].min()) > floor, kind
     with pytest.raises(ValueError, match="'kind'"):
         oracle_separation(mix, src, "wiener", cfg)
+
+
+def _items(seed, n=5):
+    """Mixtures of 2 or 3 sources of different lengths, with 1 to 4 estimates each."""
+    g = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    items = []
+    for i in range(n):
+        c = int(rng.integers(2, 4))
+        length = int(rng.choice([700, 1000]))
+        src = torch.randn(c, length, generator=g)
+        n_est = [c - 1, c, c + 1][i % 3]
+        est = src[:n_est] + 0.3 * torch.randn(min(n_est, c), length, generator=g) if n_est <= c else torch.cat(
+            [src + 0.3 * torch.randn(c, length, generator=g), torch.randn(1, length, generator=g)]
+        )
+        items.append((src, est, src.sum(0)))
+    return items
+
+
+def _batch(items):
+    """An encoded batch as the audio domain makes it: sources and mixtures padded."""
+    b = len(items)
+    T = max(s.shape[1] for s, _, _ in items)
+    C = max(s.shape[0] for s, _, _ in items)
+    sources = torch.zeros(b, C, T)
+    mixture = torch.zeros(b, T)
+    for i, (s, _, m) in enumerate(items):
+        sources[i, : s.shape[0], : s.shape[1]] = s
+        mixture[i, : m.shape[0]] = m
+    context = {
+        "sources": sources,
+        "mixture": mixture,
+        "lengths": torch.tensor([s.shape[1] for s, _, _ in items]),
+        "n_sources": torch.tensor([s.shape[0] for s, _, _ in items]),
+    }
+    return EncodedBatch(features=None, mask=torch.ones(b, 1, dtype=torch.bool), context=context), [e for _, e, _ in items]
+
+
+def _reference(items):
+    """Per-item scores as the audio domain defined them, averaged over items."""
+    sums = {"sdr": 0.0, "sdri": 0.0, "si_sdr": 0.0, "si_sdri": 0.0, "count_accuracy": 0.0}
+    for src, est, mix in items:
+        c, length = src.shape
+        ref, m, e = src[None].double(), mix[None].double(), est[None].double()
+        if e.shape[1] < c:  # missing estimates count as the unprocessed mixture
+            e = torch.cat([e, m[:, None].expand(1, c - e.shape[1], length)], dim=1)
+        scores = separation_scores(ref, e, m)
+        for key in ("sdr", "sdri", "si_sdr", "si_sdri"):
+            sums[key] += float(scores[key].mean())
+        sums["count_accuracy"] += float(est.shape[0] == c)
+    return {k: v / len(items) for k, v in sums.items()}
+
+
+def test_batches_pool_as_the_mean_over_mixtures():
+    items = _items(0)
+    metric = AudioMetrics()
+    for part in (items[:2], items[2:]):
+        batch, outputs = _batch(part)
+        metric.update(outputs, batch)
+    got, want = metric.compute(), _reference(items)
+    assert list(got) == list(want)
+    for key in want:
+        assert got[key] == pytest.approx(want[key], abs=1e-9), key
+
+
+def test_item_path_merge_and_state_dict_agree_with_batches():
+    items = _items(1, n=4)
+    whole = AudioMetrics()
+    whole.update_items([s for s, _, _ in items], [e for _, e, _ in items], [m for _, _, m in items])
+    a, b = AudioMetrics(), AudioMetrics()
+    for metric, part in ((a, items[:1]), (b, items[1:])):
+        batch, outputs = _batch(part)
+        metric.update(outputs, batch)
+    merged = AudioMetrics().load_state_dict(a.state_dict()).merge(b)
+    for key, value in whole.compute().items():
+        assert merged.compute()[key] == pytest.approx(value, abs=1e-9), key
+    with pytest.raises(ValueError, match="'other' must have bss_eval"):
+        a.merge(AudioMetrics(bss_eval=False))
+
+
+def test_without_bss_eval_and_without_references():
+    items = _items(2, n=2)
+    batch, outputs = _batch(items)
+    fast = AudioMetrics(bss_eval=False)
+    fast.update(outputs, batch)
+    assert set(fast.compute()) == {"si_sdr", "si_sdri", "count_accuracy"}
+    assert fast.compute()["si_sdri"] == pytest.approx(_reference(items)["si_sdri"], abs=1e-9)
+    del batch.context["sources"]  # unannotated mixtures
+    empty = AudioMetrics()
+    empty.update(outputs, batch)
+    with pytest.raises(ValueError, match="no items were scored"):
+        empty.compute()
+    with pytest.raises(ValueError, match="'outputs' must hold one separation per mixture"):
+        AudioMetrics().update(outputs[:1], _batch(items)[0])
