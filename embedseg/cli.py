@@ -21,9 +21,9 @@ import json
 import os
 import sys
 from dataclasses import fields
-from typing import Any, Sequence
+from typing import Any, NoReturn, Sequence
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "count_argument", "device_argument"]
 
 CORE_COMMANDS = ("fit", "evaluate", "info", "list")
 BUILTIN_DOMAINS = ("audio", "image")
@@ -48,6 +48,19 @@ def count_argument(low: int, words: tuple[str, ...] = ()) -> Any:
         return value
 
     return parse
+
+
+def device_argument(text: str) -> str:
+    """An argparse ``type`` for ``--device``: "auto" or a device torch can name ("cpu", "cuda",
+    "cuda:1"); whether this machine has it is checked where the model is loaded."""
+    import torch
+
+    if text != "auto":
+        try:
+            torch.device(text)
+        except RuntimeError:
+            raise argparse.ArgumentTypeError(f"expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {text!r}") from None
+    return text
 
 
 def _key_value(text: str) -> tuple[str, Any]:
@@ -142,14 +155,26 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .api import load
 
-    model = load(args.model, device=args.device)
-    dataset = model.domain.load_dataset(args.path, "test")
-    n_clusters = args.n_clusters
+    n_clusters = args.n_clusters  # checked before the model and the data are read
     if n_clusters is not None and n_clusters != "auto":
         try:
             n_clusters = int(n_clusters)
         except ValueError:
-            raise ValueError(f"'--n-clusters' must be an int or 'auto'. Got {args.n_clusters!r} instead.") from None
+            n_clusters = 0
+        if n_clusters < 1:
+            raise ValueError(f"'--n-clusters' must be an int or 'auto' (an int >= 1). Got {args.n_clusters!r} instead.")
+    model = load(args.model, device=args.device)
+    try:
+        dataset = model.domain.load_dataset(args.path, "test")
+    except (ValueError, OSError) as exc:
+        raise ValueError(f"'PATH' must be data the '{model.domain.name}' domain can read. Got '{args.path}': {exc}") from exc
+    try:
+        size = len(dataset)
+    except TypeError:  # an iterable dataset: its size shows only once read
+        size = None
+    if size == 0:
+        # Metrics over no items would be reported as "no metrics", hiding the mistake.
+        raise ValueError(f"'PATH' must hold at least one item. Got '{args.path}', which holds none.")
     metrics = model.evaluate(dataset, batch_size=args.batch_size, n_clusters=n_clusters)
     if args.json:
         print(json.dumps(metrics, indent=2))
@@ -163,18 +188,20 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from .io import model_folder, read_model_folder
+    from .io import CONFIG_FILE, model_folder, read_json, read_model_folder, settled_folder
 
     folder = os.fspath(model_folder(args.model))
-    state, config = read_model_folder(folder)
+    state, config = read_model_folder(folder)  # upgraded to the current format
+    file_version = read_json(settled_folder(folder) / CONFIG_FILE, "model config").get("format_version")
     n_params = sum(int(t.numel()) for t in state.values())
     if args.json:
-        print(json.dumps({**config, "n_parameters": n_params}, indent=2))
+        print(json.dumps({**config, "file_format_version": file_version, "n_parameters": n_params}, indent=2))
         return 0
     training = config.get("training") or {}
+    read_as = f", read as {config['format_version']}" if file_version != config["format_version"] else ""
     lines = [
         f"model:      {os.path.abspath(folder)}",
-        f"embedseg:   {config.get('embedseg_version')} (format {config.get('format_version')})",
+        f"embedseg:   {config.get('embedseg_version')} (format {file_version}{read_as})",
         f"domain:     {config['domain']['name']} {json.dumps(config['domain'].get('options') or {})}",
         f"network:    {config['network']['name']} {json.dumps(config['network'].get('params') or {})}",
         f"parameters: {n_params:,}",
@@ -216,27 +243,33 @@ def _wants_domain_commands(argv: Sequence[str]) -> bool:
     return command not in CORE_COMMANDS
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse reporting a usage mistake like every other error: one line, exit status 2 (the
+    subcommands' parsers are of this class too)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"embedseg: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser(with_domains: bool = True) -> argparse.ArgumentParser:
     """The argument parser, with the built-in domains' commands when ``with_domains``."""
     from . import __version__
 
-    parser = argparse.ArgumentParser(
-        prog="embedseg", description="Segmentation by deep clustering: train, evaluate, inspect."
-    )
+    parser = _Parser(prog="embedseg", description="Segmentation by deep clustering: train, evaluate, inspect.")
     parser.add_argument("--version", action="version", version=f"embedseg {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_fit_parser(sub)
     p = sub.add_parser("evaluate", help="a saved model's metrics on a dataset")
     p.add_argument("model", metavar="MODEL", help="model folder (or a training run's --out)")
     p.add_argument("path", metavar="PATH", help="data, read by the domain's load_dataset()")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=count_argument(1), default=8, metavar="N")
     p.add_argument("--n-clusters", default=None, help="an int, or 'auto' (default: the model's)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--device", type=device_argument, default="cpu", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(func=_cmd_evaluate)
     p = sub.add_parser("info", help="what a saved model holds")
-    p.add_argument("model", metavar="MODEL")
-    p.add_argument("--json", action="store_true", help="print the whole config as JSON")
+    p.add_argument("model", metavar="MODEL", help="model folder (or a training run's --out)")
+    p.add_argument("--json", action="store_true", help="print the whole config (in the current format) as JSON")
     p.set_defaults(func=_cmd_info)
     p = sub.add_parser("list", help="registered domains, networks and clusterers")
     p.set_defaults(func=_cmd_list)

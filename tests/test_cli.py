@@ -74,6 +74,29 @@ def test_fit_trains_and_saves(run):
     assert not os.path.exists(os.path.join(run, "curves.png"))
 
 
+def test_fit_refuses_a_folder_holding_a_run_unless_resumed_or_overwritten(data, tmp_path, capsys):
+    out = str(tmp_path / "run")
+    argv = ["fit", "--domain", "toy-cli", "--train", data, "--out", out, "--batch-size", "4", "--device", "cpu",
+            "--no-progress", "--no-plot"]
+    assert cli.main(argv + ["--epochs", "1"]) == 0
+    first = embedseg.load(out).network.state_dict()
+    capsys.readouterr()
+    assert cli.main(argv + ["--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("embedseg: error: ") and err.count("\n") == 1
+    assert "holds an earlier run" in err and "resume=True" in err and "overwrite=True" in err
+    assert all(torch.equal(v, first[k]) for k, v in embedseg.load(out).network.state_dict().items())
+    # --resume continues the run: 16 items in batches of 4 are 4 steps an epoch.
+    assert cli.main(argv + ["--epochs", "2", "--resume"]) == 0
+    assert embedseg.load(out).config["training"]["steps"] == 8
+    assert cli.main(argv + ["--epochs", "1", "--overwrite"]) == 0
+    assert "model saved to" in capsys.readouterr().out
+    assert embedseg.load(out).config["training"]["steps"] == 4
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["latest.json", "step-00000004"]
+    assert cli.main(argv + ["--epochs", "1", "--overwrite", "--resume"]) == 2
+    assert "exclude each other" in capsys.readouterr().err
+
+
 def test_evaluate_prints_the_metrics(run, data, capsys):
     assert cli.main(["evaluate", run, data, "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out)
@@ -115,11 +138,32 @@ def test_version(capsys):
         (["fit", "--domain", "toy-cli-nodata", "--train", "x", "--out", "y"], "cannot load a dataset from a path"),
         (["fit", "--domain", "toy-cli", "--train", "DATA", "--out", "OUT", "--lr", "-1"], "'lr' parameter of fit"),
         (["evaluate", "RUN", "DATA", "--n-clusters", "many"], "'--n-clusters' must be an int or 'auto'"),
+        # the command-line mistakes of evaluate, info and list (argparse's own included)
+        (["evaluate"], "the following arguments are required: MODEL, PATH"),
+        (["evaluate", "RUN", "DATA", "--n-clusters", "0"], r"'--n-clusters' must be an int or 'auto' \(an int >= 1\). Got '0'"),
+        (["evaluate", "NOMODEL", "DATA", "--n-clusters", "-2"], r"'--n-clusters' must be .* Got '-2'"),  # before the model is read
+        (["evaluate", "RUN", "DATA", "--batch-size", "0"], "argument --batch-size: expected an int >= 1, got '0'"),
+        (["evaluate", "RUN", "DATA", "--batch-size", "eight"], "argument --batch-size: expected an int >= 1, got 'eight'"),
+        (["evaluate", "RUN", "DATA", "--device", "gpu"], "argument --device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got 'gpu'"),
+        (["evaluate", "NOMODEL", "DATA"], "No saved model at '.*no-model'"),
+        (["evaluate", "RUN", "MISSING"], r"'PATH' must be data the 'toy-cli' domain can read. Got '.*missing\.npz': .*missing\.npz"),
+        (["evaluate", "RUN", "EMPTY"], r"'PATH' must hold at least one item. Got '.*empty\.npz', which holds none"),
+        (["info"], "the following arguments are required: MODEL"),
+        (["info", "DATA"], "A saved model is a folder .* Got the file '.*blobs.npz'"),
+        (["info", "RUN", "--yaml"], "unrecognized arguments: --yaml"),
+        (["list", "domains"], "unrecognized arguments: domains"),
+        (["evaluat", "RUN", "DATA"], "argument COMMAND: invalid choice: 'evaluat'"),
     ],
 )
 def test_errors_are_one_line_and_exit_2(argv, match, data, run, tmp_path, capsys):
-    argv = [{"DATA": data, "OUT": str(tmp_path), "RUN": run}.get(a, a) for a in argv]
-    assert cli.main(argv) == 2
+    np.savez(tmp_path / "empty.npz", points=np.zeros((0, 10, 2), np.float32), labels=np.zeros((0, 10), np.int64))
+    paths = {"DATA": data, "OUT": str(tmp_path), "RUN": run, "NOMODEL": str(tmp_path / "no-model"),
+             "MISSING": str(tmp_path / "missing.npz"), "EMPTY": str(tmp_path / "empty.npz")}
+    argv = [paths.get(a, a) for a in argv]
+    try:
+        assert cli.main(argv) == 2
+    except SystemExit as exc:  # argparse's own errors
+        assert exc.code == 2
     err = capsys.readouterr().err
     assert err.startswith("embedseg: error: ") and err.count("\n") == 1 and "Traceback" not in err
     import re
@@ -158,3 +202,39 @@ def test_count_argument_parses_counts_and_words():
         with pytest.raises(argparse.ArgumentTypeError, match="expected an int >= 1 or 'auto'"):
             parse(bad)
     assert count_argument(0)("0") == 0
+
+
+def test_info_tells_the_files_format_and_what_it_is_read_as(run, tmp_path, capsys):
+    import shutil
+
+    from embedseg.io import MODEL_FORMAT_VERSION
+
+    old = tmp_path / "old"
+    shutil.copytree(os.path.join(run, "model"), old)
+    config = json.loads((old / "config.json").read_text())
+    config["format_version"] = 1
+    (old / "config.json").write_text(json.dumps(config))
+    assert cli.main(["info", str(old)]) == 0
+    assert f"(format 1, read as {MODEL_FORMAT_VERSION})" in capsys.readouterr().out
+    assert cli.main(["info", str(old), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["file_format_version"] == 1 and shown["format_version"] == MODEL_FORMAT_VERSION
+    assert cli.main(["info", run]) == 0
+    assert f"(format {MODEL_FORMAT_VERSION})" in capsys.readouterr().out
+
+
+def test_info_and_evaluate_refuse_a_model_with_non_finite_weights(run, data, tmp_path, capsys):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    bad = tmp_path / "bad"
+    shutil.copytree(os.path.join(run, "model"), bad)
+    state = load_file(bad / "model.safetensors")
+    name = next(iter(state))
+    state[name] = torch.full_like(state[name], float("nan"))
+    save_file(state, bad / "model.safetensors")
+    for argv in (["info", str(bad)], ["evaluate", str(bad), data]):
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"hold non-finite values in '{name}' ({state[name].numel()} NaN, 0 inf)" in err

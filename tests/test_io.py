@@ -296,7 +296,7 @@ def edit_config(path, **changes):
         # A bad saved parameter fails on load, naming the entry, not at the first prediction.
         ({"clusterer": {"params": {"n_clusters": 0}}},
          r"Cannot rebuild the clusterer of the model at '.*' from the 'clusterer' entry of its "
-         r"config.json: The 'n_clusters' parameter of KMeans must be an int in \[1, inf\). Got 0"),
+         r"config.json: The 'n_clusters' parameter of KMeans must be an int in \[1, inf\).* Got 0"),
         ({"clusterer": {"params": {"n_clusters": 2, "metric": "manhattan"}}}, "'metric' parameter of KMeans"),
         ({"domain": {"options": {"scale": 1.0, "bogus": 1}}},
          r"the 'domain' entry of its config.json: The domain 'toy-io' \(ToyDomain\) has no option\(s\) "
