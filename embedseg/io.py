@@ -261,6 +261,17 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     return os.path.normcase(os.path.realpath(a)) == os.path.normcase(os.path.realpath(b))
 
 
+def _file_keys(path: str | os.PathLike) -> list[Any]:
+    """What identifies the file ``path`` names: its resolved path and, when it exists, its
+    device and inode (which hard links and case-insensitive names share)."""
+    keys: list[Any] = [os.path.normcase(os.path.realpath(path))]
+    try:
+        st = os.stat(path)
+    except OSError:
+        return keys
+    return keys + [(st.st_dev, st.st_ino)]
+
+
 def _quoted(paths: Sequence[Any], most: int = 5) -> str:
     """'a', 'b' and 'c' (at most ``most`` paths, then a count of the others)."""
     shown = [f"'{p}'" for p in paths[:most]]
@@ -299,18 +310,26 @@ def check_output_files(
         ...
         ValueError: 'out' must not name an input file. Got 'labels.png', the same file as the image 'labels.png'; choose another path.
     """
+    read: dict[Any, tuple[str, Any]] = {}
+    for in_name, given in inputs:
+        for key in _file_keys(given):
+            read.setdefault(key, (in_name, given))
+    written: dict[Any, tuple[str, Any]] = {}
     for out_name, out in outputs:
-        for in_name, given in inputs:
-            if same_file(out, given):
+        keys = _file_keys(out)
+        for key in keys:
+            if key in read:
+                in_name, given = read[key]
                 raise ValueError(
                     f"'{out_name}' must not name an input file. Got '{out}', the same file as the "
                     f"{in_name} '{given}'; choose another path."
                 )
-    for i, (name, out) in enumerate(outputs):
-        for earlier_name, earlier in outputs[:i]:
-            if same_file(out, earlier):
-                what = f"'{name}' must differ from '{earlier_name}'" if name != earlier_name else f"The files of '{name}' must differ"
-                raise ValueError(f"{what}. Got '{out}' and '{earlier}', the same file.")
+            if key in written:
+                name, other = written[key]
+                what = f"'{out_name}' must differ from '{name}'" if name != out_name else f"The files of '{out_name}' must differ"
+                raise ValueError(f"{what}. Got '{out}' and '{other}', the same file.")
+        for key in keys:
+            written[key] = (out_name, out)
     existing: dict[str, list[Any]] = {}
     for name, out in outputs:
         if os.path.isdir(out):

@@ -1,4 +1,4 @@
-"""``embedseg segment MODEL IMAGE --out labels.png [--overlay overlay.png]``."""
+"""``embedseg segment MODEL IMAGE --out labels.png [--overlay overlay.png] [--overwrite]``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from embedseg.cli import count_argument
+from embedseg.cli import count_argument, device_argument
 
 __all__ = ["add_segment_command", "run_segment"]
 
@@ -17,14 +17,17 @@ def add_segment_command(subparsers: Any) -> None:
         "segment",
         help="segment an image into instances with a trained image model",
         description="Segment an image (png, tif, jpg; gray, RGB, 8/16-bit) into instances and "
-        "write the label map (16-bit PNG or TIFF, 0 = background).",
+        "write the label map (16-bit PNG or TIFF, 0 = background). The outputs are checked before "
+        "anything runs: neither may be the input image, and an existing file is replaced only "
+        "with --overwrite. Each file appears only once completely written.",
     )
-    p.add_argument("model", help="a saved image model folder")
-    p.add_argument("image", help="the image file")
+    p.add_argument("model", metavar="MODEL", help="a saved image model folder")
+    p.add_argument("image", metavar="IMAGE", help="the image file")
     p.add_argument("--out", required=True, help="output label map (.png, .tif or .tiff)")
     p.add_argument("--overlay", default=None, help="also write a colored overlay (.png, .jpg or .tif)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files (never the input image)")
     p.add_argument("--n-instances", type=count_argument(0), default=None, help="the number of instances (default: automatic)")
-    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--device", type=device_argument, default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
     p.set_defaults(func=run_segment)
 
 
@@ -33,23 +36,31 @@ def run_segment(args: argparse.Namespace) -> int:
 
     Errors are raised (``ValueError``, ``OSError``, ...) for ``embedseg.cli.main`` to report as
     one ``embedseg: error: ...`` line with exit status 2. The outputs are checked before the
-    model runs, and each file appears only once it is completely written.
+    model runs (never the input image; an existing file only with ``--overwrite``), again just
+    before they are written, and each file appears only once it is completely written.
     """
     import embedseg
+    from embedseg.io import check_output_files
 
     from .imageio import IMAGE_SUFFIXES, LABEL_SUFFIXES, check_output_path, read_image, write_image, write_labels
     from .viz import overlay
 
     out = check_output_path(args.out, LABEL_SUFFIXES, "--out", "a label map file")
+    outputs = [("--out", out)]
     if args.overlay is not None:
-        check_output_path(args.overlay, IMAGE_SUFFIXES, "--overlay", "an image file")
-        if Path(args.overlay).resolve() == out.resolve():
-            raise ValueError(f"'--overlay' must differ from '--out'. Got '{args.overlay}' for both.")
+        outputs.append(("--overlay", check_output_path(args.overlay, IMAGE_SUFFIXES, "--overlay", "an image file")))
+    inputs = [("input image", Path(args.image))]
+
+    def check_outputs() -> None:
+        check_output_files(outputs, inputs, overwrite=args.overwrite, how_to_overwrite="pass --overwrite")
+
+    check_outputs()
     image = read_image(args.image)
     model = embedseg.load(args.model, device=args.device)
-    if "segment" not in type(model.domain).model_methods:
+    if not callable(getattr(model, "segment", None)):
         raise ValueError(f"'MODEL' must be an image model. Got '{args.model}', a model of the {model.domain.name!r} domain.")
     labels = model.segment(image, n_instances=args.n_instances)
+    check_outputs()  # a file may have appeared while the model ran
     write_labels(out, labels, name="--out")
     if args.overlay is not None:
         picture = (overlay(image, labels) * 255).round().astype("uint8")

@@ -1,8 +1,11 @@
-"""``embedseg segment``: one-line errors with status 2, outputs checked before the model runs,
-and no empty or partial output file on failure."""
+"""``embedseg segment``: one-line errors with status 2, outputs checked before the model runs
+(never an input, an existing file only with --overwrite), and no empty or partial output file
+on failure."""
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -179,3 +182,97 @@ def test_cli_write_failure_leaves_no_file(model_dir, image, tmp_path, monkeypatc
     assert main(["segment", model_dir, str(image), "--out", str(tmp_path / "l.png"), "--overlay", str(tmp_path / "o.png")]) == 2
     assert "cannot write" in _error(capsys)
     assert _files(tmp_path) == before
+
+
+# -- outputs never destroy user data ---------------------------------------------------------------
+def _run(argv, capsys) -> tuple[int, str]:
+    """Exit status and stderr of a command; argparse's own errors exit through SystemExit."""
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    return code, capsys.readouterr().err
+
+
+@pytest.fixture()
+def files(image, tmp_path):
+    """The input image, links to it, and files of the user's that exist already."""
+    paths = {"IMG": image, "LINK": tmp_path / "link.png", "HARD": tmp_path / "hard.png",
+             "OLD": tmp_path / "old.png", "OLDTIF": tmp_path / "old.tif", "NEW": tmp_path / "new.png",
+             "NEW2": tmp_path / "new2.png", "NOMODEL": tmp_path / "no-model"}
+    paths["LINK"].symlink_to(image)
+    os.link(image, paths["HARD"])
+    paths["OLD"].write_bytes(b"mine")
+    paths["OLDTIF"].write_bytes(b"mine too")
+    return paths
+
+
+@pytest.mark.skipif(os.name != "posix", reason="symbolic and hard links")
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["segment"], r"the following arguments are required: MODEL, IMAGE, --out"),
+        (["segment", "NOMODEL", "IMG"], r"required: --out"),
+        (["segment", "NOMODEL", "IMG", "--out", "NEW", "--n-instances", "-1"], r"argument --n-instances: expected an int >= 0, got '-1'"),
+        (["segment", "NOMODEL", "IMG", "--out", "NEW", "--n-instances", "two"], r"argument --n-instances: expected an int >= 0, got 'two'"),
+        (["segment", "NOMODEL", "IMG", "--out", "NEW", "--device", "gpu0"], r"argument --device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got 'gpu0'"),
+        (["segment", "NOMODEL", "IMG", "--out", "NEW", "--colour"], r"unrecognized arguments: --colour"),
+        (["segment", "NOMODEL", "IMG", "--out", "new.jpg"], r"'--out' must be a label map file ending in \.png, \.tif or \.tiff"),
+        # Outputs that are the input, however named: refused even with --overwrite.
+        (["segment", "NOMODEL", "IMG", "--out", "IMG"], r"'--out' must not name an input file. Got '.*x\.png', the same file as the input image '.*x\.png'"),
+        (["segment", "NOMODEL", "IMG", "--out", "IMG", "--overwrite"], r"'--out' must not name an input file"),
+        (["segment", "NOMODEL", "IMG", "--out", "NEW", "--overlay", "IMG", "--overwrite"], r"'--overlay' must not name an input file"),
+        (["segment", "NOMODEL", "IMG", "--out", "LINK", "--overwrite"], r"'--out' must not name an input file. Got '.*link\.png', the same file as the input image '.*x\.png'"),
+        (["segment", "NOMODEL", "IMG", "--out", "HARD", "--overwrite"], r"'--out' must not name an input file. Got '.*hard\.png'"),
+        (["segment", "NOMODEL", "LINK", "--out", "IMG", "--overwrite"], r"'--out' must not name an input file. Got '.*x\.png', the same file as the input image '.*link\.png'"),
+        # Existing files of the user's: only with --overwrite.
+        (["segment", "NOMODEL", "IMG", "--out", "OLD"], r"'--out' would replace the existing file '.*old\.png'; pass --overwrite to replace it"),
+        (["segment", "NOMODEL", "IMG", "--out", "NEW", "--overlay", "OLD"], r"'--overlay' would replace the existing file '.*old\.png'; pass --overwrite"),
+        (["segment", "NOMODEL", "IMG", "--out", "OLDTIF", "--overlay", "OLD"],
+         r"'--out' and '--overlay' would replace 2 existing files: '.*old\.tif' and '.*old\.png'; pass --overwrite to replace them"),
+        (["segment", "NOMODEL", "IMG", "--out", "NEW", "--overlay", "NEW"], r"'--overlay' must differ from '--out'. Got '.*new\.png' and '.*new\.png', the same file"),
+        (["segment", "NOMODEL", "IMG", "--out", "OLD", "--overwrite"], r"No saved model at '.*no-model'"),  # the checks passed
+    ],
+)
+def test_bad_command_lines_get_one_line_naming_the_argument(argv, match, files, tmp_path, capsys):
+    argv = [str(files[a]) if a in files else a for a in argv]
+    contents = {p: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    code, err = _run(argv, capsys)
+    assert code == 2
+    assert err.startswith("embedseg: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    assert re.search(match, err), err
+    # Nothing was written, replaced or removed: a missing model proves the checks come first.
+    assert {p: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == contents
+    assert _files(tmp_path) == {p.name for p in contents} | {"link.png"}
+
+
+def test_overwrite_replaces_existing_outputs(model_dir, image, tmp_path, capsys):
+    out, over = tmp_path / "l.png", tmp_path / "o.png"
+    out.write_bytes(b"old")
+    over.write_bytes(b"old")
+    assert main(["segment", model_dir, str(image), "--out", str(out), "--overlay", str(over), "--overwrite"]) == 0
+    assert read_image(out).shape == (24, 24) and read_image(over).shape == (24, 24, 3)
+    assert "instances ->" in capsys.readouterr().out
+    # A second run without --overwrite leaves them as they are.
+    before = out.read_bytes(), over.read_bytes()
+    code, err = _run(["segment", model_dir, str(image), "--out", str(out), "--overlay", str(over)], capsys)
+    assert code == 2 and "pass --overwrite" in err
+    assert (out.read_bytes(), over.read_bytes()) == before
+
+
+def test_a_file_that_appears_while_the_model_runs_is_kept(model_dir, image, tmp_path, monkeypatch, capsys):
+    import embedseg
+
+    out = tmp_path / "l.png"
+    model = embedseg.load(model_dir)
+    segment = model.segment
+
+    def slow_segment(*args, **kwargs):
+        out.write_bytes(b"written meanwhile")  # by another program, while this one computes
+        return segment(*args, **kwargs)
+
+    monkeypatch.setattr(model, "segment", slow_segment)
+    monkeypatch.setattr(embedseg, "load", lambda *args, **kwargs: model)
+    code, err = _run(["segment", model_dir, str(image), "--out", str(out)], capsys)
+    assert code == 2 and "'--out' would replace the existing file" in err
+    assert out.read_bytes() == b"written meanwhile"
