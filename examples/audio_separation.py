@@ -39,7 +39,7 @@ import embedseg  # noqa: E402
 from domains.audio import MixtureDataset, build_speech_corpus  # noqa: E402
 from domains.audio.audio_io import save_audio  # noqa: E402
 from domains.audio.corpus import missing_speech_tools  # noqa: E402
-from domains.audio.metrics import oracle_separation, separation_scores  # noqa: E402
+from domains.audio.metrics import AudioMetrics, oracle_separation  # noqa: E402
 
 PRETRAINED = REPO / "pretrained" / "audio-speech-8k"
 
@@ -98,20 +98,17 @@ def train(corpus: Path, args: argparse.Namespace) -> embedseg.Model:
 def evaluate(model: embedseg.Model, corpus: Path, n_test: int, n_sources: int, counts: str | int | None = None, seed: int = 2):
     """SDRi / SI-SDRi of the model and of the oracle IBM and IRM on the same test mixtures."""
     test = MixtureDataset(corpus, split="test", n_sources=n_sources, segment_seconds=None, n_mixtures=n_test, seed=seed)
-    rows = {"model": [], "ibm": [], "irm": []}
+    # The audio domain's accumulator (what model.evaluate uses): the mean over mixtures of the
+    # mean over sources; missing estimates count as the unprocessed mixture.
+    metrics = {"model": AudioMetrics(), "ibm": AudioMetrics(), "irm": AudioMetrics()}
     for i in range(n_test):
         item = test[i]
         mix, src = item["mixture"], item["sources"]
         est = model.separate(mix, n_sources=n_sources if counts is None else counts)
-        refs, m = src[None].double(), mix[None].double()
-        e = est[None].double()
-        if e.shape[1] < src.shape[0]:
-            e = torch.cat([e, m[:, None].expand(1, src.shape[0] - e.shape[1], -1)], 1)
-        rows["model"].append({k: float(v.mean()) for k, v in separation_scores(refs, e, m).items()})
+        metrics["model"].update_items([src], [est], [mix])
         for kind in ("ibm", "irm"):
-            o = oracle_separation(mix[None], src[None], kind)
-            rows[kind].append({k: float(v.mean()) for k, v in separation_scores(refs, o.double(), m).items()})
-    return {name: {k: float(np.mean([r[k] for r in rs])) for k in rs[0]} for name, rs in rows.items()}
+            metrics[kind].update_items([src], [oracle_separation(mix[None], src[None], kind)[0]], [mix])
+    return {name: metric.compute() for name, metric in metrics.items()}
 
 
 def figure(model: embedseg.Model, item: dict, path: Path) -> None:
