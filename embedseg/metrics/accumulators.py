@@ -53,8 +53,6 @@ def _same_length(**sequences: list[Any]) -> int:
 class MeanMetric(Metric):
     """Weighted mean of values: sum(weight * value) / sum(weight) over everything seen.
 
-    Args: none.
-
     Example:
         >>> m = MeanMetric()
         >>> m.update([1.0, 2.0]); m.update(4.0, weight=2.0)
