@@ -22,6 +22,7 @@ from .cluster import (
 )
 from .domain import Domain, EncodedBatch, create_domain, list_domains, register_domain
 from .errors import EmbedsegError, ModelFileError, NotFittedError
+from . import metrics
 from .losses import affinity_loss, whitened_kmeans_loss
 from .networks import create_network, list_networks, register_network
 
@@ -53,6 +54,8 @@ __all__ = [
     "register_network",
     "create_network",
     "list_networks",
+    # metrics (embedseg.metrics: functions and accumulators)
+    "metrics",
     # errors
     "EmbedsegError",
     "ModelFileError",

@@ -46,9 +46,8 @@ def figure(path: Path, model: embedseg.Model, item: dict, pred: np.ndarray) -> N
 
     from domains.image.viz import display_image, embedding_rgb, overlay
 
-    x = model.domain.prepare_image(item["image"])
-    emb, _ = model.domain._embed_image(model, x)
-    h, w = x.shape[-2:]
+    emb, _ = model.embed_image(item["image"])
+    h, w = np.asarray(item["labels"]).shape
     panels = [
         ("image", display_image(item["image"])),
         (f"ground truth ({int(item['labels'].max())})", overlay(item["image"], item["labels"])),

@@ -10,8 +10,17 @@ from sklearn.metrics import adjusted_rand_score
 import embedseg
 from embedseg import Model
 from embedseg.cluster import KMeans
+from embedseg.io import MODEL_FORMAT_VERSION
+from embedseg.metrics import ItemMean
 
 from toys import PaddedPoints, one_thread  # noqa: F401  (one_thread: autouse fixture)
+
+
+class BlobsModel(Model):
+    """A domain's own model class, with a named method."""
+
+    def count_parts(self, points, n_clusters=None):
+        return int(self.predict_items([(points, torch.zeros(len(points), dtype=torch.long))], n_clusters)[0].max()) + 1
 
 
 @embedseg.register_domain("toy-model", override=True)
@@ -19,15 +28,13 @@ class BlobsDomain(PaddedPoints):
     """Items: (points (n, 2), labels (n,)); decodes to per-item label tensors."""
 
     primary_metric = "ari"
-    model_methods = ("count_parts",)
+    model_class = BlobsModel
 
-    def metrics(self, outputs, batch):
-        aris = [adjusted_rand_score(y[m].numpy(), o.numpy()) for o, y, m in zip(outputs, batch.labels, batch.mask)]
-        return {"ari": float(np.mean(aris)), "n_points": float(np.mean([len(o) for o in outputs]))}
-
-    def count_parts(self, model, points, n_clusters=None):
-        """A domain entry point exposed on the model."""
-        return int(model.predict_items([(points, torch.zeros(len(points), dtype=torch.long))], n_clusters)[0].max()) + 1
+    def metrics(self):
+        return ItemMean(lambda outputs, batch: [
+            {"ari": adjusted_rand_score(y[m].numpy(), o.numpy()), "n_points": float(len(o))}
+            for o, y, m in zip(outputs, batch.labels, batch.mask)
+        ])
 
 
 def blobs(n_items: int, seed: int = 0, k: int = 2):
@@ -66,7 +73,7 @@ def test_save_load_gives_the_same_predictions(trained, tmp_path):
         assert torch.equal(a, b)
     assert trained.evaluate(items) == loaded.evaluate(items)
     full = trained.full_config()
-    assert full["format"] == "embedseg-model" and full["format_version"] == 1
+    assert full["format"] == "embedseg-model" and full["format_version"] == MODEL_FORMAT_VERSION
     assert full["embedseg_version"] == embedseg.__version__
     assert full["domain"] == {"name": "toy-model", "options": {}}
     assert full["clusterer"]["name"] == "kmeans"
@@ -85,7 +92,8 @@ def test_evaluate_weights_batches_by_their_size(trained):
     by_three = trained.evaluate(items, batch_size=3)
     for key in ("ari", "n_points"):
         assert by_three[key] == pytest.approx(np.mean([m[key] for m in per_item]))
-    assert trained.evaluate([], batch_size=2) == {}
+    with pytest.raises(ValueError, match="'dataset'.*at least one item|empty"):
+        trained.evaluate([], batch_size=2)
 
 
 def test_cluster_clones_the_prototype_and_takes_an_override(trained):
@@ -112,16 +120,18 @@ def test_embed_is_gradient_free_and_restores_the_mode(trained):
         trained.network.eval()
 
 
-def test_domain_methods_are_model_methods(trained):
+def test_a_domain_model_class_gives_its_models_named_methods(trained, tmp_path):
     points, _ = blobs(1, seed=9, k=2)[0]
-    assert trained.count_parts(points) == trained.domain.count_parts(trained, points)
+    assert isinstance(trained, BlobsModel)
     assert trained.count_parts(points, n_clusters=3) == 3
     assert "count_parts" in dir(trained)
+    loaded = embedseg.load(trained.save(tmp_path / "m"))
+    assert type(loaded) is BlobsModel and loaded.count_parts(points) == trained.count_parts(points)
     with pytest.raises(AttributeError, match="no attribute 'separate'"):
         trained.separate
 
 
-def test_predict_goes_through_the_domain(trained):
+def test_predict_is_the_first_of_predict_items(trained):
     item = blobs(1, seed=2)[0]
     assert torch.equal(trained.predict(item), trained.predict_items([item])[0])
     with pytest.raises(TypeError, match="unexpected options"):

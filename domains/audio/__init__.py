@@ -2,18 +2,20 @@
 
 Public pieces: :class:`AudioDomain` (the adapter registered as "audio"), :class:`MixtureDataset`
 (wsj0-2mix-style mixtures from any ``root/<speaker>/*.wav`` folder), :func:`build_speech_corpus`
-(a multi-voice speech corpus synthesized from Debian packages), the networks ("dc_blstm",
+(a multi-voice speech corpus synthesized from Debian packages), :func:`build_real_speech_corpus`
+(real recorded speech gathered from Debian packages), the networks ("dc_blstm",
 "dc_compact"), the STFT features and the separation metrics.
 """
 
 from __future__ import annotations
 
 from .corpus import SPLITS, VOICES, build_speech_corpus, wordnet_sentences
+from .corpus_real import RealSpeechCorpus, build_real_speech_corpus
 from .dataset import MixtureDataset
 from .domain import AudioDomain
 from .model import AudioModel
 from .features import STFTConfig, istft, stft
-from .metrics import bss_eval_sources, oracle_separation, sdr, separation_scores, si_sdr
+from .metrics import AudioMetrics, bss_eval_sources, oracle_separation, sdr, separation_scores, si_sdr
 from .networks import BLSTMEmbedding, CompactBLSTMEmbedding, DilatedConvEmbedding
 
 __all__ = [
@@ -22,6 +24,8 @@ __all__ = [
     "MixtureDataset",
     "build_speech_corpus",
     "wordnet_sentences",
+    "build_real_speech_corpus",
+    "RealSpeechCorpus",
     "VOICES",
     "SPLITS",
     "BLSTMEmbedding",
@@ -30,6 +34,7 @@ __all__ = [
     "STFTConfig",
     "stft",
     "istft",
+    "AudioMetrics",
     "bss_eval_sources",
     "sdr",
     "si_sdr",

@@ -11,7 +11,7 @@ from .decode import decode_instances
 from .domain import ImageDomain
 from .model import ImageModel
 from .folder import Augmented, InstanceFolder, make_augmentation
-from .metrics import adjusted_rand_index, instance_metrics, matching, matching_dataset
+from .metrics import ImageMetrics, adjusted_rand_index, instance_metrics, matching, matching_dataset
 from .network import UNetEmbedding
 from .synthetic import SyntheticScenes
 
@@ -24,6 +24,7 @@ __all__ = [
     "Augmented",
     "make_augmentation",
     "decode_instances",
+    "ImageMetrics",
     "matching",
     "matching_dataset",
     "adjusted_rand_index",

@@ -18,6 +18,7 @@ import torch
 
 from embedseg._validation import check_float, check_int
 from embedseg.model import Model
+from embedseg.networks import embeddings_of
 
 from .folder import _item_pair
 from .imageio import to_label_tensor
@@ -132,6 +133,29 @@ class ImageModel(Model):
                     stacklevel=3,
                 )
         return out  # type: ignore[return-value]  # every slot is filled above
+
+    def embed_image(self, image: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The embeddings that :meth:`segment` clusters for one image (its inference views
+        merged), e.g. to draw them.
+
+        Args:
+            image: as for :meth:`segment`, at most the domain's ``tile_size`` a side.
+
+        Returns:
+            (H*W, dim) float embeddings of unit norm, and (H*W,) foreground probabilities (None
+            without a foreground head).
+        """
+        domain = self.domain
+        x = domain.prepare_image(image, "image")
+        if max(x.shape[1:]) > domain.tile_size:
+            raise ValueError(
+                f"'image' must be at most tile_size={domain.tile_size} pixels a side to embed whole. "
+                f"Got {tuple(x.shape[1:])}."
+            )
+        encoded = self.engine().encode(domain.collate_prepared([x]))
+        output = self.embed(encoded)
+        fg = domain._foreground(output)
+        return embeddings_of(output)[0], None if fg is None else fg[0]
 
     def predict(self, x: Any, **options: Any) -> torch.Tensor:
         """Same as :meth:`segment`."""
