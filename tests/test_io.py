@@ -553,10 +553,23 @@ def test_non_finite_buffers_are_refused_too(tmp_path):
     assert f"'{mean}' (1 NaN, 0 inf)" in str(exc.value)
 
 
-def test_integer_buffers_are_not_checked_and_finite_weights_load(saved):
+def test_large_finite_weights_load(saved):
     _, path = saved
-    corrupt_weights(path, {"head.proj.bias": lambda t: t.fill_(3.0e38)})  # large, still finite
+    # Finite values whose sum overflows float32: still a model that loads.
+    corrupt_weights(path, {"head.proj.bias": lambda t: t.fill_(3.0e38)})
     embedseg.load(path)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64, torch.complex64])
+def test_non_finite_values_of_every_floating_dtype_are_found(dtype, tmp_path):
+    from embedseg.io import _check_finite_weights
+
+    big = torch.finfo(dtype).max if not dtype.is_complex else 3.0e38
+    _check_finite_weights({"w": torch.full((4,), big, dtype=dtype), "n": torch.tensor([7], dtype=torch.int64)}, "m")
+    bad = torch.zeros(5, dtype=dtype)
+    bad[1], bad[3] = float("nan"), float("-inf")
+    with pytest.raises(ModelFileError, match=r"in 'w' \(1 NaN, 1 inf\)"):
+        _check_finite_weights({"w": bad}, "m")
 
 
 # -- output files ---------------------------------------------------------------------------------
