@@ -545,9 +545,10 @@ def test_non_finite_buffers_are_refused_too(tmp_path):
     state = model.network.state_dict()
     var = next(k for k in state if k.endswith("running_var"))
     mean = next(k for k in state if k.endswith("running_mean"))
-    inf2 = lambda t: t.index_fill_(0, torch.tensor([0, 1]), float("inf"))  # noqa: E731
-    nan1 = lambda t: t.index_fill_(0, torch.tensor([0]), float("nan"))  # noqa: E731
-    corrupt_weights(path, {var: inf2, mean: nan1})
+    corrupt_weights(path, {
+        var: lambda t: t.index_fill_(0, torch.tensor([0, 1]), float("inf")),
+        mean: lambda t: t.index_fill_(0, torch.tensor([0]), float("nan")),
+    })
     with pytest.raises(ModelFileError, match=r"non-finite values in .*'" + re.escape(var) + r"' \(0 NaN, 2 inf\)") as exc:
         read_model_folder(path)
     assert f"'{mean}' (1 NaN, 0 inf)" in str(exc.value)
