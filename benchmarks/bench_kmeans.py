@@ -35,7 +35,7 @@ from sklearn.cluster import KMeans as SkKMeans
 from sklearn.metrics import adjusted_rand_score
 from threadpoolctl import threadpool_limits
 
-from embedseg.cluster import KMeans, _ops
+from embedseg.cluster import KMeans, _distances, _lloyd, _seeding
 from embedseg.cluster.auto import estimate_n_clusters
 
 
@@ -137,16 +137,16 @@ def bench_overrelaxation(seed: int = 0) -> list[str]:
         X, _ = embedding_items(1, 4000, 40, 3, spread=1.5, seed=1000 + s)
         Xt = torch.from_numpy(X).double()
         mask = torch.ones(Xt.shape[:2], dtype=torch.bool)
-        cases.append((Xt, _ops.kmeans_plusplus(Xt, mask, 3, 1, _ops.make_generator(s, Xt.device))))
+        cases.append((Xt, _seeding.kmeans_plusplus(Xt, mask, 3, 1, _seeding.make_generator(s, Xt.device))))
     starts = []
-    real_lloyd = _ops.lloyd
+    real_lloyd = _lloyd.lloyd
 
     def capture(X, mask, centers, *args, **kwargs):  # the full-data run's starting centers
         if X.shape[1] == 12900:
             starts.append(centers.clone())
         return real_lloyd(X, mask, centers, *args, **kwargs)
 
-    _ops.lloyd = capture
+    _lloyd.lloyd = capture
     try:
         for data_seed in (0, 1, 2):
             X, _ = embedding_items(16, 12900, 40, 3, spread=1.5, seed=data_seed)
@@ -154,7 +154,7 @@ def bench_overrelaxation(seed: int = 0) -> list[str]:
             for b in range(16):
                 cases.append((torch.from_numpy(X[b:b + 1]).double(), starts[-1][b:b + 1].double()))
     finally:
-        _ops.lloyd = real_lloyd
+        _lloyd.lloyd = real_lloyd
     lines = []
     for tol in (0.0, 1e-4):
         totals = {}
@@ -162,9 +162,9 @@ def bench_overrelaxation(seed: int = 0) -> list[str]:
             counts, inertias = [], []
             for X, C in cases:
                 mask = torch.ones(X.shape[:2], dtype=torch.bool)
-                tol_abs = tol * _ops.masked_mean_variance(X, mask, (X * X).sum(-1))
+                tol_abs = tol * _distances.masked_mean_variance(X, mask, (X * X).sum(-1))
                 valid = torch.ones(C.shape[:3], dtype=torch.bool)
-                _, _, inertia, n_iter = _ops.lloyd(
+                _, _, inertia, n_iter = _lloyd.lloyd(
                     X, mask, C, valid, max_iter=300, tol=tol_abs, overrelax=overrelax
                 )
                 counts.append(int(n_iter)), inertias.append(float(inertia))

@@ -5,6 +5,18 @@ Built in: ``"kmeans"`` (:class:`KMeans`), ``"gmm"`` (:class:`GaussianMixture`), 
 clusterer, one item at a time). Every clusterer takes ``n_clusters`` as an int, per-item
 counts, or ``"auto"`` (see :func:`estimate_n_clusters`).
 
+Layers (each module imports only from its own layer or those below; no cycles):
+
+1. kernels, torch only: ``_distances`` (distances, gathers, per-item statistics),
+   ``_threads`` (one thread for small CPU steps), ``_scaling`` (per-item centring and scaling);
+2. ``_seeding``: random draws (subsamples, k-means++ and random starts);
+3. ``_lloyd``: batched k-means as a function (Lloyd's iterations, seeded restarts);
+4. ``auto``: the number of clusters by the silhouette (:func:`estimate_n_clusters`);
+5. ``base``: :class:`BaseClusterer`, which checks parameters and inputs and resolves
+   ``n_clusters`` once for every clusterer;
+6. the estimators, one per file: ``kmeans``, ``gmm``, ``spectral``, ``sklearn_wrapper``;
+7. this module: the registry.
+
 Threads: when OpenMP lets idle threads sleep (``OMP_WAIT_POLICY=passive``), k-means and EM
 steps below ~4M (point, center) scores run on one torch thread and restore the count
 afterwards, because waking the other threads costs more than the work they would share;

@@ -26,15 +26,37 @@ candidate k a second one.
 
 from __future__ import annotations
 
+from numbers import Integral
+
 import torch
 
-from .._validation import check_active, check_choice, check_embeddings, check_int, check_mask
-from . import _ops
+from .._params import Interval, Options, validate_params
+from .._validation import check_active, check_embeddings, check_mask
+from ._distances import (
+    center_valid,
+    compute_dtype,
+    gather_points,
+    masked_mean_variance,
+    normalize_rows,
+    sq_distances,
+)
+from ._lloyd import lloyd
+from ._scaling import extremes, fit_transform
+from ._seeding import kmeans_plusplus, make_generator, subsample_active
 
 __all__ = ["estimate_n_clusters", "silhouette_scores"]
 
 # Bound on the (chunk, m, m) distance block held at once by the silhouette (elements).
 _MAX_BLOCK = 1 << 24
+
+_PARAMETER_CONSTRAINTS = {
+    "min_clusters": [Interval(Integral, 2, None, closed="left")],
+    "max_clusters": [Interval(Integral, 2, None, closed="left")],
+    "seed": [Interval(Integral, 0, 2**63 - 1, closed="both")],
+    "sample_size": [Interval(Integral, 3, None, closed="left")],
+    "n_init": [Interval(Integral, 1, None, closed="left")],
+    "metric": [Options(str, ["euclidean", "cosine"])],
+}
 
 
 def silhouette_scores(
@@ -56,7 +78,7 @@ def silhouette_scores(
         (batch, L) mean silhouettes; NaN where a labeling has fewer than two non-empty clusters.
     """
     B, L, n = labels.shape
-    dtype = _ops.compute_dtype(X)
+    dtype = compute_dtype(X)
     chunk = max(1, _MAX_BLOCK // (n * n))
     out = []
     for start in range(0, B, chunk):  # chunks bound memory; each chunk is fully batched
@@ -70,7 +92,7 @@ def _silhouette_block(
 ) -> torch.Tensor:
     """Silhouettes of one chunk of items: (b, L)."""
     b, L, n = labels.shape
-    D = _ops.sq_distances(X, X).sqrt_()  # (b, n, n)
+    D = sq_distances(X, X).sqrt_()  # (b, n, n)
     D.diagonal(dim1=1, dim2=2).zero_()  # exact zero self-distance despite rounding
     w = mask.to(X.dtype)  # (b, n)
     onehot = (labels[..., None] == torch.arange(k, device=X.device)).to(X.dtype)  # (b, L, n, k)
@@ -133,24 +155,58 @@ def estimate_n_clusters(
         >>> estimate_n_clusters(X, max_clusters=6)
         tensor([3])
     """
-    owner = "estimate_n_clusters"
-    check_int(min_clusters, "min_clusters", owner, 2)
-    check_int(max_clusters, "max_clusters", owner, min_clusters)
-    check_int(seed, "seed", owner, 0)
-    check_int(sample_size, "sample_size", owner, 3)
-    check_int(n_init, "n_init", owner, 1)
-    check_choice(metric, "metric", owner, ("euclidean", "cosine"))
-    X = check_embeddings(X, "X")
+    validate_params(
+        _PARAMETER_CONSTRAINTS,
+        dict(min_clusters=min_clusters, max_clusters=max_clusters, seed=seed,
+             sample_size=sample_size, n_init=n_init, metric=metric),
+        "estimate_n_clusters",
+    )
+    if max_clusters < min_clusters:
+        raise ValueError(
+            f"The 'max_clusters' parameter of estimate_n_clusters must be an int in "
+            f"[{min_clusters}, inf) (at least min_clusters). Got {max_clusters!r} instead."
+        )
+    X = check_embeddings(X, "X", finite=False)
     mask = check_mask(mask, X.shape[:2], X.device)
-    n_active = check_active(mask)  # (batch,)
+    check_active(mask)
+    X = X.detach()
+    high, low, finite = extremes(X, mask)
+    if not finite:
+        check_embeddings(X, "X")  # raises, naming the non-finite entries
+    return _estimate(
+        X, mask, high, low, min_clusters=min_clusters, max_clusters=max_clusters, seed=seed,
+        sample_size=sample_size, n_init=n_init, metric=metric,
+    )
 
-    dtype = _ops.compute_dtype(X)
+
+def _estimate(
+    X: torch.Tensor,
+    mask: torch.Tensor,
+    high: torch.Tensor | None = None,
+    low: torch.Tensor | None = None,
+    *,
+    min_clusters: int = 2,
+    max_clusters: int = 8,
+    seed: int = 0,
+    sample_size: int = 1000,
+    n_init: int = 3,
+    metric: str = "euclidean",
+) -> torch.Tensor:
+    """:func:`estimate_n_clusters` on validated inputs (``high``/``low`` from
+    :func:`~embedseg.cluster._scaling.extremes`, computed here when None)."""
+    if high is None or low is None:
+        high, low, _ = extremes(X, mask)
+    n_active = mask.sum(1)  # (batch,)
+    # Counts do not depend on the points' magnitude (nor, for Euclidean distances, on where
+    # they sit): fit on points of ordinary magnitude near the origin.
+    X, _, _ = fit_transform(X, mask, high, low, centre=metric == "euclidean")
+    dtype = compute_dtype(X)
     Xc = X.to(dtype)
     if metric == "cosine":
-        Xc = Xc / Xc.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    gen = _ops.make_generator(seed, X.device)
-    idx, sub_mask = _ops.subsample_active(mask, sample_size, gen)  # (batch, m)
-    S = _ops.gather_points(Xc, idx)  # (batch, m, dim)
+        Xc = normalize_rows(Xc)
+    gen = make_generator(seed, X.device)
+    idx, sub_mask = subsample_active(mask, sample_size, gen)  # (batch, m)
+    S = gather_points(Xc, idx)  # (batch, m, dim)
     B, m, _ = S.shape
     n_sub = sub_mask.sum(1)  # (batch,)
 
@@ -159,10 +215,10 @@ def estimate_n_clusters(
     group_k = ks.repeat_interleave(n_init)  # (K*n_init,) the count of every group
     counts = torch.minimum(group_k[None, :], n_sub[:, None])  # (batch, G)
     x_sq = (S * S).sum(-1)  # (batch, m)
-    centers = _ops.kmeans_plusplus(S, sub_mask, max_clusters, K * n_init, gen, x_sq=x_sq)
-    valid = _ops.center_valid(counts, max_clusters)  # (batch, G, k_max)
-    tol = 1e-4 * _ops.masked_mean_variance(S, sub_mask)  # (batch,)
-    _, labels, inertia, _ = _ops.lloyd(
+    centers = kmeans_plusplus(S, sub_mask, max_clusters, K * n_init, gen, x_sq=x_sq)
+    valid = center_valid(counts, max_clusters)  # (batch, G, k_max)
+    tol = 1e-4 * masked_mean_variance(S, sub_mask)  # (batch,)
+    _, labels, inertia, _ = lloyd(
         S, sub_mask, centers, valid, max_iter=100, tol=tol, spherical=metric == "cosine", x_sq=x_sq
     )
     best = inertia.view(B, K, n_init).argmin(-1)  # (batch, K)

@@ -11,35 +11,26 @@ number of clusters are disabled (weight zero, log-weight -inf), which is how per
 from __future__ import annotations
 
 import math
+from numbers import Integral, Real
 from typing import Any
 
 import torch
 
-from .._validation import (
-    check_active,
-    check_choice,
-    check_embeddings,
-    check_float,
-    check_int,
-    check_mask,
-)
-from ._ops import (
-    OneThreadForSmallWork,
-    center_valid,
-    compute_dtype,
-    kmeans_plusplus,
-    make_generator,
-    resolve_n_clusters,
-    sq_distances,
-    validate_n_clusters,
-)
-from .base import BaseClusterer
-from .kmeans import kmeans
+from .._params import Interval, Options
+from .._validation import check_active, check_mask
+from ._distances import center_valid, compute_dtype, sq_distances
+from ._lloyd import kmeans
+from ._seeding import kmeans_plusplus, make_generator
+from ._threads import OneThreadForSmallWork
+from .base import BaseClusterer, PerItemCounts
 
 __all__ = ["GaussianMixture"]
 
 _COVARIANCE_TYPES = ("diag", "full", "spherical")
 _INITS = ("kmeans", "k-means++", "random")
+# A variance floor this many times the squared magnitude of an item's points leaves nothing of
+# their spread: the fit would be noise, so it is refused with the fix in the message.
+_SWAMPED = 2.0**40
 
 
 class GaussianMixture(BaseClusterer):
@@ -59,9 +50,10 @@ class GaussianMixture(BaseClusterer):
     the centred covariances (two-pass, as scikit-learn, for accuracy).
 
     The data of each item are centred on their (masked) mean before fitting, which keeps the
-    expanded quadratic forms of the diagonal and spherical paths accurate in float32;
-    ``means_`` are reported in the original coordinates. Computation runs in float64 for
-    float64 input and in float32 otherwise.
+    expanded quadratic forms of the diagonal and spherical paths accurate in float32, and
+    items of extreme magnitude (beyond about 1e±6) are scaled by a power of two, so that
+    neither overflows; every fitted attribute is reported in the original coordinates.
+    Computation runs in float64 for float64 input and in float32 otherwise.
 
     Args:
         n_clusters: components per item: an int, a (batch,) int64 tensor of per-item counts,
@@ -73,7 +65,9 @@ class GaussianMixture(BaseClusterer):
             (one variance per component).
         max_iter: maximum number of EM iterations per initialization.
         tol: convergence threshold on the change of the mean log-likelihood per point.
-        reg_covar: non-negative variance floor added to the diagonal of every covariance.
+        reg_covar: non-negative variance floor added to the diagonal of every covariance, in
+            the units of X (as scikit-learn's): scaling X by c calls for ``reg_covar * c**2``
+            to fit the same mixture.
         n_init: number of initializations; per item, the one with the best final
             log-likelihood is kept.
         init: how responsibilities start: ``"kmeans"`` (labels of a batched k-means with
@@ -143,29 +137,40 @@ class GaussianMixture(BaseClusterer):
         self.init = init
         self.seed = seed
 
-    # -- parameters -----------------------------------------------------------------------
-    def _validate_params(self) -> None:
-        owner = type(self).__name__
-        validate_n_clusters(self.n_clusters, self.max_clusters, owner)
-        check_choice(self.covariance_type, "covariance_type", owner, _COVARIANCE_TYPES)
-        check_int(self.max_iter, "max_iter", owner, 1)
-        check_float(self.tol, "tol", owner, 0.0)
-        check_float(self.reg_covar, "reg_covar", owner, 0.0)
-        check_int(self.n_init, "n_init", owner, 1)
-        check_choice(self.init, "init", owner, _INITS)
-        check_int(self.seed, "seed", owner, 0)
+    _parameter_constraints = {
+        "n_clusters": [Interval(Integral, 1, None, closed="left"), Options(str, ["auto"]), PerItemCounts()],
+        "max_clusters": [Interval(Integral, 1, None, closed="left")],
+        "covariance_type": [Options(str, _COVARIANCE_TYPES)],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "reg_covar": [Interval(Real, 0, None, closed="left")],
+        "n_init": [Interval(Integral, 1, None, closed="left")],
+        "init": [Options(str, _INITS)],
+        "seed": [Interval(Integral, 0, 2**63 - 1, closed="both")],
+    }
+    # The mixture is fitted on points centred here (on their mean) and scaled by the base class.
+    _transform = "scale"
 
     # -- fitting --------------------------------------------------------------------------
-    def _fit(self, X: torch.Tensor, mask: torch.Tensor) -> None:
-        counts, k = resolve_n_clusters(
-            self.n_clusters, self.max_clusters, X, mask, type(self).__name__, self.seed
-        )  # (batch,), slots
+    def _fit(
+        self, X: torch.Tensor, mask: torch.Tensor, n_clusters: torch.Tensor, n_slots: int
+    ) -> None:
+        counts, k = n_clusters, n_slots
         enabled = center_valid(counts, k)  # (batch, k)
         X = X.to(compute_dtype(X))  # half precision is too coarse for EM statistics
         w = mask.to(X.dtype)  # (batch, n_points)
         n_active = w.sum(dim=1)  # (batch,)
         center = torch.bmm(w[:, None, :], X)[:, 0] / n_active[:, None]  # (batch, dim)
         Xc = X - center[:, None, :]  # (batch, n_points, dim)
+        # reg_covar is a variance in the caller's units; the points may have been scaled.
+        reg = self._to_fit_variance(self.reg_covar, X)  # a float, or (batch,)
+        # Masked-out points carry no weight, but padding values large enough to overflow
+        # their squares would still turn the weighted sums into NaN: EM sees them as zeros,
+        # and they get their labels from their own values at the end.
+        hidden = None if bool(mask.all()) else torch.nonzero(~mask, as_tuple=True)
+        if hidden is not None:
+            padding = Xc[hidden]
+            Xc[hidden] = 0.0
 
         # EM works chunk by chunk (each chunk's data stay in cache), so its steps are small:
         # see OneThreadForSmallWork for when they are better run on one thread. The k-means
@@ -176,26 +181,51 @@ class GaussianMixture(BaseClusterer):
             resp = self._initial_resp(Xc, mask, counts, k, self.seed + i)  # (batch, k, n_points)
             with OneThreadForSmallWork(X.device) as threads:
                 threads.engage(chunk_work)
-                params = self._m_step(Xc, resp * w[:, None, :], n_active, enabled)
-                params = self._em(Xc, w, n_active, enabled, params)
+                params = self._m_step(Xc, resp * w[:, None, :], n_active, enabled, reg)
+                params = self._em(Xc, w, n_active, enabled, params, reg)
             if not best:
                 best = params
             else:
                 better = params["lower_bound"] > best["lower_bound"]  # (batch,)
                 best = _select(better, params, best)
+        if hidden is not None:
+            Xc[hidden] = padding
         with OneThreadForSmallWork(X.device) as threads:
             threads.engage(chunk_work)
             # A final E-step on every point, so that labels_ equals predict(X).
             self.labels_ = self._log_resp(Xc, best)[0].max(dim=1).indices  # (batch, n_points)
 
-        self.n_clusters_ = counts
+        means = best["means"] + center[:, None, :]  # in the fit's coordinates
+        self._fit_params = {"weights": best["weights"], "means": means, "prec_chol": best["prec_chol"]}
         self.weights_ = best["weights"]
-        self.means_ = best["means"] + center[:, None, :]
-        self.covariances_ = best["covariances"]
-        self.precisions_cholesky_ = best["prec_chol"]
+        self.means_ = self._to_input_points(means)
+        self.covariances_ = self._to_input_scale(best["covariances"], 2)
+        self.precisions_cholesky_ = self._to_input_scale(best["prec_chol"], -1)
         self.converged_ = best["converged"]
         self.n_iter_ = best["n_iter"]
-        self.lower_bound_ = best["lower_bound"]
+        self.lower_bound_ = best["lower_bound"] + self._log_jacobian(X.dtype)
+
+    def _to_fit_variance(self, variance: float, X: torch.Tensor) -> float | torch.Tensor:
+        """A variance of the caller's units in the fit's: itself, or (batch,) per item."""
+        if self._scale is None:
+            return variance
+        reg = float(variance) * self._scale.to(X.device).square()  # float64
+        swamped = reg > _SWAMPED
+        if bool(swamped.any()):
+            b = int(torch.nonzero(swamped)[0])
+            raise ValueError(
+                f"The 'reg_covar' parameter of {type(self).__name__} ({variance!r}, a variance in "
+                f"the units of X) swamps the points of item {b}, whose coordinates are of the order "
+                f"of {1.0 / float(self._scale[b]):.1g}. Scale it with the data: reg_covar * c**2 "
+                f"for X * c."
+            )
+        return reg.to(X.dtype)
+
+    def _log_jacobian(self, dtype: torch.dtype) -> torch.Tensor | float:
+        """What the fit's log-densities gain in the caller's units: dim·log(scale) per item."""
+        if self._scale is None:
+            return 0.0
+        return (self.n_features_in_ * torch.log(self._scale)).to(dtype)
 
     def _initial_resp(
         self, Xc: torch.Tensor, mask: torch.Tensor, counts: torch.Tensor, k: int, seed: int
@@ -211,7 +241,7 @@ class GaussianMixture(BaseClusterer):
         if self.init == "kmeans":
             # As scikit-learn's default, k-means labels one-hot (its 300 iterations at most).
             # The restarts are KMeans's defaults (3 k-means++ starts on 1,024 points, then
-            # Lloyd on all of them): half the time of a full-data k-means++ run, same ARI.
+            # Lloyd on all of them): as accurate as a full-data k-means++ run, and cheaper.
             labels = kmeans(
                 Xc, mask, counts, k, n_init=3, max_iter=300, tol=1e-4, init_size=1024,
                 generator=gen,
@@ -230,8 +260,10 @@ class GaussianMixture(BaseClusterer):
         n_active: torch.Tensor,
         enabled: torch.Tensor,
         params: dict[str, torch.Tensor],
+        reg: float | torch.Tensor,
     ) -> dict[str, torch.Tensor]:
-        """Run EM from ``params`` until every item converged or ``max_iter``."""
+        """Run EM from ``params`` until every item converged or ``max_iter``; ``reg`` is the
+        variance floor (a float, or (batch,))."""
         B = Xc.shape[0]
         device = Xc.device
         lower_bound = torch.full((B,), -math.inf, dtype=Xc.dtype, device=device)
@@ -242,10 +274,10 @@ class GaussianMixture(BaseClusterer):
                 log_resp, log_norm = self._log_resp(Xc, params)  # (batch, k, n), (batch, n)
                 log_lik = (log_norm * w).sum(dim=1)  # (batch,)
                 resp = log_resp.exp_().mul_(w[:, None, :])  # masked points zeroed
-                updated = self._m_step(Xc, resp, n_active, enabled)
+                updated = self._m_step(Xc, resp, n_active, enabled, reg)
             else:
                 log_lik, nk, moments = self._e_m_pass(Xc, w, params)
-                updated = self._from_moments(nk, moments, n_active, enabled)
+                updated = self._from_moments(nk, moments, n_active, enabled, reg)
             new_bound = log_lik / n_active  # (batch,)
             active = ~converged  # (batch,)
             n_iter += active.to(torch.int64)
@@ -261,7 +293,12 @@ class GaussianMixture(BaseClusterer):
 
     # -- M-step ---------------------------------------------------------------------------
     def _m_step(
-        self, Xc: torch.Tensor, resp: torch.Tensor, n_active: torch.Tensor, enabled: torch.Tensor
+        self,
+        Xc: torch.Tensor,
+        resp: torch.Tensor,
+        n_active: torch.Tensor,
+        enabled: torch.Tensor,
+        reg: float | torch.Tensor,
     ) -> dict[str, torch.Tensor]:
         """Parameters from masked responsibilities ``resp`` (batch, k, n_points)."""
         nk = resp.sum(dim=-1)  # (batch, k)
@@ -275,7 +312,7 @@ class GaussianMixture(BaseClusterer):
                 r = resp[:, :, s : s + c]
                 sums.baddbmm_(r, x)
                 sq_sums.baddbmm_(r, torch.mul(x, x, out=sq[:, : x.shape[1]]))
-            return self._from_moments(nk, torch.cat([sums, sq_sums], -1), n_active, enabled)
+            return self._from_moments(nk, torch.cat([sums, sq_sums], -1), n_active, enabled, reg)
         nk = nk + 10 * torch.finfo(Xc.dtype).eps
         means = torch.bmm(resp, Xc) / nk[..., None]  # (batch, k, dim)
         B, n, d = Xc.shape
@@ -290,7 +327,7 @@ class GaussianMixture(BaseClusterer):
             cov += diff.transpose(-1, -2) @ diff  # (batch, k, dim, dim)
         cov = cov / nk[..., None, None]
         eye = torch.eye(d, dtype=Xc.dtype, device=Xc.device)
-        cov = cov + self.reg_covar * eye
+        cov = cov + _per_item(reg, 4) * eye
         # Disabled components keep an identity covariance, so Cholesky never sees zeros.
         cov = torch.where(enabled[..., None, None], cov, eye)
         chol, info = torch.linalg.cholesky_ex(cov)  # (batch, k, dim, dim)
@@ -303,7 +340,12 @@ class GaussianMixture(BaseClusterer):
                 "prec_chol": prec_chol}
 
     def _from_moments(
-        self, nk: torch.Tensor, moments: torch.Tensor, n_active: torch.Tensor, enabled: torch.Tensor
+        self,
+        nk: torch.Tensor,
+        moments: torch.Tensor,
+        n_active: torch.Tensor,
+        enabled: torch.Tensor,
+        reg: float | torch.Tensor,
     ) -> dict[str, torch.Tensor]:
         """Diagonal/spherical parameters from the weighted sums [Σ r x, Σ r x²] (batch, k, 2 dim)."""
         nk = nk + 10 * torch.finfo(moments.dtype).eps  # (batch, k)
@@ -314,8 +356,11 @@ class GaussianMixture(BaseClusterer):
         var = avg[..., d:] - means * means  # (batch, k, dim)
         if self.covariance_type == "spherical":
             var = var.mean(dim=-1)  # (batch, k)
-        reg = self.reg_covar
-        cov = (var + reg).clamp_min(reg)
+        reg = _per_item(reg, var.ndim)
+        if isinstance(reg, torch.Tensor):
+            cov = torch.maximum(var + reg, reg)
+        else:
+            cov = (var + reg).clamp_min(reg)
         cov = torch.where(enabled[..., None] if var.ndim == 3 else enabled, cov, 1.0)
         if bool((cov <= 0).any()):
             raise ValueError(_ILL_DEFINED)
@@ -361,7 +406,7 @@ class GaussianMixture(BaseClusterer):
         # log-sum-exp over the components; the enabled ones are finite, so the max is too
         # (and torch.logsumexp's handling of infinite maxima costs more than the sum itself).
         # Below the smallest normal number exp() returns subnormals, which change no sum but
-        # make exp and the products ~100x slower on x86: the sum's terms are floored there
+        # make exp and the products far slower on x86: the sum's terms are floored there
         # (the largest term is 1), and smaller responsibilities become exact zeros.
         log_tiny = math.log(torch.finfo(weighted.dtype).tiny)
         top = weighted.amax(dim=1, keepdim=True)  # (batch, 1, c)
@@ -417,17 +462,15 @@ class GaussianMixture(BaseClusterer):
         return log_lik, nk, moments
 
     def _log_resp_fitted(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``_log_resp`` of new points of the fitted items."""
+        """``_log_resp`` of new points of the fitted items (in the fit's coordinates; the
+        log-likelihoods are those of the fit's coordinates too)."""
         # The weighted mean of the means is the centre of the fitted data (as in fit); any
         # per-item shift keeps the log-probabilities exact, a central one keeps them accurate.
         # New points may sit on another device than the fit: results follow X.
-        weights, means = self.weights_.to(X.device), self.means_.to(X.device)
+        fitted = {key: value.to(X.device) for key, value in self._fit_params.items()}
+        weights, means = fitted["weights"], fitted["means"]
         shift = (weights[..., None] * means).sum(dim=1)  # (batch, dim)
-        params = {
-            "weights": weights,
-            "means": means - shift[:, None, :],
-            "prec_chol": self.precisions_cholesky_.to(X.device),
-        }
+        params = {"weights": weights, "means": means - shift[:, None, :], "prec_chol": fitted["prec_chol"]}
         Xc = X.to(means.dtype) - shift[:, None, :]  # (batch, n_points, dim)
         return self._log_resp(Xc, params)
 
@@ -447,10 +490,11 @@ class GaussianMixture(BaseClusterer):
         Returns:
             (batch, n_points) log p(x).
         """
-        self._check_fitted()
-        X = check_embeddings(X, "X")
-        self._check_batch(X)
-        return self._log_resp_fitted(X)[1]
+        X = self._check_new_points(X)
+        with torch.no_grad():
+            log_p = self._log_resp_fitted(self._to_fit_space(X))[1]
+        jacobian = self._log_jacobian(log_p.dtype)
+        return log_p if isinstance(jacobian, float) else log_p + jacobian.to(log_p.device)[:, None]
 
     def score(self, X: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Mean log-likelihood per item over the points marked by ``mask``.
@@ -477,6 +521,11 @@ _ILL_DEFINED = (
     "covariance (for instance caused by singleton or collapsed samples). Increase the "
     "'reg_covar' parameter (the variance floor), or decrease 'n_clusters'."
 )
+
+
+def _per_item(value: float | torch.Tensor, ndim: int) -> float | torch.Tensor:
+    """A float as it is; a (batch,) tensor shaped to broadcast against (batch, ...) of ``ndim``."""
+    return value if not isinstance(value, torch.Tensor) else value.view(-1, *[1] * (ndim - 1))
 
 
 def _weights(nk: torch.Tensor, n_active: torch.Tensor, enabled: torch.Tensor) -> torch.Tensor:

@@ -2,30 +2,38 @@
 
 from __future__ import annotations
 
+import copy
 import importlib
 import json
+from numbers import Integral
 from typing import Any
 
 import numpy as np
 import torch
 
-from .._validation import check_int, shape_str
+from .._params import HasMethods, InstanceOf, Interval, Options, describe
 from ..errors import require
-from . import _ops
-from .base import BaseClusterer
+from ._distances import center_valid, compute_dtype, sq_distances
+from .base import BaseClusterer, PerItemCounts
 
 __all__ = ["SklearnClusterer"]
+
+_SPEC_KEYS = ("class", "params")
 
 
 def _estimator_spec(estimator: Any) -> Any:
     """A JSON-able ``{"class", "params"}`` description of a scikit-learn estimator, when its
-    parameters allow one; otherwise the estimator itself."""
-    cls = type(estimator)
-    params = estimator.get_params(deep=False)
-    try:
-        json.dumps(params)
-    except (TypeError, ValueError):
+    parameters allow one; otherwise the estimator itself (anything that is not a scikit-learn
+    estimator, a spec or a bad value included)."""
+    get_params = getattr(estimator, "get_params", None)
+    if isinstance(estimator, (dict, type)) or not callable(get_params):
         return estimator
+    try:
+        params = get_params(deep=False)
+        json.dumps(params)
+    except (TypeError, ValueError, AttributeError):
+        return estimator
+    cls = type(estimator)
     return {"class": f"{cls.__module__}.{cls.__qualname__}", "params": params}
 
 
@@ -35,32 +43,51 @@ def _build_estimator(spec: Any, owner: str) -> Any:
     A spec may come from a saved model's config, so what it names is never trusted: it must be
     a scikit-learn estimator class (not any callable scikit-learn exposes, some of which read
     or write files), and a module that does not exist is a ValueError like any bad value.
+    An object that is not a scikit-learn estimator is deep-copied.
     """
-    if isinstance(spec, dict):
-        path = spec.get("class")
-        if not isinstance(path, str) or not path.startswith("sklearn."):
-            raise ValueError(
-                f"The 'estimator' parameter of {owner} given as a dict must name a scikit-learn "
-                f"class under 'class' (e.g. 'sklearn.cluster.KMeans'). Got {path!r} instead."
-            )
-        BaseEstimator = require("sklearn.base", "sklearn").BaseEstimator
+    if not isinstance(spec, dict):
+        if callable(getattr(spec, "get_params", None)):
+            return require("sklearn.base", "sklearn").clone(spec)
+        return copy.deepcopy(spec)
+    unknown = sorted(set(map(str, spec)) - set(_SPEC_KEYS))
+    if unknown:
+        raise ValueError(
+            f"The 'estimator' parameter of {owner} given as a dict must have the keys 'class' "
+            f"and 'params' only. Got the keys {sorted(map(str, spec))} instead."
+        )
+    path = spec.get("class")
+    if not isinstance(path, str) or not path.startswith("sklearn."):
+        raise ValueError(
+            f"The 'estimator' parameter of {owner} given as a dict must name a scikit-learn "
+            f"class under 'class' (e.g. 'sklearn.cluster.KMeans'). Got {path!r} instead."
+        )
+    params = spec.get("params")
+    params = {} if params is None else params
+    if not isinstance(params, dict):
+        raise ValueError(
+            f"The 'estimator' parameter of {owner} given as a dict must hold the class's "
+            f"parameters as a dict under 'params'. Got {describe(params)} instead."
+        )
+    BaseEstimator = require("sklearn.base", "sklearn").BaseEstimator
 
-        module, _, name = path.rpartition(".")
-        try:
-            cls = getattr(importlib.import_module(module), name, None)
-        except ImportError:
-            cls = None
-        if cls is None:
-            raise ValueError(f"The 'estimator' parameter of {owner} names {path!r}, which does not exist.")
-        if not (isinstance(cls, type) and issubclass(cls, BaseEstimator)):
-            raise ValueError(
-                f"The 'estimator' parameter of {owner} must name a scikit-learn estimator class. "
-                f"Got {path!r}, which is a {type(cls).__name__}, instead."
-            )
-        return cls(**dict(spec.get("params") or {}))
-    clone = require("sklearn.base", "sklearn").clone
-
-    return clone(spec)
+    module, _, name = path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name, None)
+    except ImportError:
+        cls = None
+    if cls is None:
+        raise ValueError(f"The 'estimator' parameter of {owner} names {path!r}, which does not exist.")
+    if not (isinstance(cls, type) and issubclass(cls, BaseEstimator)):
+        raise ValueError(
+            f"The 'estimator' parameter of {owner} must name a scikit-learn estimator class. "
+            f"Got {path!r}, which is a {type(cls).__name__}, instead."
+        )
+    try:
+        return cls(**params)
+    except TypeError as exc:  # a parameter the class does not take
+        raise ValueError(
+            f"The 'estimator' parameter of {owner} gives {path} parameters it does not take: {exc}."
+        ) from None
 
 
 class SklearnClusterer(BaseClusterer):
@@ -75,12 +102,14 @@ class SklearnClusterer(BaseClusterer):
     mean; cluster labels are renumbered 0..c-1 per item.
 
     Args:
-        estimator: an unfitted scikit-learn clusterer, or ``{"class": "sklearn.cluster.X",
-            "params": {...}}`` (the JSON form :meth:`get_params` returns when it can).
+        estimator: an unfitted scikit-learn clusterer (or any object with ``fit_predict``,
+            copied for each item), or ``{"class": "sklearn.cluster.X", "params": {...}}`` (the
+            JSON form :meth:`get_params` returns when it can).
         n_clusters: None to leave the estimator's own setting, an int, per-item counts, or
             "auto" (estimated per item with :func:`~embedseg.cluster.auto.estimate_n_clusters`).
         max_clusters: the largest count considered under "auto".
-        seed: the estimator's ``random_state`` when it has one set to None; also seeds "auto".
+        seed: the estimator's ``random_state`` when it has one set to None (so at most
+            2**32 - 1, as scikit-learn requires); also seeds "auto".
 
     Fitted attributes:
         labels_: (batch, n_points) int64.
@@ -109,43 +138,55 @@ class SklearnClusterer(BaseClusterer):
         self.max_clusters = max_clusters
         self.seed = seed
 
+    _parameter_constraints = {
+        "estimator": [
+            HasMethods(["fit_predict"]),
+            InstanceOf(dict, "a scikit-learn estimator spec {'class': 'sklearn.cluster.X', 'params': {...}}"),
+        ],
+        "n_clusters": [
+            Interval(Integral, 1, None, closed="left"), Options(str, ["auto"]), PerItemCounts(), None,
+        ],
+        "max_clusters": [Interval(Integral, 1, None, closed="left")],
+        "seed": [Interval(Integral, 0, 2**32 - 1, closed="both")],
+    }
+
     def get_params(self) -> dict[str, Any]:
         """The parameters; the estimator as a JSON-able spec when its parameters allow one."""
         params = super().get_params()
-        if not isinstance(params["estimator"], dict):
-            params["estimator"] = _estimator_spec(params["estimator"])
+        params["estimator"] = _estimator_spec(params["estimator"])
         return params
 
     def _validate_params(self) -> None:
-        owner = type(self).__name__
         est = self.estimator
-        if not isinstance(est, dict) and not callable(getattr(est, "fit_predict", None)):
+        if isinstance(est, type):
             raise TypeError(
-                f"The 'estimator' parameter of {owner} must be a scikit-learn clusterer with a "
-                f"fit_predict method. Got {shape_str(est)} instead."
+                f"The 'estimator' parameter of {type(self).__name__} must be an object with a "
+                f"fit_predict method, an instance such as {est.__name__}(), or a scikit-learn "
+                f"estimator spec. Got the class {est.__module__}.{est.__qualname__} instead."
             )
-        if self.n_clusters is not None:
-            _ops.validate_n_clusters(self.n_clusters, self.max_clusters, owner)
-        check_int(self.max_clusters, "max_clusters", owner, 1)
-        check_int(self.seed, "seed", owner, 0)
+        super()._validate_params()
 
-    def _fit(self, X: torch.Tensor, mask: torch.Tensor) -> None:
+    def _fit(
+        self,
+        X: torch.Tensor,
+        mask: torch.Tensor,
+        n_clusters: torch.Tensor | None,
+        n_slots: int | None,
+    ) -> None:
         owner = type(self).__name__
         B, n, d = X.shape
         template = _build_estimator(self.estimator, owner)
-        accepted = template.get_params(deep=False)
+        get_params = getattr(template, "get_params", None)
+        accepted = get_params(deep=False) if callable(get_params) else {}
         counts = None
-        if self.n_clusters is not None:
+        if n_clusters is not None:
             if "n_clusters" not in accepted:
                 raise ValueError(
                     f"The 'n_clusters' parameter of {owner} needs an estimator with an "
                     f"'n_clusters' parameter; {type(template).__name__} has none. Pass "
                     f"n_clusters=None."
                 )
-            counts, _ = _ops.resolve_n_clusters(
-                self.n_clusters, self.max_clusters, X, mask, owner, seed=self.seed
-            )
-            counts = counts.tolist()
+            counts = n_clusters.tolist()
         Xn = X.detach().to("cpu", torch.float64).numpy()
         mn = mask.cpu().numpy()
         item_labels = []
@@ -155,7 +196,8 @@ class SklearnClusterer(BaseClusterer):
                 est.set_params(n_clusters=int(counts[b]))
             if "random_state" in accepted and accepted["random_state"] is None:
                 est.set_params(random_state=int(self.seed))
-            lab = np.asarray(est.fit_predict(Xn[b][mn[b]]))
+            points = Xn[b][mn[b]]
+            lab = _check_labels(est.fit_predict(points), len(points), type(est).__name__, owner)
             kept = lab >= 0
             if not kept.any():  # everything was noise: one cluster
                 lab, kept = np.zeros_like(lab), np.ones_like(kept)
@@ -171,7 +213,7 @@ class SklearnClusterer(BaseClusterer):
             kept = lab >= 0
             np.add.at(sums[b], lab[kept], Xn[b][mn[b]][kept])
             np.add.at(sizes[b], lab[kept], 1.0)
-        dtype = _ops.compute_dtype(X)
+        dtype = compute_dtype(X)
         sizes_t = torch.as_tensor(sizes, dtype=dtype, device=X.device)
         centers = torch.as_tensor(sums, dtype=dtype, device=X.device) / sizes_t.clamp_min(1.0)[..., None]
         self.cluster_centers_ = centers.to(X.dtype)  # (batch, k_max, dim)
@@ -182,8 +224,23 @@ class SklearnClusterer(BaseClusterer):
         self.labels_ = torch.where(fitted_t >= 0, fitted_t, nearest)
 
     def _predict(self, X: torch.Tensor) -> torch.Tensor:
-        dtype = _ops.compute_dtype(X)
-        C = self.cluster_centers_.to(device=X.device, dtype=dtype)
-        d = _ops.sq_distances(X.to(dtype), C)  # (batch, n, k_max)
-        valid = _ops.center_valid(self.n_clusters_.to(X.device), C.shape[1])
+        # float64, as the estimator saw the points: squared distances of points as large or
+        # as small as float32 holds do not overflow or vanish there (the points are not scaled
+        # here, since an estimator's own parameters, such as DBSCAN's eps, are in their units)
+        C = self.cluster_centers_.to(device=X.device, dtype=torch.float64)
+        d = sq_distances(X.to(torch.float64), C)  # (batch, n, k_max)
+        valid = center_valid(self.n_clusters_.to(X.device), C.shape[1])
         return d.masked_fill(~valid[:, None, :], float("inf")).argmin(-1)
+
+
+def _check_labels(labels: Any, n: int, name: str, owner: str) -> np.ndarray:
+    """The labels an estimator's fit_predict returned, as int64, or a clear error."""
+    lab = np.asarray(labels)
+    if lab.shape != (n,) or not (np.issubdtype(lab.dtype, np.integer) or (
+        np.issubdtype(lab.dtype, np.floating) and np.all(np.isfinite(lab)) and np.all(lab == np.round(lab))
+    )):
+        raise ValueError(
+            f"The 'estimator' parameter of {owner} must give one integer label per point from "
+            f"fit_predict. {name}.fit_predict returned {describe(lab)} for {n} points."
+        )
+    return lab.astype(np.int64)

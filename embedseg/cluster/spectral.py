@@ -9,20 +9,22 @@ columns (r = dim + 1 here), so everything spectral clustering needs is O(n·r²)
 * the normalized affinity ``D^{-1/2} A D^{-1/2} = G Gᵀ`` with ``G = D^{-1/2} F``, whose nonzero
   eigenpairs follow from the r x r problem ``GᵀG = Q Λ Qᵀ``: ``U = G Q Λ^{-1/2}``.
 
-A 256 x 256 image (n = 65,536) is clustered in a fraction of a second on a CPU, where the n x n
-affinity alone would take 17 GB.
+A 256 x 256 image (n = 65,536) thus needs O(n·r) memory, where the n x n affinity alone would
+take 17 GB (timings in benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
 
 import math
+from numbers import Integral
 
 import torch
 
-from .._validation import check_bool, check_choice, check_int
-from . import _ops
-from .base import BaseClusterer
-from .kmeans import kmeans
+from .._params import Interval, Options
+from ._distances import center_valid, compute_dtype, normalize_rows, sq_distances
+from ._lloyd import kmeans
+from ._seeding import make_generator
+from .base import BaseClusterer, PerItemCounts
 
 __all__ = ["SpectralClustering", "spectral_embedding"]
 
@@ -84,7 +86,7 @@ def spectral_embedding(
         >>> torch.allclose(U.transpose(1, 2) @ U, torch.eye(3).expand(2, 3, 3), atol=1e-4)
         True
     """
-    dtype = _ops.compute_dtype(X)
+    dtype = compute_dtype(X)
     F = _feature_map(X.to(dtype), affinity)  # (batch, n_points, r)
     w = mask.to(dtype)  # (batch, n_points)
     col_sum = torch.bmm(w[:, None, :], F)[:, 0]  # (batch, r): Fᵀ1 over the active points
@@ -137,10 +139,6 @@ def _project(
     return U * deg.rsqrt()[..., None], deg
 
 
-def _normalize_rows(U: torch.Tensor) -> torch.Tensor:
-    return U / U.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-
-
 class SpectralClustering(BaseClusterer):
     """Spectral clustering of each item's embedding affinity, batched and low-rank.
 
@@ -156,11 +154,10 @@ class SpectralClustering(BaseClusterer):
     eigenvectors of the random-walk matrix D^{-1} A, Shi & Malik 2000, which is also what
     scikit-learn's ``spectral_embedding`` gives k-means) or scaled to unit rows
     (``embedding_norm="rows"``: Ng, Jordan & Weiss 2001). On embedding-like data with overlap
-    the degree scaling is the more accurate of the two (ARI 0.868 against 0.847 for 3 noisy
-    sources in 20 dimensions, where scikit-learn's k-NN spectral clustering reaches 0.863), so
-    it is the default. With ``normalized=False`` the top ``k`` eigenvectors of A itself (the
-    principal directions of the feature map) are clustered as they are. The eigenvectors come from an r x r
-    eigenproblem per item (``torch.linalg.eigh`` on (batch, r, r), in float64), so the cost is
+    the degree scaling is the more accurate of the two (benchmarks/RESULTS.md), so it is the
+    default. With ``normalized=False`` the top ``k`` eigenvectors of A itself (the principal
+    directions of the feature map) are clustered as they are. The eigenvectors come from an
+    r x r eigenproblem per item (``torch.linalg.eigh`` on (batch, r, r), in float64), so the cost is
     O(n·r²) and memory O(n·r); the n x n affinity is never formed.
 
     Masked points take no part in the affinity; every point is then labelled through the same
@@ -231,26 +228,29 @@ class SpectralClustering(BaseClusterer):
         self.max_iter = max_iter
         self.seed = seed
 
-    def _validate_params(self) -> None:
-        owner = type(self).__name__
-        _ops.validate_n_clusters(self.n_clusters, self.max_clusters, owner)
-        check_int(self.max_clusters, "max_clusters", owner, 1)
-        check_bool(self.normalized, "normalized", owner)
-        check_choice(self.affinity, "affinity", owner, _AFFINITIES)
-        check_choice(self.embedding_norm, "embedding_norm", owner, _EMBEDDING_NORMS)
-        check_int(self.n_init, "n_init", owner, 1)
-        check_int(self.max_iter, "max_iter", owner, 1)
-        check_int(self.seed, "seed", owner, 0)
+    _parameter_constraints = {
+        "n_clusters": [Interval(Integral, 1, None, closed="left"), Options(str, ["auto"]), PerItemCounts()],
+        "max_clusters": [Interval(Integral, 1, None, closed="left")],
+        "normalized": ["boolean"],
+        "affinity": [Options(str, _AFFINITIES)],
+        "embedding_norm": [Options(str, _EMBEDDING_NORMS)],
+        "n_init": [Interval(Integral, 1, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "seed": [Interval(Integral, 0, 2**63 - 1, closed="both")],
+    }
+    # The affinity is anchored at the origin (cosines, or inner products): only the scale of
+    # the points may change.
+    _transform = "scale"
 
-    def _fit(self, X: torch.Tensor, mask: torch.Tensor) -> None:
-        counts, k = _ops.resolve_n_clusters(
-            self.n_clusters, self.max_clusters, X, mask, type(self).__name__, seed=self.seed
-        )  # (batch,), slots
+    def _fit(
+        self, X: torch.Tensor, mask: torch.Tensor, n_clusters: torch.Tensor, n_slots: int
+    ) -> None:
+        counts, k = n_clusters, n_slots
         U, evals, deg, state = spectral_embedding(
             X, mask, k, affinity=self.affinity, normalized=self.normalized
         )  # (batch, n_points, k)
         # Item b keeps its top n_clusters_[b] eigenvectors; zero columns do not move k-means.
-        keep = _ops.center_valid(counts, k).to(U.dtype)  # (batch, k)
+        keep = center_valid(counts, k).to(U.dtype)  # (batch, k)
         state["proj"] = state["proj"] * keep[:, None, :]
         U = U * keep[:, None, :]
         # O(1) coordinates whatever n and whatever the degrees: the unit-norm columns scaled
@@ -264,13 +264,15 @@ class SpectralClustering(BaseClusterer):
             k,
             n_init=self.n_init,
             max_iter=self.max_iter,
-            generator=_ops.make_generator(self.seed, X.device),
+            generator=make_generator(self.seed, X.device),
         )
         self.embedding_ = U.to(X.dtype)
-        self.eigenvalues_ = evals.to(X.dtype)
+        # The linear affinity's eigenvalues carry the points' squared scale; the shifted
+        # cosine's do not depend on it.
+        power = 2 if self.affinity == "linear" else 0
+        self.eigenvalues_ = self._to_input_scale(evals, power).to(X.dtype)
         self.cluster_centers_ = res.centers
         self.labels_ = res.labels
-        self.n_clusters_ = counts
         self._state = state
 
     def _kmeans_space(
@@ -280,7 +282,7 @@ class SpectralClustering(BaseClusterer):
         if not self.normalized:
             return U * state["scale"][:, None, None]
         if self.embedding_norm == "rows":
-            return _normalize_rows(U)
+            return normalize_rows(U)
         return U * (state["scale"][:, None] * deg.rsqrt())[..., None]
 
     def _predict(self, X: torch.Tensor) -> torch.Tensor:
@@ -289,6 +291,6 @@ class SpectralClustering(BaseClusterer):
         U, deg = _project(X, state, self.affinity, self.normalized)  # (batch, n_points, k)
         Z = self._kmeans_space(U, deg, state)
         C = self.cluster_centers_.to(device=X.device, dtype=Z.dtype)  # (batch, k, k)
-        d = _ops.sq_distances(Z, C)  # (batch, n_points, k)
-        valid = _ops.center_valid(self.n_clusters_.to(X.device), C.shape[1])  # (batch, k)
+        d = sq_distances(Z, C)  # (batch, n_points, k)
+        valid = center_valid(self.n_clusters_.to(X.device), C.shape[1])  # (batch, k)
         return d.masked_fill(~valid[:, None, :], float("inf")).argmin(dim=-1)

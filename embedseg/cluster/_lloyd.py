@@ -1,298 +1,156 @@
-"""Batched building blocks shared by the clusterers.
+"""Batched k-means, functional: seeded restarts and Lloyd's iterations.
 
-Everything here works on a whole batch at once, with no Python loop over items. Several
-independent fits of the same item (k-means restarts, or one fit per candidate number of
-clusters) are laid out as *groups*: centers are (batch, groups, k_max, dim) and share the
-item's points, so a single ``bmm`` computes the distances of every point to every center of
-every group while reading X once.
-
-Per-item (or per-group) cluster counts are expressed with a ``valid`` mask over the k_max
-center slots: a disabled center is at distance +inf from every point, so it never wins a
-point, never moves and never counts.
+:func:`kmeans` is the algorithm behind :class:`~embedseg.cluster.KMeans`, and the start of
+the Gaussian mixtures, of spectral clustering and of the automatic cluster counts; it works
+on already validated tensors. Several independent fits of the same item (restarts, or one per
+candidate number of clusters) are laid out as *groups*: centers are (batch, groups, k_max,
+dim) and share the item's points, so a single ``bmm`` computes the distances of every point
+to every center of every group while reading X once. Center slots at or beyond a group's
+count are disabled (``valid``): such a center is at distance +inf from every point, so it
+never wins a point, never moves and never counts.
 """
 
 from __future__ import annotations
 
 import math
-import numbers
-import os
-import warnings
-from typing import Any
+from typing import NamedTuple
 
 import torch
 
-from .._validation import check_int, shape_str
+from ._distances import center_valid, compute_dtype, gather_points, masked_mean_variance, normalize_rows
+from ._seeding import kmeans_plusplus, random_init, subsample_active
+from ._threads import OneThreadForSmallWork
 
-__all__ = [
-    "compute_dtype",
-    "make_generator",
-    "sq_distances",
-    "gather_points",
-    "center_valid",
-    "masked_mean_variance",
-    "subsample_active",
-    "kmeans_plusplus",
-    "random_init",
-    "lloyd",
-    "OneThreadForSmallWork",
-    "validate_n_clusters",
-    "resolve_n_clusters",
-]
+__all__ = ["KMeansResult", "kmeans", "lloyd"]
+
+INITS = ("k-means++", "random")
+# How much looser the restarts' tolerance is on the subsample than on the full data.
+_SUBSAMPLE_TOL_FACTOR = 10.0
+# Lloyd iterations cap of the restarts on the subsample. They only rank the starts, and the
+# full-data run refines the one kept (scikit-learn's MiniBatchKMeans ranks its init_size
+# starts with no iteration at all); a few iterations rank them as well as many, at a fraction
+# of the cost (benchmarks/RESULTS.md).
+_SUBSAMPLE_MAX_ITER = 8
 
 
-def compute_dtype(X: torch.Tensor) -> torch.dtype:
-    """float64 stays float64; every other floating dtype is computed (and accumulated) in float32."""
-    return torch.float64 if X.dtype == torch.float64 else torch.float32
-
-
-# Below this many (point, center) scores per step, a Lloyd, k-means++ or EM step on the CPU
-# runs faster on one thread when OpenMP lets its idle threads sleep (OMP_WAIT_POLICY=passive,
-# as on shared machines): every parallel region (each matmul, each large elementwise op)
-# then has to wake them, which costs more than the work it splits. On a 2-core machine two
-# threads were 1.2-1.8x slower than one for every size up to 16 items x 12,900 points x 3
-# centers (k-means), and for the chunked EM passes. With OpenMP's default spin-waiting the
-# second thread pays off, so nothing is limited. EMBEDSEG_SMALL_WORK overrides the
-# threshold (0: never limit).
-_PASSIVE_OPENMP = os.environ.get("OMP_WAIT_POLICY", "").strip().lower() == "passive"
-
-
-def _small_work_threshold() -> int:
-    default = 1 << 22 if _PASSIVE_OPENMP else 0
-    value = os.environ.get("EMBEDSEG_SMALL_WORK", "").strip()
-    if not value:
-        return default
-    try:
-        return max(0, int(float(value)))
-    except ValueError:
-        warnings.warn(
-            f"EMBEDSEG_SMALL_WORK must be a number of scores (e.g. 4000000), got {value!r}; "
-            f"using {default}",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-        return default
-
-
-SMALL_WORK = _small_work_threshold()
-
-
-class OneThreadForSmallWork:
-    """Holds torch's intra-op threads at one while small CPU work runs, and restores them.
-
-    Like scikit-learn's k-means, which limits BLAS to one thread around its own loop, this
-    changes the process-wide setting for the duration: ``engage(work)`` switches to one
-    thread the first time it is called with fewer than :data:`SMALL_WORK` units on a CPU
-    device; leaving the ``with`` block restores the count found then. Nothing changes on
-    CUDA, or when torch already runs one thread (so nested or concurrent users leave the
-    setting as they found it).
-    """
-
-    def __init__(self, device: torch.device) -> None:
-        self.cpu = device.type == "cpu"
-        self.saved: int | None = None
-
-    def engage(self, work: int) -> None:
-        if self.cpu and self.saved is None and work < SMALL_WORK:
-            threads = torch.get_num_threads()
-            if threads > 1:
-                self.saved = threads
-                torch.set_num_threads(1)
-
-    def __enter__(self) -> "OneThreadForSmallWork":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.saved is not None:
-            torch.set_num_threads(self.saved)
-            self.saved = None
-
-
-def make_generator(seed: int, device: torch.device) -> torch.Generator:
-    """A generator on ``device`` seeded with ``seed`` (results are reproducible per device)."""
-    gen = torch.Generator(device=device)
-    gen.manual_seed(int(seed))
-    return gen
-
-
-def sq_distances(
-    X: torch.Tensor, C: torch.Tensor, x_sq: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Squared Euclidean distances of every point to every center, clamped at zero.
-
-    Uses ``||x||² − 2 x·c + ||c||²`` so that the work is one batched matmul.
+class KMeansResult(NamedTuple):
+    """The best restart of a batched k-means fit, per item.
 
     Shape:
-        X: (batch, n, dim); C: (batch, m, dim); x_sq: (batch, n) or None; result (batch, n, m).
+        centers: (batch, k_max, dim); labels: (batch, n_points) int64; inertia: (batch,);
+        n_iter: (batch,) int64.
     """
-    if x_sq is None:
-        x_sq = (X * X).sum(-1)  # (batch, n)
-    c_sq = (C * C).sum(-1)  # (batch, m)
-    d = torch.baddbmm(c_sq[:, None, :], X, C.transpose(1, 2), alpha=-2.0)  # (batch, n, m)
-    d.add_(x_sq[:, :, None])
-    return d.clamp_(min=0.0)
+
+    centers: torch.Tensor
+    labels: torch.Tensor
+    inertia: torch.Tensor
+    n_iter: torch.Tensor
 
 
-def gather_points(X: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """Rows of each item: ``out[b, j] = X[b, idx[b, j]]``.
-
-    Shape:
-        X: (batch, n, dim); idx: (batch, m) int64; result (batch, m, dim).
-    """
-    B, n, d = X.shape
-    offset = torch.arange(B, device=X.device)[:, None] * n  # (batch, 1)
-    # index_select on the flattened points is several times faster than gather on CPU
-    return X.reshape(B * n, d).index_select(0, (idx + offset).reshape(-1)).view(B, -1, d)
-
-
-def center_valid(counts: torch.Tensor, k_max: int) -> torch.Tensor:
-    """Which of the k_max center slots are in use, from per-item (or per-group) counts.
-
-    Shape:
-        counts: (...) int64; result (..., k_max) bool.
-    """
-    slots = torch.arange(k_max, device=counts.device)
-    return slots < counts[..., None]
-
-
-def masked_mean_variance(
-    X: torch.Tensor, mask: torch.Tensor, x_sq: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Per item, the mean over features of the variance of the active points (sklearn's scale
-    for the k-means tolerance), as ``(E||x||² − ||E x||²) / dim`` from one matmul.
-
-    Shape:
-        X: (batch, n, dim); mask: (batch, n) bool; x_sq: (batch, n) or None; result (batch,).
-    """
-    if x_sq is None:
-        x_sq = (X * X).sum(-1)  # (batch, n)
-    w = mask.to(X.dtype)  # (batch, n)
-    count = w.sum(1).clamp_min(1.0)  # (batch,)
-    mean = torch.bmm(w[:, None, :], X)[:, 0] / count[:, None]  # (batch, dim)
-    second = (x_sq * w).sum(1) / count  # (batch,)
-    return ((second - (mean * mean).sum(-1)) / X.shape[2]).clamp_min(0.0)
-
-
-def subsample_active(
-    mask: torch.Tensor, size: int, generator: torch.Generator, *, replace: bool = False
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pick up to ``size`` active points per item uniformly at random.
-
-    Items with at most ``size`` active points keep all of them, padded with inactive points
-    (whose entry in the returned mask is False). Larger items draw ``size`` distinct points,
-    or with ``replace`` draw with replacement, which is several times cheaper (no sort) and
-    repeats only about size²/(2·n_active) points.
-
-    Returns:
-        (idx, sub_mask): indices into the points and whether each picked point is active.
-
-    Shape:
-        mask: (batch, n) bool; idx, sub_mask: (batch, min(size, n)).
-    """
-    B, n = mask.shape
-    size = min(size, n)
-    n_active = mask.sum(1)  # (batch,)
-    if replace:
-        # The u-th active point of each item, u uniform, found in the running count of actives.
-        u = torch.rand(B, size, generator=generator, device=mask.device)  # (batch, size)
-        rank = (u * n_active[:, None]).long().clamp_max_(n - 1)  # (batch, size) in [0, n_active)
-        if bool(mask.all()):  # no padding: the u-th active point is point u
-            return rank, torch.ones_like(rank, dtype=torch.bool)
-        cum = mask.cumsum(1)  # (batch, n)
-        drawn = torch.searchsorted(cum, rank + 1).clamp_max_(n - 1)  # (batch, size)
-        # Items with few active points take all of them (and pad), as without replacement.
-        small = n_active <= size  # (batch,)
-        if bool(small.any()):
-            keys = torch.arange(n, device=mask.device).expand(B, n).masked_fill(~mask, n)
-            first = keys.topk(size, dim=1, largest=False).indices  # (batch, size) actives first
-            drawn = torch.where(small[:, None], first, drawn)
-        idx = drawn
-    else:
-        keys = torch.rand(mask.shape, generator=generator, device=mask.device)  # (batch, n)
-        keys = keys.masked_fill(~mask, 2.0)  # inactive points sort last
-        idx = keys.topk(size, dim=1, largest=False).indices  # (batch, size)
-    return idx, torch.gather(mask, 1, idx)
-
-
-def _weights_or_uniform(w: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
-    """Sampling weights with rows that sum to zero (all points on centers) made uniform."""
-    dead = w.sum(-1, keepdim=True) <= 0  # (rows, 1)
-    return torch.where(dead, active.to(w.dtype), w)
-
-
-def kmeans_plusplus(
+def kmeans(
     X: torch.Tensor,
     mask: torch.Tensor,
+    counts: torch.Tensor,
     k_max: int,
-    n_groups: int,
-    generator: torch.Generator,
     *,
-    x_sq: torch.Tensor | None = None,
-    n_local_trials: int | None = None,
-) -> torch.Tensor:
-    """Greedy k-means++ seeding (Arthur & Vassilvitskii 2007, as in scikit-learn), batched.
+    n_init: int = 3,
+    max_iter: int = 100,
+    tol: float = 1e-4,
+    init: str = "k-means++",
+    metric: str = "euclidean",
+    init_size: int | None = None,
+    generator: torch.Generator,
+) -> KMeansResult:
+    """Batched k-means on already validated inputs (see :class:`~embedseg.cluster.KMeans`).
 
-    Each next center is chosen, per item and group, among ``n_local_trials`` candidates drawn
-    with probability proportional to the squared distance to the nearest chosen center; the
-    candidate that lowers the potential (sum of those distances) most wins. Only active points
-    are drawn and counted. Every group gets k_max centers; callers disable the slots beyond a
-    group's count, which is exact because greedy seeding of k centers is the prefix of seeding
-    k_max.
+    Restarts are laid out as groups sharing the item's points (one matmul per iteration covers
+    all of them); per item the restart with the lowest inertia is kept. With ``init_size``,
+    items with more active points than that are first seeded and run, all restarts, on
+    ``init_size`` active points drawn at random (with replacement), to a 10x looser tolerance
+    or at most 8 iterations; the best restart then starts a single Lloyd run on all the
+    points, which converges in a few passes.
 
     Args:
-        X: points, in the compute dtype.
-        mask: active points.
-        k_max: centers to seed per group.
-        n_groups: independent seedings per item (restarts, candidate counts).
+        X: (batch, n_points, dim) points.
+        mask: (batch, n_points) bool, points to fit on.
+        counts: (batch,) int64 clusters per item (<= its active points).
+        k_max: center slots; slots at or beyond an item's count are disabled.
+        n_init: restarts.
+        max_iter: Lloyd iterations cap.
+        tol: relative tolerance on the squared center shift (times the item's mean feature
+            variance, like scikit-learn).
+        init: "k-means++" or "random".
+        metric: "euclidean" or "cosine" (spherical k-means; centers kept at unit norm and the
+            inertia is the sum of 1 - cos(x, center)).
+        init_size: subsample size for the restarts (raised to k_max if smaller); None runs
+            the restarts on all the points.
         generator: random source on X's device.
-        x_sq: squared norms of X, if already known.
-        n_local_trials: candidates per step; default ``2 + floor(ln k_max)`` like scikit-learn.
 
     Returns:
-        Centers of shape (batch, n_groups, k_max, dim).
+        A :class:`KMeansResult` with centers in X's dtype; ``n_iter`` counts the iterations
+        on all the points.
     """
-    B, n, d = X.shape
-    G = n_groups
-    T = n_local_trials if n_local_trials is not None else 2 + int(math.log(max(k_max, 1)))
-    if x_sq is None:
-        x_sq = (X * X).sum(-1)  # (batch, n)
-    active = mask[:, None, :].expand(B, G, n).reshape(B * G, n)  # (batch*G, n)
-    centers = X.new_empty(B, G, k_max, d)
+    dtype = compute_dtype(X)
+    Xc = X.to(dtype)
+    spherical = metric == "cosine"
+    if spherical:
+        Xc = normalize_rows(Xc)
+    B, n, d = Xc.shape
+    x_sq = torch.linalg.vector_norm(Xc, dim=-1).square_()  # (batch, n), no (batch, n, dim) temporary
+    valid = center_valid(counts, k_max)[:, None, :].expand(B, n_init, k_max)  # (batch, G, k)
+    ar = torch.arange(B, device=X.device)
+    m = None if init_size is None else max(int(init_size), k_max)
+    if m is not None and int(mask.sum(1).max()) > m:
+        idx, sub_mask = subsample_active(mask, m, generator, replace=True)  # (batch, m)
+        S = gather_points(Xc, idx)  # (batch, m, dim)
+        s_sq = torch.gather(x_sq, 1, idx)  # (batch, m)
+        with OneThreadForSmallWork(X.device) as threads:
+            threads.engage(B * n_init * k_max * m)
+            centers = _seed(S, sub_mask, s_sq, k_max, n_init, init, generator)
+        # The subsample's variance scales the tolerance for both phases (saves a full pass).
+        tol_abs = tol * masked_mean_variance(S, sub_mask, s_sq)  # (batch,)
+        # The subsample run only picks the start, so it stops at a looser tolerance; the
+        # full-data run below applies the real one. Plain steps here: at that tolerance the
+        # runs are short, and over-relaxing costs more than it saves.
+        centers, _, sub_inertia, _ = lloyd(
+            S, sub_mask, centers, valid, max_iter=min(max_iter, _SUBSAMPLE_MAX_ITER),
+            tol=_SUBSAMPLE_TOL_FACTOR * tol_abs,
+            spherical=spherical, x_sq=s_sq, overrelax=False,
+        )
+        centers = centers[ar, sub_inertia.argmin(1)][:, None]  # (batch, 1, k, dim)
+        valid = valid[:, :1]
+    else:
+        tol_abs = tol * masked_mean_variance(Xc, mask, x_sq)  # (batch,)
+        with OneThreadForSmallWork(X.device) as threads:
+            threads.engage(B * n_init * k_max * n)
+            centers = _seed(Xc, mask, x_sq, k_max, n_init, init, generator)
+    centers, labels, inertia, n_iter = lloyd(
+        Xc, mask, centers, valid, max_iter=max_iter, tol=tol_abs, spherical=spherical, x_sq=x_sq
+    )
+    if spherical:
+        inertia = 0.5 * inertia  # ||x - c||² = 2 (1 - cos) for unit vectors
+    best = inertia.argmin(1)  # (batch,)
+    return KMeansResult(
+        centers=centers[ar, best].to(X.dtype),  # (batch, k_max, dim)
+        labels=labels[ar, best],  # (batch, n)
+        inertia=inertia[ar, best],  # (batch,)
+        n_iter=n_iter[ar, best],  # (batch,)
+    )
 
-    first = torch.multinomial(active.to(X.dtype), 1, generator=generator).view(B, G)
-    c0 = gather_points(X, first)  # (batch, G, dim)
-    centers[:, :, 0] = c0
-    closest = sq_distances(X, c0, x_sq).transpose(1, 2)  # (batch, G, n)
-    closest = closest.masked_fill(~mask[:, None, :], 0.0)
 
-    for c in range(1, k_max):
-        w = _weights_or_uniform(closest.reshape(B * G, n), active)  # (batch*G, n)
-        cand = torch.multinomial(w, T, replacement=True, generator=generator).view(B, G * T)
-        cand_pts = gather_points(X, cand)  # (batch, G*T, dim)
-        dc = sq_distances(X, cand_pts, x_sq).transpose(1, 2).view(B, G, T, n)  # (batch, G, T, n)
-        trial = torch.minimum(closest[:, :, None, :], dc)  # (batch, G, T, n)
-        trial = trial.masked_fill(~mask[:, None, None, :], 0.0)
-        best = trial.sum(-1).argmin(-1)  # (batch, G)
-        pick = best[:, :, None, None]
-        centers[:, :, c] = cand_pts.view(B, G, T, d).gather(2, pick.expand(B, G, 1, d))[:, :, 0]
-        closest = trial.gather(2, pick.expand(B, G, 1, n))[:, :, 0]  # (batch, G, n)
-    return centers
-
-
-def random_init(
-    X: torch.Tensor, mask: torch.Tensor, k_max: int, n_groups: int, generator: torch.Generator
+def _seed(
+    X: torch.Tensor,
+    mask: torch.Tensor,
+    x_sq: torch.Tensor,
+    k_max: int,
+    n_init: int,
+    init: str,
+    generator: torch.Generator,
 ) -> torch.Tensor:
-    """k_max distinct active points per item and group, drawn uniformly ("random" init).
-
-    Returns:
-        Centers of shape (batch, n_groups, k_max, dim); items with fewer than k_max active
-        points repeat points in the slots their count disables.
-    """
-    B, n, d = X.shape
-    active = mask[:, None, :].expand(B, n_groups, n).reshape(B * n_groups, n).to(X.dtype)
-    # Without replacement needs k_max positive weights; the tiny floor only matters for items
-    # with fewer active points than slots, whose extra slots are disabled anyway.
-    idx = torch.multinomial(active + 1e-12, k_max, replacement=False, generator=generator)
-    return gather_points(X, idx.view(B, n_groups * k_max)).view(B, n_groups, k_max, d)
+    """Initial centers (batch, n_init, k_max, dim) for every restart."""
+    if init == "k-means++":
+        return kmeans_plusplus(X, mask, k_max, n_init, generator, x_sq=x_sq)
+    return random_init(X, mask, k_max, n_init, generator)
 
 
 def _offset(valid: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -316,7 +174,7 @@ def _scores(
     B, G, k, d = centers.shape
     C = centers.reshape(B, G * k, d)
     c_sq = (C * C).sum(-1) + offset.reshape(B, G * k)  # (batch, G*k)
-    # A contiguous (dim, n) operand makes the product ~30% faster than the transposed view.
+    # A contiguous (dim, n) operand makes a faster product than the transposed view.
     Xt = X.transpose(1, 2) if Xt is None else Xt  # (batch, dim, n)
     s = torch.baddbmm(c_sq[:, :, None], C, Xt, alpha=-2.0)  # (batch, G*k, n)
     return s.view(B, G, k, -1)
@@ -327,7 +185,7 @@ def _min_slot(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     ``s.min(2)``.
 
     torch's argmin over a middle dimension does not vectorize across the contiguous points
-    on CPU (about 10x slower than this): for a few centers, a running minimum over the slots;
+    on CPU: for a few centers, a running minimum over the slots;
     for many, an ``amin`` and an integer ``amin`` of the slots reaching it.
     """
     k = s.shape[2]
@@ -340,8 +198,8 @@ def _min_slot(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         for j in range(2, k):  # a loop over center slots, not over the batch
             sj = s[:, :, j]
             took = (sj < best).to(torch.int32)
-            # labels = labels (1 - took) + j took, in place: up to 2x faster than masked_fill_,
-            # which does not vectorize on CPU
+            # labels = labels (1 - took) + j took, in place: masked_fill_ does not vectorize
+            # on CPU
             labels.sub_(labels * took).add_(took, alpha=j)
             best = torch.minimum(best, sj)
         return best, labels
@@ -361,14 +219,10 @@ def _assign(
 
 def _transposed(X: torch.Tensor) -> torch.Tensor:
     """``X.transpose(1, 2)`` as a contiguous tensor; copying into a transposed view of the
-    output is ~1.5x faster on CPU than ``.contiguous()`` on the transposed input."""
+    output is faster on CPU than ``.contiguous()`` on the transposed input."""
     out = torch.empty((X.shape[0], X.shape[2], X.shape[1]), dtype=X.dtype, device=X.device)
     out.transpose(1, 2).copy_(X)
     return out
-
-
-def _normalize_rows(x: torch.Tensor) -> torch.Tensor:
-    return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
 # Below this fraction of points changing cluster, the per-cluster sums are updated from the
@@ -425,7 +279,7 @@ def _update_stats(
         delta = torch.cat((pts * wt, wt), 1).double()
     new_slot = row + labels.view(-1).index_select(0, at)
     old_slot = row + prev.view(-1).index_select(0, at)
-    # One index_add of the 2m signed rows: half the time of two calls of m rows each on CPU.
+    # One index_add of the 2m signed rows: each call has a fixed cost comparable to its work.
     slots = torch.cat((new_slot, old_slot))
     flat = stats.reshape(B * G * k, d1).index_add(0, slots, torch.cat((delta, delta.neg())))
     return flat.view(B, G, k, d1)
@@ -444,9 +298,9 @@ def _assign_with_stats(
     :func:`_cluster_stats`), in blocks of items on CPU.
 
     Both read all the points. Batch-wide, the second pass comes back to memory once the
-    points exceed the cache; in blocks of a few MB it reads them from the cache (a from-scratch
-    step of 16 x 12,900 x 40 points: 1.3-1.6x faster on a 2-core CPU). The blocks are a cache
-    tiling of batched operations, not a loop over items: small batches are one block.
+    points exceed the cache; in blocks of a few MB it reads them from the cache. The blocks
+    are a cache tiling of batched operations, not a loop over items: small batches are one
+    block.
     """
     B, k = X.shape[0], centers.shape[2]
     per = max(B, 1)  # items per block; on accelerators one block
@@ -487,7 +341,7 @@ def _lloyd_step(
     # Sums are exact in float64 whichever way they were formed; the centers are their means.
     new = (stats[..., :d] / counts.clamp_min(1.0)).to(X.dtype)  # disabled slots: 0
     if spherical:
-        new = _normalize_rows(new)
+        new = normalize_rows(new)
     # Counts are sums of 0/1 weights: exact, and below 0.5 only when zero.
     empty = (counts[..., 0] < 0.5) & valid  # (batch, G, k)
     if bool(empty.any()):
@@ -503,9 +357,8 @@ def _lloyd_step(
 # Over-relaxed Lloyd steps (see :func:`lloyd`): a group extrapolates while its plain step's
 # squared size stays above _SLOW_RATIO times the previous one (the last iterations before
 # convergence drop far more), the factor growing by _ETA_GROWTH per accepted step up to
-# _ETA_MAX. Chosen among 0.05-0.5 on 88 items from fixed starts (benchmarks/bench_kmeans.py):
-# at the default tolerance 23% fewer iterations than plain steps, 40% fewer on the items
-# that creep.
+# _ETA_MAX. _SLOW_RATIO was chosen among 0.05-0.5 on the items of benchmarks/bench_kmeans.py
+# (iteration counts in benchmarks/RESULTS.md).
 _SLOW_RATIO = 0.3
 _ETA_GROWTH = 1.5
 _ETA_MAX = 8.0
@@ -578,7 +431,7 @@ def _overrelax(
     candidate = grow & (eta > 1.0)
     jump = centers + eta.to(centers.dtype)[..., None, None] * (step - centers)
     if spherical:
-        jump = _normalize_rows(jump)
+        jump = normalize_rows(jump)
     nxt = torch.where(candidate[..., None, None], jump, step)
     if rejected is not None:
         nxt = torch.where(rejected[..., None, None], base_step, nxt)
@@ -624,7 +477,7 @@ def lloyd(
     extrapolated centers are kept only if their assignment scores no worse than the plain
     step would with its labels kept (a bound computed from the cluster sums); otherwise the
     group takes the plain step and ``eta`` restarts at 1. Items that creep along a shallow
-    valley converge in 30-50% fewer iterations, the inertia does not rise (up to
+    valley converge in markedly fewer iterations, the inertia does not rise (up to
     rounding), and the result is still a fixed point of Lloyd's algorithm: the stopping test
     is on the plain step.
 
@@ -741,8 +594,8 @@ def lloyd(
                 flush()
                 keep = torch.nonzero(moving).flatten()
                 items = keep if items is None else items.index_select(0, keep)
-                # index_select: several times faster than advanced indexing for whole items on
-                # CPU; into the previous copy's buffer, which is already mapped, if there is one
+                # index_select: advanced indexing of whole items is much slower on CPU; into
+                # the previous copy's buffer, which is already mapped, if there is one
                 if Xa is X:
                     Xa = X.index_select(0, items)
                 else:
@@ -778,95 +631,3 @@ def lloyd(
     dmin = (dmin + x_sq[:, None, :]).clamp_(min=0.0)  # scores -> squared distances
     inertia = (dmin * w[:, None, :]).sum(-1)  # (batch, G)
     return centers, labels.long(), inertia, n_iter
-
-
-# -- the n_clusters parameter shared by every clusterer -------------------------------------
-
-
-def validate_n_clusters(value: Any, max_clusters: Any, owner: str) -> None:
-    """Check ``n_clusters``: an int >= 1, "auto" (with an int ``max_clusters`` >= 2), or a
-    (batch,) integer tensor (or list) of per-item counts >= 1."""
-    if isinstance(value, (list, tuple)):
-        if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value):
-            raise TypeError(
-                f"The 'n_clusters' parameter of {owner} must be an int in [1, inf), 'auto' or "
-                f"per-item counts (ints). Got {value!r} instead."
-            )
-        value = torch.tensor(value, dtype=torch.int64)
-    if isinstance(value, torch.Tensor):
-        if value.ndim != 1 or value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
-            raise TypeError(
-                f"The 'n_clusters' parameter of {owner} must be an int in [1, inf), 'auto' or a "
-                f"(batch,) integer tensor of per-item counts. Got {shape_str(value)} instead."
-            )
-        if value.numel() and int(value.min()) < 1:
-            raise ValueError(
-                f"The 'n_clusters' parameter of {owner} must hold per-item counts >= 1. Got a "
-                f"minimum of {int(value.min())} instead."
-            )
-        return
-    if isinstance(value, str):
-        if value != "auto":
-            raise ValueError(
-                f"The 'n_clusters' parameter of {owner} must be an int in [1, inf), 'auto' or a "
-                f"(batch,) integer tensor of per-item counts. Got {value!r} instead."
-            )
-        check_int(max_clusters, "max_clusters", owner, 2)
-        return
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(
-            f"The 'n_clusters' parameter of {owner} must be an int in [1, inf), 'auto' or a "
-            f"(batch,) integer tensor of per-item counts. Got {value!r} ({type(value).__name__}) "
-            f"instead."
-        )
-    check_int(value, "n_clusters", owner, 1)
-
-
-def resolve_n_clusters(
-    n_clusters: Any,
-    max_clusters: int,
-    X: torch.Tensor,
-    mask: torch.Tensor,
-    owner: str,
-    seed: int = 0,
-) -> tuple[torch.Tensor, int]:
-    """Per-item cluster counts and the number of center slots for a fit.
-
-    An int is used for every item; a (batch,) tensor gives each item its own count; "auto"
-    estimates each item's count in [2, max_clusters] with :func:`estimate_n_clusters` (fitted on
-    the active points) and allots max_clusters slots.
-
-    Returns:
-        (counts, k_max): (batch,) int64 counts on X's device, and the slots to allocate.
-
-    Raises:
-        ValueError: a count larger than an item's number of active points, or a tensor of the
-            wrong length.
-    """
-    B = X.shape[0]
-    n_active = mask.sum(1)  # (batch,)
-    if isinstance(n_clusters, str):
-        from .auto import estimate_n_clusters
-
-        counts = estimate_n_clusters(X, mask, min_clusters=2, max_clusters=max_clusters, seed=seed)
-        return counts, int(max_clusters)
-    if isinstance(n_clusters, (list, tuple)):
-        n_clusters = torch.tensor(n_clusters, dtype=torch.int64)
-    if isinstance(n_clusters, torch.Tensor):
-        if n_clusters.shape[0] != B:
-            raise ValueError(
-                f"The 'n_clusters' parameter of {owner} must have one count per item ({B}). Got "
-                f"{shape_str(n_clusters)} instead."
-            )
-        counts = n_clusters.to(device=X.device, dtype=torch.int64)
-    else:
-        counts = torch.full((B,), int(n_clusters), dtype=torch.int64, device=X.device)
-    too_many = counts > n_active
-    if bool(too_many.any()):
-        b = int(torch.nonzero(too_many)[0])
-        raise ValueError(
-            f"The 'n_clusters' parameter of {owner} ({int(counts[b])} for item {b}) must not "
-            f"exceed the number of active points. Got item {b} with {int(n_active[b])} active "
-            f"points."
-        )
-    return counts, int(counts.max())

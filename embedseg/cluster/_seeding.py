@@ -1,0 +1,147 @@
+"""Random draws of the clusterers: generators, subsamples of the active points, and the
+k-means++ and random starts.
+
+Every start is batched: several independent seedings of the same item (k-means restarts, or
+one per candidate number of clusters) are laid out as *groups*, so centers are
+(batch, groups, k_max, dim) and every draw of every group is one tensor operation.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ._distances import gather_points, sq_distances
+
+__all__ = ["make_generator", "subsample_active", "kmeans_plusplus", "random_init"]
+
+
+def make_generator(seed: int, device: torch.device) -> torch.Generator:
+    """A generator on ``device`` seeded with ``seed`` (results are reproducible per device)."""
+    gen = torch.Generator(device=device)
+    gen.manual_seed(int(seed))
+    return gen
+
+
+def subsample_active(
+    mask: torch.Tensor, size: int, generator: torch.Generator, *, replace: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pick up to ``size`` active points per item uniformly at random.
+
+    Items with at most ``size`` active points keep all of them, padded with inactive points
+    (whose entry in the returned mask is False). Larger items draw ``size`` distinct points,
+    or with ``replace`` draw with replacement, which is several times cheaper (no sort) and
+    repeats only about size²/(2·n_active) points.
+
+    Returns:
+        (idx, sub_mask): indices into the points and whether each picked point is active.
+
+    Shape:
+        mask: (batch, n) bool; idx, sub_mask: (batch, min(size, n)).
+    """
+    B, n = mask.shape
+    size = min(size, n)
+    n_active = mask.sum(1)  # (batch,)
+    if replace:
+        # The u-th active point of each item, u uniform, found in the running count of actives.
+        u = torch.rand(B, size, generator=generator, device=mask.device)  # (batch, size)
+        rank = (u * n_active[:, None]).long().clamp_max_(n - 1)  # (batch, size) in [0, n_active)
+        if bool(mask.all()):  # no padding: the u-th active point is point u
+            return rank, torch.ones_like(rank, dtype=torch.bool)
+        cum = mask.cumsum(1)  # (batch, n)
+        drawn = torch.searchsorted(cum, rank + 1).clamp_max_(n - 1)  # (batch, size)
+        # Items with few active points take all of them (and pad), as without replacement.
+        small = n_active <= size  # (batch,)
+        if bool(small.any()):
+            keys = torch.arange(n, device=mask.device).expand(B, n).masked_fill(~mask, n)
+            first = keys.topk(size, dim=1, largest=False).indices  # (batch, size) actives first
+            drawn = torch.where(small[:, None], first, drawn)
+        idx = drawn
+    else:
+        keys = torch.rand(mask.shape, generator=generator, device=mask.device)  # (batch, n)
+        keys = keys.masked_fill(~mask, 2.0)  # inactive points sort last
+        idx = keys.topk(size, dim=1, largest=False).indices  # (batch, size)
+    return idx, torch.gather(mask, 1, idx)
+
+
+def _weights_or_uniform(w: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+    """Sampling weights with rows that sum to zero (all points on centers) made uniform."""
+    dead = w.sum(-1, keepdim=True) <= 0  # (rows, 1)
+    return torch.where(dead, active.to(w.dtype), w)
+
+
+def kmeans_plusplus(
+    X: torch.Tensor,
+    mask: torch.Tensor,
+    k_max: int,
+    n_groups: int,
+    generator: torch.Generator,
+    *,
+    x_sq: torch.Tensor | None = None,
+    n_local_trials: int | None = None,
+) -> torch.Tensor:
+    """Greedy k-means++ seeding (Arthur & Vassilvitskii 2007, as in scikit-learn), batched.
+
+    Each next center is chosen, per item and group, among ``n_local_trials`` candidates drawn
+    with probability proportional to the squared distance to the nearest chosen center; the
+    candidate that lowers the potential (sum of those distances) most wins. Only active points
+    are drawn and counted. Every group gets k_max centers; callers disable the slots beyond a
+    group's count, which is exact because greedy seeding of k centers is the prefix of seeding
+    k_max.
+
+    Args:
+        X: points, in the compute dtype.
+        mask: active points.
+        k_max: centers to seed per group.
+        n_groups: independent seedings per item (restarts, candidate counts).
+        generator: random source on X's device.
+        x_sq: squared norms of X, if already known.
+        n_local_trials: candidates per step; default ``2 + floor(ln k_max)`` like scikit-learn.
+
+    Returns:
+        Centers of shape (batch, n_groups, k_max, dim).
+    """
+    B, n, d = X.shape
+    G = n_groups
+    T = n_local_trials if n_local_trials is not None else 2 + int(math.log(max(k_max, 1)))
+    if x_sq is None:
+        x_sq = (X * X).sum(-1)  # (batch, n)
+    active = mask[:, None, :].expand(B, G, n).reshape(B * G, n)  # (batch*G, n)
+    centers = X.new_empty(B, G, k_max, d)
+
+    first = torch.multinomial(active.to(X.dtype), 1, generator=generator).view(B, G)
+    c0 = gather_points(X, first)  # (batch, G, dim)
+    centers[:, :, 0] = c0
+    closest = sq_distances(X, c0, x_sq).transpose(1, 2)  # (batch, G, n)
+    closest = closest.masked_fill(~mask[:, None, :], 0.0)
+
+    for c in range(1, k_max):
+        w = _weights_or_uniform(closest.reshape(B * G, n), active)  # (batch*G, n)
+        cand = torch.multinomial(w, T, replacement=True, generator=generator).view(B, G * T)
+        cand_pts = gather_points(X, cand)  # (batch, G*T, dim)
+        dc = sq_distances(X, cand_pts, x_sq).transpose(1, 2).view(B, G, T, n)  # (batch, G, T, n)
+        trial = torch.minimum(closest[:, :, None, :], dc)  # (batch, G, T, n)
+        trial = trial.masked_fill(~mask[:, None, None, :], 0.0)
+        best = trial.sum(-1).argmin(-1)  # (batch, G)
+        pick = best[:, :, None, None]
+        centers[:, :, c] = cand_pts.view(B, G, T, d).gather(2, pick.expand(B, G, 1, d))[:, :, 0]
+        closest = trial.gather(2, pick.expand(B, G, 1, n))[:, :, 0]  # (batch, G, n)
+    return centers
+
+
+def random_init(
+    X: torch.Tensor, mask: torch.Tensor, k_max: int, n_groups: int, generator: torch.Generator
+) -> torch.Tensor:
+    """k_max distinct active points per item and group, drawn uniformly ("random" init).
+
+    Returns:
+        Centers of shape (batch, n_groups, k_max, dim); items with fewer than k_max active
+        points repeat points in the slots their count disables.
+    """
+    B, n, d = X.shape
+    active = mask[:, None, :].expand(B, n_groups, n).reshape(B * n_groups, n).to(X.dtype)
+    # Without replacement needs k_max positive weights; the tiny floor only matters for items
+    # with fewer active points than slots, whose extra slots are disabled anyway.
+    idx = torch.multinomial(active + 1e-12, k_max, replacement=False, generator=generator)
+    return gather_points(X, idx.view(B, n_groups * k_max)).view(B, n_groups, k_max, d)
