@@ -23,7 +23,7 @@ from .cluster import (
 from .domain import Domain, EncodedBatch, create_domain, list_domains, register_domain
 from .errors import EmbedsegError, ModelFileError, NotFittedError
 from . import metrics
-from .losses import affinity_loss, whitened_kmeans_loss
+from .losses import affinity_loss, list_losses, register_loss, whitened_kmeans_loss
 from .networks import create_network, list_networks, register_network
 
 __version__ = "0.1.0"
@@ -37,6 +37,8 @@ __all__ = [
     # losses
     "affinity_loss",
     "whitened_kmeans_loss",
+    "register_loss",
+    "list_losses",
     # clustering
     "KMeans",
     "GaussianMixture",

@@ -81,10 +81,6 @@ class Domain:
     model_class: ClassVar[Any] = None
     #: whether :meth:`decode` uses soft assignments (the clusterer's ``predict_proba``).
     uses_proba: ClassVar[bool] = False
-    #: options added after models were first saved, with the values that reproduce how a model
-    #: saved without them ran: loading such a config applies these instead of the current
-    #: defaults, so a saved model keeps its behaviour.
-    older_model_options: ClassVar[dict[str, Any]] = {}
 
     def get_config(self) -> dict[str, Any]:
         """JSON-serializable keyword options that rebuild this adapter."""
@@ -125,11 +121,10 @@ class Domain:
 
         Domains with extra heads (e.g. mask inference) override this and add their terms.
         """
-        from ._validation import check_choice
-        from .losses import LOSSES
+        from .losses import get_loss
         from .networks import embeddings_of
 
-        fn = LOSSES[check_choice(loss, "loss", f"{type(self).__name__}.compute_loss", LOSSES)]
+        fn = get_loss(loss, f"{type(self).__name__}.compute_loss")
         labels = batch.labels
         if labels is None:
             raise ValueError("Training needs labels: the domain's encode() returned labels=None.")
@@ -224,7 +219,10 @@ class Domain:
         return f"{type(self).__name__}({opts})"
 
 
-DOMAINS: Registry[type[Domain]] = Registry("domain")
+#: the domains by name: the built-ins, those registered with :func:`register_domain`, and those
+#: installed packages declare in the ``embedseg.domains`` entry-point group (``name =
+#: "package.module:DomainClass"``), which get their ``embedseg`` commands too.
+DOMAINS: Registry[type[Domain]] = Registry("domain", entry_point_group="embedseg.domains")
 DOMAINS.register("audio", "domains.audio:AudioDomain")
 DOMAINS.register("image", "domains.image:ImageDomain")
 

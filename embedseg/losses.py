@@ -28,7 +28,7 @@ ratio weights.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -43,9 +43,13 @@ from ._validation import (
     check_weights,
     shape_str,
 )
+from .registry import Registry
 
 __all__ = [
     "LOSSES",
+    "register_loss",
+    "get_loss",
+    "list_losses",
     "affinity_loss",
     "whitened_kmeans_loss",
     "voice_activity_weights",
@@ -378,7 +382,51 @@ def whitened_kmeans_loss(
 
 
 #: the embedding losses by the names the trainer and the domains use.
-LOSSES = {"affinity": affinity_loss, "whitened_kmeans": whitened_kmeans_loss}
+#: the embedding losses the trainer knows by name. A loss is called as
+#: ``fn(embeddings (batch, n_points, dim), labels (batch, n_points) with -1 = ignore,
+#: weights (batch, n_points) or None, reduction="mean" | "sum" | "none")`` and returns a scalar,
+#: or one value per item with ``reduction="none"``.
+LOSSES: Registry[Callable[..., torch.Tensor]] = Registry("loss")
+
+
+def register_loss(name: str, fn: Callable[..., torch.Tensor] | None = None, *, override: bool = False):
+    """Register an embedding loss under ``name`` (decorator or call), so that
+    ``embedseg.fit(..., loss=name)`` trains with it. A duplicate name is an error unless
+    ``override=True``.
+
+    Example:
+        >>> import embedseg
+        >>> @embedseg.register_loss("affinity-x2")
+        ... def doubled(embeddings, labels, weights=None, reduction="mean"):
+        ...     return 2 * embedseg.affinity_loss(embeddings, labels, weights, reduction=reduction)
+        >>> "affinity-x2" in embedseg.list_losses()
+        True
+        >>> LOSSES.unregister("affinity-x2")
+    """
+
+    def add(target: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+        if not callable(target):
+            raise TypeError(f"register_loss() expects a callable loss. Got {target!r} instead.")
+        LOSSES.register(name, target, override=override)
+        return target
+
+    return add if fn is None else add(fn)
+
+
+def list_losses() -> list[str]:
+    """Names of the registered losses, sorted."""
+    return LOSSES.names()
+
+
+def get_loss(name: str, owner: str = "fit") -> Callable[..., torch.Tensor]:
+    """The loss registered as ``name``; the error names ``owner``'s 'loss' parameter and lists
+    the valid names."""
+    check_choice(name, "loss", owner, LOSSES.names())
+    return LOSSES.get(name)
+
+
+register_loss("affinity", affinity_loss)
+register_loss("whitened_kmeans", whitened_kmeans_loss)
 
 
 def _check_magnitude(magnitude, owner: str) -> torch.Tensor:

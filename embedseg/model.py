@@ -402,8 +402,6 @@ class Model:
 
         saved_options = config["domain"].get("options") or {}
         domain = build("domain", create_domain, config["domain"]["name"], saved_options)
-        for key, value in type(domain).older_model_options.items():
-            if key not in saved_options:  # saved before the option existed
                 setattr(domain, key, value)
         network = build("network", create_network, config["network"]["name"], config["network"].get("params") or {})
         clusterer = build(

@@ -2,7 +2,9 @@
 
 A decorator registers, ``create`` builds, ``names`` lists. A duplicate name is an error unless
 ``override=True``; an unknown name lists the valid ones. Entries may also be registered lazily
-as ``"module:attribute"`` strings so that built-ins are imported only when first used.
+as ``"module:attribute"`` strings so that built-ins are imported only when first used, and a
+registry may read a package entry-point group (e.g. ``embedseg.domains``), so that an installed
+package's entries are found without importing it first.
 """
 
 from __future__ import annotations
@@ -34,9 +36,22 @@ class Registry(Generic[T]):
         ValueError: Unknown widget 'circle'. Valid widgets: 'square'.
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, entry_point_group: str | None = None) -> None:
         self.kind = kind
+        self.entry_point_group = entry_point_group
         self._entries: dict[str, Any] = {}
+        self._entry_points_read = entry_point_group is None
+
+    def _read_entry_points(self) -> None:
+        """Register (lazily, as "module:attribute") the entry points of the group, once; names
+        registered in code take precedence."""
+        if self._entry_points_read:
+            return
+        self._entry_points_read = True
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group=self.entry_point_group):
+            self._entries.setdefault(ep.name.lower(), ep.value)
 
     def register(
         self, name: str, obj: T | str | None = None, *, override: bool = False
@@ -72,6 +87,8 @@ class Registry(Generic[T]):
             raise TypeError(f"The {self.kind} name must be a str. Got {type(name).__name__} instead.")
         key = name.lower()
         if key not in self._entries:
+            self._read_entry_points()
+        if key not in self._entries:
             valid = ", ".join(f"'{n}'" for n in self.names()) or "none registered"
             raise ValueError(f"Unknown {self.kind} '{name}'. Valid {self.kind}s: {valid}.")
         return key
@@ -91,10 +108,13 @@ class Registry(Generic[T]):
         return self.get(name)(**params)
 
     def names(self) -> list[str]:
-        """Sorted registered names."""
+        """Sorted registered names (entry points of the group included)."""
+        self._read_entry_points()
         return sorted(self._entries)
 
     def __contains__(self, name: object) -> bool:
+        if isinstance(name, str) and name.lower() not in self._entries:
+            self._read_entry_points()
         return isinstance(name, str) and name.lower() in self._entries
 
     def name_of(self, obj: Any) -> str | None:

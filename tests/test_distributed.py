@@ -16,6 +16,7 @@ import torch
 import embedseg
 from embedseg import Domain, EncodedBatch
 from embedseg.distributed import DistContext, setup, shard_indices
+from embedseg.metrics import ItemMean
 
 
 @embedseg.register_domain("toy-ddp", override=True)
@@ -35,11 +36,14 @@ class BlobsDomain(Domain):
     def decode(self, batch, labels, proba, embeddings):
         return list(labels)
 
-    def metrics(self, outputs, batch):
-        # Two clusters: agreement with the labels up to swapping the two ids.
-        same = [float((o == y).float().mean()) for o, y in zip(outputs, batch.labels)]
-        agree = [max(s, 1.0 - s) for s in same]
-        return {"agreement": sum(agree) / len(agree)}
+    def metrics(self):
+        return ItemMean(_agreement)
+
+
+def _agreement(outputs, batch):
+    """Two clusters: each item's agreement with its labels up to swapping the two ids."""
+    same = [float((o == y).float().mean()) for o, y in zip(outputs, batch.labels)]
+    return [{"agreement": max(s, 1.0 - s)} for s in same]
 
 
 def blobs(n_items: int, seed: int):

@@ -460,7 +460,6 @@ def test_version_1_models_load_as_they_did(name, drop, tmp_path, monkeypatch):
     if drop:  # the current defaults would change how the model runs
         assert expected != create_domain(given["domain"]["name"], **given["domain"]["options"]).get_config()
     # The migration alone keeps the behaviour, with no per-domain rule left at load.
-    monkeypatch.setattr(DOMAINS.get(config["domain"]["name"]), "older_model_options", {}, raising=False)
     model = embedseg.load(folder)
     assert model.domain.get_config() == expected
     _, read = read_model_folder(folder)

@@ -6,6 +6,12 @@ import pytest
 import torch
 
 from embedseg import Domain, EncodedBatch
+from embedseg.metrics import adjusted_rand_index
+
+
+def item_aris(outputs, batch):
+    """Each item's adjusted Rand index of its decoded labels against its true labels."""
+    return [{"ari": adjusted_rand_index(y[m].numpy(), o.numpy())} for o, y, m in zip(outputs, batch.labels, batch.mask)]
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -78,7 +78,6 @@ class AudioDomain(Domain):
     primary_metric: ClassVar[str | None] = "si_sdri"
     primary_metric_higher_is_better: ClassVar[bool] = True
     model_class: ClassVar[Any] = "domains.audio.model:AudioModel"
-    older_model_options: ClassVar[dict[str, Any]] = {"inference": "clusters"}
 
     def __init__(
         self,

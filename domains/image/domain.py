@@ -95,8 +95,6 @@ class ImageDomain(Domain):
     primary_metric: ClassVar[str | None] = "ap50"
     primary_metric_higher_is_better: ClassVar[bool] = True
     model_class: ClassVar[Any] = "domains.image.model:ImageModel"
-    # Models saved before mirrored views and the split-off step decode as they did.
-    older_model_options: ClassVar[dict[str, Any]] = {"flip_views": 1, "split_threshold": -1.0}
 
     # "contact" weighting: how near another instance a pixel counts as on a contact border,
     # and how much more it then weighs.
@@ -361,9 +359,9 @@ class ImageDomain(Domain):
         random (torch's generator, so a seeded run repeats), so that no seam stays put.
         Pixels outside the whole windows (less than one window side per edge) sit this step
         out; an image smaller than one window adds nothing."""
-        from embedseg.losses import LOSSES
+        from embedseg.losses import get_loss
 
-        fn = LOSSES[check_choice(loss, "loss", f"{type(self).__name__}.local_loss", LOSSES)]
+        fn = get_loss(loss, f"{type(self).__name__}.local_loss")
         s = self.local_window
         h, w = batch.context["shape"]
         if offset is None:

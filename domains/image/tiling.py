@@ -82,8 +82,10 @@ class Stitcher:
         shared = self.written[window]  # pixels earlier tiles' cores answered for
         if shared.any() and n_new:
             old = self.labels[window][shared]
-            new = gid[shared]
-            self._join(old, new)
+            # Earlier tiles' pieces of one object are one instance already: compare by roots.
+            ids, inverse = np.unique(old, return_inverse=True)
+            old = np.array([self._find(int(i)) for i in ids], dtype=np.int64)[inverse]
+            self._join(old, gid[shared])
         top, left, bottom, right = core
         region = (slice(y0 + top, y0 + bottom), slice(x0 + left, x0 + right))
         self.labels[region] = gid[top:bottom, left:right]
