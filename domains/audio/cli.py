@@ -1,4 +1,5 @@
-"""The audio domain's commands: ``embedseg separate`` and ``embedseg data speech``."""
+"""The audio domain's commands: ``embedseg separate``, ``embedseg data speech`` and
+``embedseg data speech-real``."""
 
 from __future__ import annotations
 
@@ -158,6 +159,25 @@ def _cmd_data_speech(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_speech_real(args: argparse.Namespace) -> int:
+    import time
+
+    from .corpus_real import build_real_speech_corpus
+
+    _check_out_folder(Path(args.out))
+    start = time.perf_counter()
+    corpus = build_real_speech_corpus(
+        args.out, sample_rate=args.sample_rate, seed=args.seed,
+        max_minutes_per_speaker=args.max_minutes_per_speaker, workers=args.workers, source_root=args.source_root,
+    )
+    counts = ", ".join(f"{k} {len(v)}" for k, v in corpus.splits.items())
+    skipped = ", ".join(f"{k} {v}" for k, v in corpus.skipped.items())
+    print(f"real speech corpus: {corpus.hours:.2f} h, {len(corpus.speakers)} speakers ({counts}) in {corpus.root} "
+          f"(splits in {corpus.root / 'splits.json'}, recipe in {corpus.root / 'corpus.json'}); "
+          f"clips skipped: {skipped}; {time.perf_counter() - start:.0f} s")
+    return 0
+
+
 def _subparsers_of(parser: argparse.ArgumentParser) -> Any:
     for action in parser._actions:  # argparse keeps no public handle on a parser's subcommands
         if isinstance(action, argparse._SubParsersAction):
@@ -199,3 +219,16 @@ def add_commands(subparsers: Any) -> None:
     q.add_argument("--workers", type=int, default=2)
     q.add_argument("--overwrite", action="store_true")
     q.set_defaults(func=_cmd_data_speech)
+    r = sub.add_parser(
+        "speech-real", help="gather real recorded speech from Debian packages (needs scripts/install_speech_real.sh)",
+        description="Asterisk's voice prompts, Fish Fillets NG's Czech and Dutch dialogues and KLettres' letters "
+        "in 20 languages, joined into utterances of 3 to 8 s in root/<speaker>/*.wav, whole speakers held out "
+        "for validation and test (splits.json), the recipe in corpus.json.",
+    )
+    r.add_argument("--out", required=True, metavar="DIR")
+    r.add_argument("--sample-rate", type=int, default=8000)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--max-minutes-per-speaker", type=float, default=None, metavar="M", help="read at most M minutes of each speaker (default: all)")
+    r.add_argument("--workers", type=int, default=2)
+    r.add_argument("--source-root", default="/", metavar="DIR", help="the folder holding the packages' usr/share (default /)")
+    r.set_defaults(func=_cmd_data_speech_real)
