@@ -13,6 +13,8 @@ echo "== image segmentation =="
 .venv/bin/python examples/image_segmentation.py --out outputs/image_segmentation.png
 
 echo "== speech separation =="
+# The recordings of real people behind `embedseg data speech-real`; the example runs without them.
+bash scripts/install_speech_real.sh || echo "[demo] the real speech recordings could not be installed (needs root and apt-get); run scripts/install_speech_real.sh as root." >&2
 if bash scripts/install_speech_voices.sh; then
   .venv/bin/python examples/audio_separation.py --pretrained --out outputs/audio
 else
