@@ -402,7 +402,6 @@ class Model:
 
         saved_options = config["domain"].get("options") or {}
         domain = build("domain", create_domain, config["domain"]["name"], saved_options)
-                setattr(domain, key, value)
         network = build("network", create_network, config["network"]["name"], config["network"].get("params") or {})
         clusterer = build(
             "clusterer", make_clusterer, config["clusterer"]["name"], config["clusterer"].get("params") or {}
