@@ -26,7 +26,7 @@ from . import metrics
 from .losses import affinity_loss, list_losses, register_loss, whitened_kmeans_loss
 from .networks import create_network, list_networks, register_network
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "__version__",

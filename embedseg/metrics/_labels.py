@@ -5,6 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
+
+from embedseg._validation import shape_str
 
 
 def as_label_map(x: Any, name: str) -> np.ndarray:
@@ -31,3 +34,24 @@ def relabel(x: np.ndarray) -> tuple[np.ndarray, int]:
     else:
         n = ids.size - 1
     return inverse.reshape(x.shape), max(n, 0)
+
+
+def items_of(x: Any, name: str) -> list[Any]:
+    """The items of a per-item sequence: a list or tuple, or an array or tensor indexed by its
+    first dimension."""
+    if isinstance(x, (list, tuple)):
+        return list(x)
+    if isinstance(x, (torch.Tensor, np.ndarray)) and x.ndim >= 1:
+        return list(x)
+    raise TypeError(
+        f"'{name}' must be a sequence of items (a list, or an array or tensor whose first dimension "
+        f"indexes the items). Got {shape_str(x)} instead."
+    )
+
+
+def same_length(**sequences: list[Any]) -> int:
+    lengths = {name: len(s) for name, s in sequences.items()}
+    if len(set(lengths.values())) > 1:
+        listed = ", ".join(f"{name}: {n}" for name, n in lengths.items())
+        raise ValueError(f"{', '.join(repr(n) for n in lengths)} must hold as many items each. Got {listed}.")
+    return next(iter(lengths.values()))

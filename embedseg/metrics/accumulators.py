@@ -11,43 +11,16 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 
 from embedseg._validation import check_int, check_tensor, shape_str
 
+from ._labels import items_of, same_length
 from .base import Metric
-from .matching import (
-    DEFAULT_THRESHOLDS,
-    check_thresholds,
-    iou_matrix,
-    match_counts,
-    scores,
-)
+from .matching import DEFAULT_THRESHOLDS, check_thresholds, pooled_counts, scores
 from .separation import separation_scores
 
 __all__ = ["MeanMetric", "ItemMean", "InstanceMatching", "SeparationMetrics"]
-
-
-def _items(x: Any, name: str) -> list[Any]:
-    """The items of a per-item sequence: a list or tuple, or an array or tensor indexed by its
-    first dimension."""
-    if isinstance(x, (list, tuple)):
-        return list(x)
-    if isinstance(x, (torch.Tensor, np.ndarray)) and x.ndim >= 1:
-        return list(x)
-    raise TypeError(
-        f"'{name}' must be a sequence of items (a list, or an array or tensor whose first dimension "
-        f"indexes the items). Got {shape_str(x)} instead."
-    )
-
-
-def _same_length(**sequences: list[Any]) -> int:
-    lengths = {name: len(s) for name, s in sequences.items()}
-    if len(set(lengths.values())) > 1:
-        listed = ", ".join(f"{name}: {n}" for name, n in lengths.items())
-        raise ValueError(f"{', '.join(repr(n) for n in lengths)} must hold as many items each. Got {listed}.")
-    return next(iter(lengths.values()))
 
 
 class MeanMetric(Metric):
@@ -253,23 +226,12 @@ class InstanceMatching(Metric):
             y_true: sequence of true integer label maps (0 = background).
             y_pred: sequence of predicted label maps, each of the shape of its true map.
         """
-        truths, preds = _items(y_true, "y_true"), _items(y_pred, "y_pred")
-        _same_length(y_true=truths, y_pred=preds)
-        tp = np.zeros(len(self.thresholds), dtype=np.int64)
-        sum_iou = np.zeros(len(self.thresholds), dtype=np.float64)
-        n_true = n_pred = 0
-        for t, p in zip(truths, preds):
-            iou = iou_matrix(t, p)
-            item_tp, item_sum = match_counts(iou, self.thresholds)
-            tp += item_tp
-            sum_iou += item_sum
-            n_true += iou.shape[0]
-            n_pred += iou.shape[1]
+        tp, sum_iou, n_true, n_pred, n_items = pooled_counts(y_true, y_pred, self.thresholds, ("y_true", "y_pred"))
         self.tp = self.tp + torch.from_numpy(tp)
         self.sum_iou = self.sum_iou + torch.from_numpy(sum_iou)
         self.n_true = self.n_true + n_true
         self.n_pred = self.n_pred + n_pred
-        self.n_items = self.n_items + len(truths)
+        self.n_items = self.n_items + n_items
 
     def compute(self) -> dict[float, dict[str, float]] | dict[str, float]:
         """As :func:`embedseg.metrics.matching`: for one threshold a dict of scores, else a dict
@@ -344,10 +306,10 @@ class SeparationMetrics(Metric):
             estimates: sequence of (n_estimates, time) separated sources.
             mixtures: sequence of (time,) mixtures.
         """
-        refs = _items(references, "references")
-        ests = _items(estimates, "estimates")
-        mixes = _items(mixtures, "mixtures")
-        _same_length(references=refs, estimates=ests, mixtures=mixes)
+        refs = items_of(references, "references")
+        ests = items_of(estimates, "estimates")
+        mixes = items_of(mixtures, "mixtures")
+        same_length(references=refs, estimates=ests, mixtures=mixes)
         groups: dict[tuple[Any, ...], list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = {}
         n_correct = 0
         for i, (r, e, m) in enumerate(zip(refs, ests, mixes)):

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ._assignment import linear_sum_assignment
-from ._labels import as_label_map, relabel
+from ._labels import as_label_map, items_of, relabel, same_length
 
 __all__ = ["DEFAULT_THRESHOLDS", "iou_matrix", "matching", "matching_dataset"]
 
@@ -212,8 +212,31 @@ def matching_dataset(
     Raises:
         ValueError: the sequences differ in length or are empty ("no items were scored").
     """
-    from .accumulators import InstanceMatching
+    single, ths = check_thresholds(thresholds, "matching_dataset")
+    tp, sum_iou, n_true, n_pred, n_items = pooled_counts(ys_true, ys_pred, ths)
+    if n_items == 0:
+        raise ValueError("matching_dataset(): no items were scored; 'ys_true' and 'ys_pred' are empty.")
+    out = {th: scores(tp[k], n_true, n_pred, sum_iou[k], th) for k, th in enumerate(ths)}
+    return out[ths[0]] if single else out
 
-    metric = InstanceMatching(thresholds)
-    metric.update(ys_true, ys_pred)
-    return metric.compute()
+
+def pooled_counts(
+    ys_true: Sequence[Any], ys_pred: Sequence[Any], thresholds: Sequence[float], names: tuple[str, str] = ("ys_true", "ys_pred")
+) -> tuple[np.ndarray, np.ndarray, int, int, int]:
+    """True positives and the sum of their IoU per threshold, the numbers of true and of
+    predicted instances, and the number of images, summed over pairs of label maps: what
+    dataset-level matching pools (:func:`matching_dataset`, :class:`~embedseg.metrics.InstanceMatching`);
+    ``names`` are the arguments' names in messages."""
+    truths, preds = items_of(ys_true, names[0]), items_of(ys_pred, names[1])
+    same_length(**{names[0]: truths, names[1]: preds})
+    tp = np.zeros(len(thresholds), dtype=np.int64)
+    sum_iou = np.zeros(len(thresholds), dtype=np.float64)
+    n_true = n_pred = 0
+    for t, p in zip(truths, preds):
+        iou = iou_matrix(t, p)
+        item_tp, item_sum = match_counts(iou, thresholds)
+        tp += item_tp
+        sum_iou += item_sum
+        n_true += iou.shape[0]
+        n_pred += iou.shape[1]
+    return tp, sum_iou, n_true, n_pred, len(truths)
