@@ -332,7 +332,7 @@ class Model:
         Raises:
             ValueError: an empty or unannotated dataset, or a domain without metrics.
         """
-        from .training.data import check_dataset
+        from .datasets import check_dataset
 
         check_dataset(dataset, "dataset")
         return self.engine().evaluate(dataset, batch_size, n_clusters, num_workers)

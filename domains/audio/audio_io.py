@@ -89,6 +89,13 @@ def as_waveform(x: Any, name: str = "mixture") -> torch.Tensor:
         raise TypeError(f"'{name}' must be a tensor, an array or a file path. Got {type(x).__name__} instead.")
     if x.is_complex() or x.dtype == torch.bool:
         raise TypeError(f"'{name}' must be real-valued. Got dtype {x.dtype} instead.")
+    if x.dtype == torch.uint8:
+        # Unsigned bytes are how images come, not audio: 8-bit PCM is read from files as float,
+        # and arrays of samples are float or signed integers (int16, int32).
+        raise TypeError(
+            f"'{name}' must hold audio samples (float, or signed integer PCM such as int16). Got an "
+            f"array of unsigned bytes (uint8) of shape {tuple(x.shape)}, which looks like an image."
+        )
     x = x.float()
     if not bool(torch.isfinite(x).all()):
         n_bad = int((~torch.isfinite(x)).sum())

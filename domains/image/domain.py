@@ -22,7 +22,7 @@ from embedseg.networks import embeddings_of
 
 from .decode import decode_instances
 from .folder import Augmented, _item_pair, make_augmentation
-from .imageio import normalize_intensity, to_channels, to_image_tensor, to_label_tensor
+from .imageio import AUTO, normalize_intensity, to_channels, to_image_tensor, to_label_tensor
 from .tiling import Stitcher, tile_windows
 
 __all__ = ["ImageDomain"]
@@ -187,10 +187,16 @@ class ImageDomain(Domain):
         }
 
     # -- data -----------------------------------------------------------------------------------
-    def prepare_image(self, image: Any, name: str = "image") -> torch.Tensor:
-        """(C, H, W) float32 features of one raw image: channel conversion + normalization."""
-        x = to_channels(to_image_tensor(image, name), self.channels)
-        return normalize_intensity(x, *self.percentiles)
+    def prepare_image(self, image: Any, name: str = "image", channel_axis: Any = AUTO, strict: bool = False) -> torch.Tensor:
+        """(C, H, W) float32 features of one raw image: channel conversion + normalization.
+
+        ``channel_axis`` says where the image's channels are (see
+        :func:`~domains.image.imageio.to_image_tensor`); with ``strict`` a constant image is an
+        error naming ``name`` (what a user asks to segment), else it maps to zeros (a flat crop
+        in training).
+        """
+        x = to_channels(to_image_tensor(image, name, channel_axis), self.channels)
+        return normalize_intensity(x, *self.percentiles, name=name if strict else None)
 
     def training_data(self, dataset: Any) -> Any:
         """The training set as the trainer should see it: augmented and, when small, repeated.

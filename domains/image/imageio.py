@@ -46,40 +46,85 @@ def _as_array(x: Any, name: str) -> np.ndarray | torch.Tensor:
     raise TypeError(f"'{name}' must be a numpy array or torch tensor. Got {shape_str(x)} instead.")
 
 
-def to_image_tensor(image: Any, name: str = "image") -> torch.Tensor:
-    """An image as a (C, H, W) float32 tensor of its raw values (no rescaling).
+#: ``channel_axis`` left to the default rule (see :func:`to_image_tensor`).
+AUTO = "auto"
 
-    Accepts (H, W), (C, H, W) with C in {1, 3, 4}, and channels-last (H, W, C) with C in
-    {1, 3, 4} (recognized when the first axis is not a channel count but the last is). Integer,
-    bool and float dtypes are accepted; NaN/inf are rejected.
+
+def _channel_axis(x: Any, channel_axis: Any, name: str) -> int | None:
+    """The axis of ``x`` holding channels, or None for a single-channel 2-D image."""
+    if channel_axis is None:
+        if x.ndim != 2:
+            raise ValueError(
+                f"'{name}' with channel_axis=None must be a 2-D (H, W) image. Got {shape_str(x)}; pass "
+                f"channel_axis=0 for (C, H, W) or -1 for (H, W, C)."
+            )
+        return None
+    if isinstance(channel_axis, str) and channel_axis == AUTO:
+        if x.ndim == 2:
+            return None
+        if x.ndim != 3:
+            raise ValueError(
+                f"'{name}' must be (H, W), (C, H, W) or (H, W, C) with C in 1, 3, 4. Got {shape_str(x)} instead."
+            )
+        first, last = int(x.shape[0]), int(x.shape[-1])
+        if last in (3, 4):  # scikit-image's convention: colour is the last axis
+            return 2
+        if isinstance(x, torch.Tensor) and first in (1, 2, 3, 4):
+            return 0  # torch's convention: (C, H, W)
+        if first == 1 or last == 1:
+            return 0 if first == 1 else 2
+        raise ValueError(
+            f"'{name}' of shape {tuple(x.shape)} is ambiguous: a (C, H, W) image or a stack of slices? "
+            f"Pass channel_axis=0 for channels first, -1 for channels last, or segment each slice alone."
+        )
+    if isinstance(channel_axis, bool) or not isinstance(channel_axis, (int, np.integer)):
+        raise TypeError(f"'channel_axis' must be None, an int or 'auto'. Got {channel_axis!r} instead.")
+    if x.ndim != 3 or not -3 <= int(channel_axis) <= 2:
+        raise ValueError(
+            f"'channel_axis' ({channel_axis}) must name an axis of a 3-D image. Got '{name}' of {shape_str(x)}."
+        )
+    return int(channel_axis) % 3
+
+
+def to_image_tensor(image: Any, name: str = "image", channel_axis: Any = AUTO) -> torch.Tensor:
+    """An image as a (C, H, W) float tensor of its raw values (no rescaling): float32, or
+    float64 for float64 input.
+
+    Args:
+        image: a 2-D image, or a 3-D one with 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA)
+            channels along ``channel_axis``.
+        name: the argument's name in messages.
+        channel_axis: the axis holding channels, scikit-image's convention: None for a 2-D
+            image, an int for a 3-D one. "auto" (the default): none for 2-D arrays; the last
+            axis of a 3-D array whose last axis is 3 or 4; the first axis of a 3-D torch tensor
+            (torch's (C, H, W)); an axis of length 1; anything else is ambiguous and an error.
 
     Raises:
-        TypeError: not an array, or a complex/object dtype.
-        ValueError: wrong rank, an empty image, or non-finite values.
+        TypeError: not an array, or a complex/object dtype, or a bad ``channel_axis``.
+        ValueError: wrong rank, an ambiguous layout, an empty image, or non-finite values.
     """
     x = _as_array(image, name)
-    if x.ndim == 3 and x.shape[0] not in (1, 3, 4) and x.shape[-1] in (1, 3, 4):
-        x = x.permute(2, 0, 1) if isinstance(x, torch.Tensor) else np.moveaxis(x, -1, 0)
-    if x.ndim == 2:
+    axis = _channel_axis(x, channel_axis, name)
+    if axis is None:
         x = x[None]
-    if x.ndim != 3:
-        raise ValueError(
-            f"'{name}' must be (H, W), (C, H, W) or (H, W, C) with C in 1, 3, 4. Got {shape_str(x)} instead."
-        )
+    elif axis != 0:
+        x = x.movedim(axis, 0) if isinstance(x, torch.Tensor) else np.moveaxis(x, axis, 0)
     if x.shape[0] not in (1, 2, 3, 4):
         raise ValueError(
-            f"'{name}' must have 1 (gray), 3 (RGB) or 4 (RGBA) channels. Got {shape_str(x)} instead."
+            f"'{name}' must have 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA) channels along its "
+            f"channel axis. Got {shape_str(x)} (channels first) instead."
         )
     if x.shape[1] == 0 or x.shape[2] == 0:
         raise ValueError(f"'{name}' must not be empty. Got {shape_str(x)} instead.")
     if isinstance(x, np.ndarray):
         if x.dtype.kind not in "biuf":
             raise TypeError(f"'{name}' must have a bool, integer or float dtype. Got {shape_str(x)} instead.")
-        x = torch.from_numpy(np.ascontiguousarray(x).astype(np.float32, copy=False))
-    else:
-        if x.is_complex():
-            raise TypeError(f"'{name}' must have a bool, integer or float dtype. Got {shape_str(x)} instead.")
-        x = x.to(torch.float32)
+        x = torch.from_numpy(np.ascontiguousarray(x))
+    elif x.is_complex():
+        raise TypeError(f"'{name}' must have a bool, integer or float dtype. Got {shape_str(x)} instead.")
+    # float64 stays float64 until normalized: a small contrast on a large offset (a float image
+    # in physical units) would vanish in float32's 24 bits.
+    x = x.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
     if not bool(torch.isfinite(x).all()):
         raise ValueError(f"'{name}' must contain only finite values. Got {shape_str(x)} with NaN or inf.")
     return x
@@ -99,26 +144,40 @@ def to_channels(image: torch.Tensor, channels: int) -> torch.Tensor:
     return image.expand(3, -1, -1).clone()
 
 
-def normalize_intensity(image: torch.Tensor, low: float = 1.0, high: float = 99.8) -> torch.Tensor:
-    """Percentile normalization per channel: the ``low`` percentile maps to 0 and ``high`` to 1.
+def normalize_intensity(
+    image: torch.Tensor, low: float = 1.0, high: float = 99.8, name: str | None = None
+) -> torch.Tensor:
+    """Percentile normalization per channel: the ``low`` percentile maps to 0 and ``high`` to 1
+    (csbdeep / StarDist's normalization).
 
-    This is what makes 8-bit, 16-bit and float images of any range look alike to the network.
-    A constant channel maps to zeros rather than dividing by zero.
+    Scale-invariant: an image times any positive factor (a float image in physical units, a
+    range of 1e-9) normalizes to the same result. A channel whose percentiles coincide but that
+    is not constant (a few bright spots on an even background) is normalized by its minimum
+    and maximum instead. A truly constant channel maps to zeros; with ``name`` given, a
+    constant image (every channel constant) is an error naming it, since nothing can be found
+    in it.
 
     Shape:
         image (C, H, W) -> (C, H, W) float32.
     """
-    flat = image.reshape(image.shape[0], -1).float()  # (C, H*W)
+    flat = image.reshape(image.shape[0], -1)  # (C, H*W), float32 or float64
     if flat.shape[1] > 1_000_000:
         # Percentiles of a large image are estimated from a fixed stride sample.
         flat_q = flat[:, :: flat.shape[1] // 1_000_000 + 1]
     else:
         flat_q = flat
-    q = torch.tensor([low / 100.0, high / 100.0], device=image.device)
+    q = torch.tensor([low / 100.0, high / 100.0], device=image.device, dtype=flat.dtype)
     lo, hi = torch.quantile(flat_q, q, dim=1)  # (C,), (C,)
-    span = (hi - lo).clamp_min(1e-6)
-    out = (image.float() - lo[:, None, None]) / span[:, None, None]
-    constant = (hi - lo) <= 1e-6
+    vmin, vmax = flat.amin(1), flat.amax(1)  # (C,)
+    narrow = hi <= lo  # percentiles coincide: fall back to the full range
+    lo, hi = torch.where(narrow, vmin, lo), torch.where(narrow, vmax, hi)
+    constant = vmax <= vmin  # (C,): every pixel of the channel the same
+    if name is not None and bool(constant.all()):
+        raise ValueError(
+            f"'{name}' is constant (every pixel {float(vmin[0]):g}): there is nothing to segment."
+        )
+    span = torch.where(constant, torch.ones_like(hi), hi - lo)
+    out = ((image - lo[:, None, None]) / span[:, None, None]).float()
     if bool(constant.any()):
         out[constant] = 0.0
     return out

@@ -21,7 +21,7 @@ from embedseg.model import Model
 from embedseg.networks import embeddings_of
 
 from .folder import _item_pair
-from .imageio import to_label_tensor
+from .imageio import AUTO, to_label_tensor
 from .metrics import matching_dataset
 
 __all__ = ["ImageModel"]
@@ -53,25 +53,30 @@ class ImageModel(Model):
         >>> labels = model.segment(image)                       # doctest: +SKIP
     """
 
-    def segment(self, image: Any, n_instances: int | None = None) -> torch.Tensor:
+    def segment(self, image: Any, n_instances: int | None = None, *, channel_axis: Any = AUTO) -> torch.Tensor:
         """Instance labels of one image of any size.
 
         Images larger than the domain's ``tile_size`` are segmented tile by tile and the tiles'
         instances stitched (memory is bounded by a tile).
 
         Args:
-            image: (H, W), (C, H, W) or (H, W, C) array or tensor; any dtype and range.
+            image: (H, W), (C, H, W) or (H, W, C) array or tensor; any dtype and range (the
+                intensities are normalized by their percentiles, so any scale works).
             n_instances: the number of instances wanted; None = automatic.
+            channel_axis: the axis holding channels (scikit-image's convention): None for a
+                2-D image, an int for a 3-D one; "auto" (default) takes the last axis of a 3-D
+                array when it has 3 or 4 entries and refuses layouts it cannot tell apart (see
+                :func:`~domains.image.imageio.to_image_tensor`).
 
         Returns:
             (H, W) int64 tensor on the CPU: 0 = background, instances 1..n.
 
         Raises:
-            ValueError, TypeError: a malformed image (wrong rank, NaN, empty) or bad
-                ``n_instances``.
+            ValueError, TypeError: a malformed image (wrong rank, an ambiguous channel layout,
+                NaN, empty, constant) or bad ``n_instances``.
         """
         counts = _counts(n_instances, 1)
-        return self._segment([image], counts, ["image"], batch_size=1)[0]
+        return self._segment([image], counts, ["image"], batch_size=1, channel_axis=channel_axis)[0]
 
     def segment_batch(
         self,
@@ -79,6 +84,7 @@ class ImageModel(Model):
         n_instances: int | Sequence[int | None] | None = None,
         *,
         batch_size: int = 8,
+        channel_axis: Any = AUTO,
     ) -> list[torch.Tensor]:
         """:meth:`segment` for a sequence of images (sizes may differ).
 
@@ -90,6 +96,7 @@ class ImageModel(Model):
             n_instances: one count for all, one per image (a sequence, array or tensor), or
                 None.
             batch_size: most images per network pass.
+            channel_axis: as for :meth:`segment`, the same for every image.
         """
         check_int(batch_size, "batch_size", "segment_batch", 1)
         if isinstance(images, (np.ndarray, torch.Tensor)):
@@ -105,12 +112,14 @@ class ImageModel(Model):
             )
         images = list(images)  # a stacked array or tensor is a batch along its first axis
         counts = _counts(n_instances, len(images))
-        return self._segment(images, counts, [f"images[{i}]" for i in range(len(images))], batch_size)
+        return self._segment(images, counts, [f"images[{i}]" for i in range(len(images))], batch_size, channel_axis)
 
-    def _segment(self, images: list[Any], counts: list[int | None], names: list[str], batch_size: int) -> list[torch.Tensor]:
+    def _segment(
+        self, images: list[Any], counts: list[int | None], names: list[str], batch_size: int, channel_axis: Any = AUTO
+    ) -> list[torch.Tensor]:
         """Prepare, group by size, predict through the engine, warn about shortfalls."""
         domain = self.domain
-        prepared = [domain.prepare_image(img, name) for img, name in zip(images, names)]
+        prepared = [domain.prepare_image(img, name, channel_axis, strict=True) for img, name in zip(images, names)]
         by_shape: dict[tuple[int, ...], list[int]] = {}
         for i, x in enumerate(prepared):
             by_shape.setdefault(tuple(x.shape), []).append(i)
@@ -134,7 +143,7 @@ class ImageModel(Model):
                 )
         return out  # type: ignore[return-value]  # every slot is filled above
 
-    def embed_image(self, image: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def embed_image(self, image: Any, *, channel_axis: Any = AUTO) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The embeddings that :meth:`segment` clusters for one image (its inference views
         merged), e.g. to draw them.
 
@@ -146,7 +155,7 @@ class ImageModel(Model):
             without a foreground head).
         """
         domain = self.domain
-        x = domain.prepare_image(image, "image")
+        x = domain.prepare_image(image, "image", channel_axis, strict=True)
         if max(x.shape[1:]) > domain.tile_size:
             raise ValueError(
                 f"'image' must be at most tile_size={domain.tile_size} pixels a side to embed whole. "
@@ -225,7 +234,7 @@ class ImageModel(Model):
             image, labels = _item_pair(item)
             if labels is None:
                 raise ValueError(f"'items[{i}]' must have labels to tune against. Got an image without labels.")
-            x = domain.prepare_image(image, f"items[{i}] image")
+            x = domain.prepare_image(image, f"items[{i}] image", strict=True)
             truths.append(to_label_tensor(labels, tuple(x.shape[1:]), f"items[{i}] labels").numpy())
             encoded = engine.encode(domain.collate_prepared([x]))
             tiles = domain.tiles(encoded)

@@ -223,9 +223,9 @@ def test_predict_items_crops_padding_and_reports_metrics(model):
         np.random.default_rng(0).random((33, 41, 3)),
         np.random.default_rng(0).integers(0, 255, (33, 41, 4)).astype(np.uint8),
         torch.rand(1, 33, 41),
-        np.zeros((33, 41), np.uint8),
+        np.random.default_rng(0).random((33, 41)) * 1e-9 + 7.0,  # low contrast, in physical units
     ],
-    ids=["uint16", "rgb-float-hwc", "rgba", "tensor-chw", "constant"],
+    ids=["uint16", "rgb-float-hwc", "rgba", "tensor-chw", "low-contrast"],
 )
 def test_segment_accepts_many_image_kinds(model, image):
     lab = model.segment(image)
@@ -241,7 +241,50 @@ def test_segment_bad_input(model):
     with pytest.raises(ValueError, match=r"\(H, W\)"):
         model.segment(np.zeros((2, 3, 8, 8)))
     with pytest.raises(ValueError, match="n_instances"):
-        model.segment(np.zeros((8, 8)), n_instances=-1)
+        model.segment(np.random.default_rng(0).random((8, 8)), n_instances=-1)
+    with pytest.raises(ValueError, match="'image' is constant"):
+        model.segment(np.full((8, 8), 3, np.uint8))
+
+
+def test_intensity_normalization_is_scale_invariant(model):
+    img = SyntheticScenes(1, size=48, max_objects=4, seed=9)[0]["image"]
+    x = np.asarray(img, dtype=np.float64)
+    base = model.segment(x)
+    for scale, offset in ((1e-9, 0.0), (1e6, -3.0), (1e-12, 1e-6)):
+        assert torch.equal(model.segment(x * scale + offset), base)
+
+
+@pytest.mark.parametrize(
+    "shape,channel_axis,want",
+    [
+        ((3, 20, 3), "auto", (3, 20)),  # a 3-pixel-high RGB image, not 3 slices of (20, 3)
+        ((20, 30, 4), "auto", (20, 30)),
+        ((3, 20, 30), 0, (20, 30)),
+        ((20, 30, 3), -1, (20, 30)),
+        ((20, 30), None, (20, 30)),
+        ((1, 20, 30), "auto", (20, 30)),
+    ],
+)
+def test_channel_axis_is_explicit_or_the_convention(model, shape, channel_axis, want):
+    img = np.random.default_rng(0).random(shape)
+    assert tuple(model.segment(img, channel_axis=channel_axis).shape) == want
+
+
+@pytest.mark.parametrize(
+    "shape,channel_axis,match",
+    [
+        ((3, 20, 30), "auto", "ambiguous.*channel_axis=0"),  # a stack of 3 slices, or RGB?
+        ((2, 20, 30), "auto", "ambiguous"),
+        ((20, 30, 3), None, "channel_axis=None must be a 2-D"),
+        ((20, 30), 0, "must name an axis of a 3-D image"),
+        ((20, 30, 7), -1, "1 \\(gray\\), 2 \\(gray \\+ alpha\\), 3 \\(RGB\\) or 4"),
+    ],
+)
+def test_an_ambiguous_or_wrong_channel_layout_is_refused(model, shape, channel_axis, match):
+    with pytest.raises(ValueError, match=match):
+        model.segment(np.random.default_rng(0).random(shape), channel_axis=channel_axis)
+    with pytest.raises(TypeError, match="'channel_axis' must be None, an int or 'auto'"):
+        model.segment(np.zeros((4, 4)), channel_axis="last")
 
 
 def _embed(domain, model, x):

@@ -90,7 +90,8 @@ def test_mask_size_mismatch(tmp_path):
 def test_image_conversions():
     assert to_image_tensor(np.zeros((5, 6), np.uint8)).shape == (1, 5, 6)
     assert to_image_tensor(np.zeros((5, 6, 4), np.uint8)).shape == (4, 5, 6)  # RGBA channels-last
-    assert to_image_tensor(torch.zeros(3, 5, 6, dtype=torch.float64)).dtype == torch.float32
+    assert to_image_tensor(torch.zeros(3, 5, 6, dtype=torch.float16)).dtype == torch.float32
+    assert to_image_tensor(torch.zeros(3, 5, 6, dtype=torch.float64)).dtype == torch.float64  # kept until normalized
     assert to_image_tensor(np.ones((5, 6), bool)).max() == 1.0
     with pytest.raises(ValueError, match="finite"):
         to_image_tensor(np.full((4, 4), np.nan))
