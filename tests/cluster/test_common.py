@@ -294,3 +294,49 @@ def test_only_clusterer_classes_can_be_registered():
         with pytest.raises(TypeError, match="expects a subclass"):
             register_clusterer("not-a-clusterer")(bad)
     assert "not-a-clusterer" not in list_clusterers()
+
+
+def test_new_points_must_have_the_features_of_the_fit(name):
+    X, _ = blobs(dim=4)
+    est = make(name).fit(X)
+    with pytest.raises(ValueError, match=r"'X' must have 4 features, as in fit\. Got 3 instead\."):
+        est.predict(X[..., :3])
+    if est.has_proba:
+        with pytest.raises(ValueError, match="'X' must have 4 features"):
+            est.predict_proba(torch.cat([X, X[..., :1]], -1))
+    assert est.n_features_in_ == 4
+
+
+def test_points_that_require_grad_or_are_not_contiguous_are_clustered_as_they_are(name):
+    X, y = blobs()
+    ref = make(name).fit_predict(X)
+    grad = X.clone().requires_grad_()
+    labels = make(name).fit_predict(grad)
+    assert not labels.requires_grad and torch.equal(labels, ref)
+    strided = X.transpose(1, 2).contiguous().transpose(1, 2)  # same values, other strides
+    assert torch.equal(make(name).fit_predict(strided), ref)
+
+
+def test_per_item_counts_of_the_wrong_length_name_the_parameter(name):
+    X, _ = blobs()
+    with pytest.raises(ValueError, match=r"'n_clusters' parameter of .* must have one count per item \(3\)\. Got \[2, 3\]"):
+        make(name, n_clusters=[2, 3]).fit(X)
+    with pytest.raises(TypeError, match="'n_clusters'.*per-item counts"):
+        make(name, n_clusters=[2.0, 3.0, 3.0]).fit(X)
+
+
+def test_a_failed_fit_leaves_the_clusterer_unfitted(name):
+    X, _ = blobs()
+    est = make(name).fit(X)
+    mask = torch.ones(X.shape[:2], dtype=torch.bool)
+    mask[0] = False
+    with pytest.raises(ValueError, match="active point"):
+        est.fit(X, mask)  # rejected before anything changed: still the previous fit
+    assert est.labels_.shape == X.shape[:2]
+    if name != "sklearn":
+        return
+    est.set_params(estimator={"class": "sklearn.cluster.KMeans", "params": {"k": 3}})
+    with pytest.raises(ValueError, match="'estimator'"):
+        est.fit(X)
+    with pytest.raises(NotFittedError):
+        est.predict(X)

@@ -125,3 +125,84 @@ def test_the_estimator_may_be_given_positionally():
     torch.testing.assert_close(
         est.fit_predict(X), SklearnClusterer(estimator=AgglomerativeClustering(), n_clusters=2).fit_predict(X)
     )
+
+
+@pytest.mark.parametrize("bad", ["kmeans", None, 3, object()])
+def test_a_value_that_is_no_estimator_is_a_type_error_naming_what_is_expected(bad):
+    X, _ = items()
+    est = create_clusterer("sklearn", estimator=bad)
+    assert "SklearnClusterer(estimator=" in repr(est)  # shown as given, never an AttributeError
+    assert est.get_params()["estimator"] is bad
+    with pytest.raises(
+        TypeError,
+        match=r"The 'estimator' parameter of SklearnClusterer must be an object with a fit_predict "
+        r"method or a scikit-learn estimator spec .*Got .* instead",
+    ):
+        est.fit(X)
+
+
+def test_an_estimator_class_asks_for_an_instance():
+    X, _ = items()
+    with pytest.raises(TypeError, match=r"'estimator'.*an instance such as KMeans\(\).*Got the class sklearn\.cluster"):
+        SklearnClusterer(estimator=SkKMeans).fit(X)
+
+
+def test_any_object_with_fit_predict_works_and_is_copied_per_item():
+    class Halves:
+        """Not a scikit-learn estimator: no get_params, no clone."""
+
+        fitted = 0
+
+        def fit_predict(self, X):
+            self.fitted += 1
+            return (X[:, 0] > X[:, 0].mean()).astype(np.int64)
+
+    X, _ = items()
+    proto = Halves()
+    est = SklearnClusterer(estimator=proto).fit(X)
+    assert proto.fitted == 0  # each item got its own copy
+    for b in range(3):
+        assert adjusted_rand_score((X[b, :, 0] > X[b, :, 0].mean()).numpy(), est.labels_[b].numpy()) == 1.0
+    assert est.get_params()["estimator"] is proto
+    with pytest.raises(ValueError, match="'n_clusters'.*Halves has none"):
+        SklearnClusterer(estimator=proto, n_clusters=2).fit(X)
+
+
+def test_what_fit_predict_returns_is_checked():
+    class TwoColumns:
+        def fit_predict(self, X):
+            return np.zeros((len(X), 2))
+
+    X, _ = items()
+    with pytest.raises(ValueError, match=r"'estimator'.*one integer label per point.*TwoColumns\.fit_predict returned an array of shape \(90, 2\)"):
+        SklearnClusterer(estimator=TwoColumns()).fit(X)
+
+
+@pytest.mark.parametrize(
+    "spec, match",
+    [
+        ({"class": "sklearn.cluster.KMeans", "parms": {}}, "keys 'class' and 'params' only"),
+        ({"class": "sklearn.cluster.KMeans", "params": [3]}, "parameters as a dict under 'params'"),
+        ({"class": "sklearn.cluster.KMeans", "params": {"k": 3}}, "parameters it does not take"),
+        ({"class": "sklearn.cluster"}, "estimator class. Got 'sklearn.cluster', which is a module"),
+    ],
+)
+def test_bad_specs_are_value_errors_naming_the_parameter(spec, match):
+    X, _ = items()
+    with pytest.raises(ValueError, match=rf"'estimator'.*{match}"):
+        SklearnClusterer(estimator=spec).fit(X)
+
+
+def test_the_seed_must_be_a_valid_random_state():
+    X, _ = items()
+    with pytest.raises(ValueError, match=r"'seed' parameter of SklearnClusterer must be an int in \[0, 4294967295\]"):
+        SklearnClusterer(estimator=SkKMeans(), seed=2**32).fit(X)
+
+
+def test_points_too_large_or_small_for_float32_distances_are_assigned_in_float64():
+    X, y = items()
+    for c in (1e30, 1e-30):
+        est = SklearnClusterer(estimator=AgglomerativeClustering(), n_clusters=3).fit(X * c)
+        assert torch.equal(est.predict(X * c), est.labels_)
+        for b in range(3):
+            assert adjusted_rand_score(y[b], est.labels_[b].numpy()) == 1.0
