@@ -14,25 +14,15 @@ from torch.utils.data import Dataset
 from embedseg._validation import check_choice, check_float, check_int
 
 from .audio_io import load_audio, resample
+from .augment import ChannelAugmentation, _active_rms
 from .features import check_snr_range
 
-__all__ = ["MixtureDataset"]
+__all__ = ["MixedCorpusDataset", "MixtureDataset"]
 
 _EXTENSIONS = (".wav", ".flac")
 # Speed factors are rounded to multiples of 1/_SPEED_STEPS so that the polyphase resampler
 # works with small up/down ratios (40 -> 44 for 1.1x) instead of co-prime rates.
 _SPEED_STEPS = 40
-
-
-def _active_rms(x: np.ndarray, sample_rate: int) -> float:
-    """RMS over the 20 ms blocks within 40 dB of the loudest block (a simple active level)."""
-    block = max(1, sample_rate // 50)
-    n = len(x) // block
-    if n == 0:
-        return float(np.sqrt(np.mean(x**2)))
-    energy = (x[: n * block].reshape(n, block) ** 2).mean(axis=1)
-    active = energy >= energy.max() * 1e-4
-    return float(np.sqrt(energy[active].mean()))
 
 
 class MixtureDataset(Dataset):
@@ -64,6 +54,12 @@ class MixtureDataset(Dataset):
             (rounded to steps of 0.025), which shifts its pitch and formants together, as the
             speed perturbation of Kaldi and ESPnet recipes; a corpus with few speakers then
             shows the network many more distinct voices. (0.9, 1.1) is a common choice.
+        augment: a :class:`~domains.audio.augment.ChannelAugmentation` (True: its defaults)
+            for training sets, or None (off): each source goes through a random channel of its
+            own (room, equalization, band, hiss and hum, clipping, codec) after the relative
+            levels are set; the targets are the sources as they sound in the mixture, the
+            mixture their sum. Drawn from a generator of its own, so that the utterances,
+            offsets and levels are those of the same dataset without it.
 
     Items are dicts: "mixture" (time,) float32, "sources" (n_sources, time) float32,
     "speakers" (list of str), "index" (int).
@@ -87,6 +83,7 @@ class MixtureDataset(Dataset):
         speakers: Sequence[str] | None = None,
         split: str | None = None,
         speed_range: tuple[float, float] | None = None,
+        augment: ChannelAugmentation | bool | None = None,
     ) -> None:
         owner = "MixtureDataset"
         self.root = Path(root)
@@ -99,6 +96,7 @@ class MixtureDataset(Dataset):
         self.speakers = speakers
         self.split = split
         self.speed_range = speed_range
+        self.augment = augment
         counts = [n_sources] if isinstance(n_sources, int) else list(n_sources)
         if not counts:
             raise ValueError(f"The 'n_sources' parameter of {owner} must be an int >= 1 or a non-empty sequence of them. Got {n_sources!r} instead.")
@@ -110,6 +108,7 @@ class MixtureDataset(Dataset):
         check_int(seed, "seed", owner, 0)
         check_int(n_mixtures, "n_mixtures", owner, 1)
         self._speed = None if speed_range is None else _check_speed_range(speed_range, owner)
+        self._augment = _check_augment(augment, owner)
         if not self.root.is_dir():
             raise FileNotFoundError(f"The 'root' folder of {owner} does not exist: '{self.root}'.")
         if split is not None:
@@ -154,10 +153,16 @@ class MixtureDataset(Dataset):
         rng = np.random.default_rng([self.seed, int(index)])
         count = self._counts[int(rng.integers(len(self._counts)))]
         who = rng.choice(len(self._speakers), size=count, replace=False)
+        files = [self._files[int(s)] for s in who]
+        return self._render(rng, files, [self._speakers[int(s)] for s in who], self.seed, int(index))
+
+    def _render(self, rng: np.random.Generator, files: list[list[Path]], names: list[str], seed: int, index: int) -> dict[str, Any]:
+        """The item of one utterance from each of ``files`` (one list per speaker), with this
+        dataset's length, levels, speed and channel settings."""
+        count = len(files)
         waves = []
-        for s in who:
-            files = self._files[int(s)]
-            wave, _ = load_audio(files[int(rng.integers(len(files)))], self.sample_rate)
+        for speaker_files in files:
+            wave, _ = load_audio(speaker_files[int(rng.integers(len(speaker_files)))], self.sample_rate)
             if self._speed is not None:  # drawn only when enabled: other datasets stay as they were
                 steps = int(round(rng.uniform(*self._speed) * _SPEED_STEPS))
                 wave = resample(wave.double(), steps, _SPEED_STEPS)  # 1/factor as many samples
@@ -180,6 +185,10 @@ class MixtureDataset(Dataset):
             rms = _active_rms(sources[k], self.sample_rate)
             if rms > 0:
                 sources[k] *= 10 ** (levels_db[k] / 20) / rms
+        if self._augment is not None:
+            # A generator of its own: the same utterances, offsets and levels with or without
+            # the channel, so that runs with and without it see the same mixtures.
+            sources = self._augment(sources, self.sample_rate, np.random.default_rng([seed, index, 1]))
         mixture = sources.sum(axis=0)
         peak = np.abs(mixture).max()
         if peak > 0.9:
@@ -188,8 +197,8 @@ class MixtureDataset(Dataset):
         return {
             "mixture": torch.from_numpy(mixture.astype(np.float32)),
             "sources": torch.from_numpy(sources.astype(np.float32)),
-            "speakers": [self._speakers[int(s)] for s in who],
-            "index": int(index),
+            "speakers": names,
+            "index": index,
         }
 
     def __repr__(self) -> str:
@@ -198,7 +207,112 @@ class MixtureDataset(Dataset):
             f"segment_seconds={self.segment_seconds!r}, snr_range={self.snr_range!r}, seed={self.seed}, "
             f"n_mixtures={self.n_mixtures}, speakers={len(self._speakers)}"
             + ("" if self.speed_range is None else f", speed_range={self.speed_range!r}")
+            + ("" if self._augment is None else f", augment={self._augment!r}")
             + ")"
+        )
+
+
+class MixedCorpusDataset(Dataset):
+    """Mixtures whose talkers come from two corpora in given proportions.
+
+    Each item is, with the probabilities of ``proportions``, a mixture of talkers of ``first``
+    only, of both corpora (at least one talker of each; how many of each drawn uniformly), or of
+    ``second`` only: for instance real + real, real + synthetic and synthetic + synthetic
+    speakers. The speakers are those of each dataset (its ``split`` or ``speakers``); everything
+    else (talker counts, length, relative levels, speed perturbation, channel augmentation, sample
+    rate) is ``first``'s. Item ``i`` is the same every time for a given seed.
+
+    Args:
+        first: the first corpus and the mixing settings.
+        second: the second corpus (its own mixing settings are not used; same sample rate).
+        proportions: (first only, both, second only), non-negative, normalized to sum 1.
+        seed: the seed of every random choice.
+        n_mixtures: number of items.
+
+    Items are those of :class:`MixtureDataset`.
+
+    Example:
+        >>> real = MixtureDataset("data/speech-real", split="train", speed_range=(0.9, 1.1))  # doctest: +SKIP
+        >>> synthetic = MixtureDataset("data/speech", split="train")  # doctest: +SKIP
+        >>> train = MixedCorpusDataset(real, synthetic, (0.5, 0.3, 0.2), n_mixtures=200_000)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        first: MixtureDataset,
+        second: MixtureDataset,
+        proportions: Sequence[float] = (1 / 3, 1 / 3, 1 / 3),
+        *,
+        seed: int = 0,
+        n_mixtures: int = 1000,
+    ) -> None:
+        owner = "MixedCorpusDataset"
+        for name, ds in (("first", first), ("second", second)):
+            if not isinstance(ds, MixtureDataset):
+                raise TypeError(f"The '{name}' parameter of {owner} must be a MixtureDataset. Got {type(ds).__name__} instead.")
+        if second.sample_rate != first.sample_rate:
+            raise ValueError(
+                f"The corpora of {owner} must share a sample rate. Got {first.sample_rate} Hz and {second.sample_rate} Hz."
+            )
+        if not isinstance(proportions, (tuple, list)) or len(proportions) != 3:
+            raise TypeError(
+                f"The 'proportions' parameter of {owner} must be a (first only, both, second only) triple. "
+                f"Got {proportions!r} instead."
+            )
+        p = np.array([check_float(v, "proportions", owner, 0.0) for v in proportions])
+        if p.sum() <= 0:
+            raise ValueError(f"The 'proportions' parameter of {owner} must not be all zero. Got {proportions!r} instead.")
+        counts = first._counts
+        if p[1] > 0 and min(counts) < 2:
+            raise ValueError(
+                f"Mixtures of both corpora need at least 2 talkers; {owner}'s 'first' mixes {first.n_sources!r}. "
+                f"Give proportions[1] = 0 or more talkers."
+            )
+        for k, ds in ((0, first), (2, second)):
+            if p[k] > 0 and len(ds.speaker_names) < max(counts):
+                raise ValueError(
+                    f"{owner} needs at least {max(counts)} speakers in each corpus it mixes alone. "
+                    f"Got {len(ds.speaker_names)} under '{ds.root}'."
+                )
+        self.first = first
+        self.second = second
+        self.proportions = tuple(float(v) for v in proportions)
+        self.seed = check_int(seed, "seed", owner, 0)
+        self.n_mixtures = check_int(n_mixtures, "n_mixtures", owner, 1)
+        self._p = p / p.sum()
+
+    def __len__(self) -> int:
+        return self.n_mixtures
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < self.n_mixtures:
+            raise IndexError(f"MixedCorpusDataset index {index} out of range [0, {self.n_mixtures}).")
+        rng = np.random.default_rng([self.seed, int(index)])
+        first, second = self.first, self.second
+        count = first._counts[int(rng.integers(len(first._counts)))]
+        kind = int(rng.choice(3, p=self._p))
+        if kind == 0:
+            n_first = count
+        elif kind == 2:
+            n_first = 0
+        else:
+            # at least one of each, within what each corpus holds
+            low = max(1, count - len(second._speakers))
+            high = min(count - 1, len(first._speakers))
+            n_first = int(rng.integers(low, high + 1))
+        files: list[list[Path]] = []
+        names: list[str] = []
+        for ds, n in ((first, n_first), (second, count - n_first)):
+            for s in rng.choice(len(ds._speakers), size=n, replace=False):
+                files.append(ds._files[int(s)])
+                names.append(ds._speakers[int(s)])
+        order = rng.permutation(count)  # the first source is not always the first corpus's
+        return first._render(rng, [files[i] for i in order], [names[i] for i in order], self.seed, int(index))
+
+    def __repr__(self) -> str:
+        return (
+            f"MixedCorpusDataset(first={self.first!r}, second={self.second!r}, proportions={self.proportions!r}, "
+            f"seed={self.seed}, n_mixtures={self.n_mixtures})"
         )
 
 
@@ -212,3 +326,17 @@ def _check_speed_range(value: Any, owner: str) -> tuple[float, float]:
     low = check_float(value[0], "speed_range", owner, 0.5, 2.0)
     high = check_float(value[1], "speed_range", owner, low, 2.0)
     return low, high
+
+
+def _check_augment(value: Any, owner: str) -> ChannelAugmentation | None:
+    """A ChannelAugmentation, True for its defaults, or None/False for none."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return ChannelAugmentation()
+    if not isinstance(value, ChannelAugmentation):
+        raise TypeError(
+            f"The 'augment' parameter of {owner} must be a ChannelAugmentation, True (its defaults) or None. "
+            f"Got {value!r} ({type(value).__name__}) instead."
+        )
+    return value

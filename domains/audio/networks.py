@@ -1,6 +1,6 @@
 """Embedding networks for spectrograms: the paper's BLSTM and a compact CPU-friendly variant,
-a dilated temporal convolutional network, each optionally with a Chimera++ mask-inference
-head (Wang, Le Roux, Hershey 2018).
+a dilated temporal convolutional network, and a convolutional front-end before a small BLSTM,
+each optionally with a Chimera++ mask-inference head (Wang, Le Roux, Hershey 2018).
 
 Input: features (batch, frames, freqs). Output: unit-norm embeddings (batch, frames * freqs,
 dim) for bin index ``frame * freqs + freq``; with a mask head, a dict
@@ -17,7 +17,7 @@ from torch import nn
 from embedseg._validation import check_float, check_int
 from embedseg.networks import normalize_embeddings, register_network
 
-__all__ = ["BLSTMEmbedding", "CompactBLSTMEmbedding", "DilatedConvEmbedding"]
+__all__ = ["BLSTMEmbedding", "CompactBLSTMEmbedding", "ConvBLSTMEmbedding", "DilatedConvEmbedding"]
 
 
 def _check_features(features: torch.Tensor, n_freqs: int) -> None:
@@ -200,3 +200,78 @@ class DilatedConvEmbedding(nn.Module):
         h = self.body(self.inp(features.transpose(1, 2)))  # (batch, channels, frames)
         masks = None if self.mask_head is None else self.mask_head(h).transpose(1, 2)
         return _heads_output(self.embed(h).transpose(1, 2), masks, self.dim, self.mask_sources)
+
+
+@register_network("dc_conv_blstm")
+class ConvBLSTMEmbedding(nn.Module):
+    """A convolutional front-end (dilated residual 1-D convolutions over frames, as in
+    :class:`DilatedConvEmbedding`) before a small BLSTM, then the per-bin tanh + unit-norm head.
+
+    The convolutions see the local spectro-temporal pattern cheaply (large matrix products over
+    all frames at once); the BLSTM, narrower than :class:`CompactBLSTMEmbedding`'s, carries a
+    talker's identity across the whole utterance, which the convolutions' finite receptive field
+    cannot.
+
+    Args:
+        n_freqs: frequency bins per frame.
+        dim: embedding dimension.
+        channels: width of the convolutional stream.
+        blocks: dilated residual blocks (dilations 1, 2, 4, ...).
+        kernel: temporal kernel size (odd).
+        hidden: LSTM units per direction.
+        layers: stacked BLSTM layers.
+        dropout: dropout after the BLSTM (training only).
+        mask_sources: with > 0, a Chimera++ mask-inference head with that many masks.
+
+    Shape:
+        features (batch, frames, n_freqs) -> embeddings (batch, frames * n_freqs, dim).
+
+    Example:
+        >>> net = ConvBLSTMEmbedding(n_freqs=129, dim=20, channels=16, blocks=2, hidden=8)
+        >>> net(torch.zeros(2, 10, 129)).shape
+        torch.Size([2, 1290, 20])
+    """
+
+    def __init__(
+        self,
+        *,
+        n_freqs: int = 129,
+        dim: int = 20,
+        channels: int = 256,
+        blocks: int = 4,
+        kernel: int = 3,
+        hidden: int = 128,
+        layers: int = 1,
+        dropout: float = 0.1,
+        mask_sources: int = 0,
+    ) -> None:
+        super().__init__()
+        owner = type(self).__name__
+        self.n_freqs = check_int(n_freqs, "n_freqs", owner, 1)
+        self.dim = check_int(dim, "dim", owner, 2)
+        self.channels = check_int(channels, "channels", owner, 1)
+        self.blocks = check_int(blocks, "blocks", owner, 1)
+        self.kernel = check_int(kernel, "kernel", owner, 1)
+        if kernel % 2 == 0:
+            raise ValueError(f"The 'kernel' parameter of {owner} must be an odd int. Got {kernel} instead.")
+        self.hidden = check_int(hidden, "hidden", owner, 1)
+        self.layers = check_int(layers, "layers", owner, 1)
+        self.dropout = check_float(dropout, "dropout", owner, 0.0, 1.0, closed="left")
+        self.mask_sources = check_int(mask_sources, "mask_sources", owner, 0)
+        self.inp = nn.Conv1d(n_freqs, channels, 1)
+        self.body = nn.Sequential(*[_ConvBlock(channels, 2**i, kernel) for i in range(blocks)])
+        self.blstm = nn.LSTM(
+            channels, hidden, num_layers=layers, batch_first=True, bidirectional=True,
+            dropout=dropout if layers > 1 else 0.0,
+        )
+        self.drop = nn.Dropout(dropout)
+        self.embed = nn.Linear(2 * hidden, n_freqs * dim)
+        self.mask_head = nn.Linear(2 * hidden, n_freqs * mask_sources) if mask_sources else None
+
+    def forward(self, features: torch.Tensor) -> Any:
+        _check_features(features, self.n_freqs)
+        c = self.body(self.inp(features.transpose(1, 2)))  # (batch, channels, frames)
+        h, _ = self.blstm(c.transpose(1, 2))  # (batch, frames, 2 * hidden)
+        h = self.drop(h)
+        masks = None if self.mask_head is None else self.mask_head(h)
+        return _heads_output(self.embed(h), masks, self.dim, self.mask_sources)

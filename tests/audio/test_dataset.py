@@ -115,3 +115,85 @@ def test_bad_speed_range(tmp_path, bad, error, match):
     root = _tone_corpus(tmp_path, {"a": 500.0, "b": 700.0})
     with pytest.raises(error, match=match):
         MixtureDataset(root, speed_range=bad)
+
+
+def test_channel_augmentation_keeps_targets_consistent(tiny_corpus):
+    from domains.audio.augment import ChannelAugmentation
+
+    kw = {"n_sources": 2, "segment_seconds": 2.0, "seed": 3, "n_mixtures": 6}
+    plain = MixtureDataset(tiny_corpus, **kw)
+    aug = ChannelAugmentation(room_prob=1.0, hiss_prob=1.0, eq_prob=1.0)
+    noisy = MixtureDataset(tiny_corpus, augment=aug, **kw)
+    for i in range(6):
+        a, b = plain[i], noisy[i]
+        assert a["speakers"] == b["speakers"]  # the same draws, the channel on top
+        assert b["sources"].shape == a["sources"].shape
+        assert bool(torch.isfinite(b["sources"]).all())
+        # the targets are the sources as heard in the mixture: they add up to it
+        torch.testing.assert_close(b["sources"].sum(0), b["mixture"], atol=1e-6, rtol=0)
+        assert float(b["mixture"].abs().max()) <= 0.9 + 1e-6
+        assert not torch.allclose(a["sources"], b["sources"])
+    torch.testing.assert_close(noisy[2]["mixture"], noisy[2]["mixture"], atol=0, rtol=0)
+    off = MixtureDataset(tiny_corpus, augment=aug.without(*ChannelAugmentation.GROUPS), **kw)
+    torch.testing.assert_close(off[1]["sources"], plain[1]["sources"], atol=1e-6, rtol=0)
+    assert "augment=" in repr(MixtureDataset(tiny_corpus, augment=True, **kw))
+    with pytest.raises(TypeError, match="'augment' parameter of MixtureDataset must be a ChannelAugmentation"):
+        MixtureDataset(tiny_corpus, augment="reverb")
+
+
+def _two_corpora(tmp_path, rate=8000):
+    first = _tone_corpus(tmp_path / "real", {"r1": 300.0, "r2": 500.0, "r3": 700.0}, rate=rate)
+    second = _tone_corpus(tmp_path / "synth", {"s1": 900.0, "s2": 1100.0}, rate=rate)
+    return first, second
+
+
+@pytest.mark.parametrize("proportions", [(1, 0, 0), (0, 1, 0), (0, 0, 1)])
+def test_mixed_corpora_draw_the_asked_pairs(tmp_path, proportions):
+    from domains.audio.dataset import MixedCorpusDataset
+
+    a, b = _two_corpora(tmp_path)
+    first = MixtureDataset(a, segment_seconds=0.5)
+    second = MixtureDataset(b, segment_seconds=3.0)
+    ds = MixedCorpusDataset(first, second, proportions, n_mixtures=20, seed=1)
+    for i in range(20):
+        item = ds[i]
+        from_first = sum(s.startswith("r") for s in item["speakers"])
+        assert from_first == {(1, 0, 0): 2, (0, 1, 0): 1, (0, 0, 1): 0}[proportions]
+        assert len(set(item["speakers"])) == 2
+        assert item["sources"].shape == (2, 4000)  # the first dataset's settings
+        torch.testing.assert_close(item["sources"].sum(0), item["mixture"], atol=1e-6, rtol=0)
+
+
+def test_mixed_corpora_follow_the_proportions_deterministically(tmp_path):
+    from domains.audio.dataset import MixedCorpusDataset
+
+    a, b = _two_corpora(tmp_path)
+    first = MixtureDataset(a, segment_seconds=0.25, speed_range=(0.9, 1.1))
+    ds = MixedCorpusDataset(first, MixtureDataset(b), (0.5, 0.3, 0.2), n_mixtures=400, seed=2)
+    kinds = np.array([2 - sum(s.startswith("r") for s in ds[i]["speakers"]) for i in range(400)])
+    for k, p in enumerate((0.5, 0.3, 0.2)):
+        # within 4 binomial standard deviations of the asked share
+        assert abs((kinds == k).mean() - p) < 4 * np.sqrt(p * (1 - p) / 400)
+    assert torch.equal(ds[7]["mixture"], ds[7]["mixture"])
+    # the first source is the first corpus's in about half of the mixed items
+    firsts = [ds[i]["speakers"][0].startswith("r") for i in range(400) if kinds[i] == 1]
+    assert 0.3 < np.mean(firsts) < 0.7
+
+
+def test_mixed_corpora_bad_arguments(tmp_path):
+    from domains.audio.dataset import MixedCorpusDataset
+
+    a, b = _two_corpora(tmp_path)
+    first = MixtureDataset(a)
+    with pytest.raises(ValueError, match="must share a sample rate"):
+        MixedCorpusDataset(first, MixtureDataset(b, sample_rate=16000))
+    with pytest.raises(TypeError, match="'second' parameter of MixedCorpusDataset must be a MixtureDataset"):
+        MixedCorpusDataset(first, str(b))
+    with pytest.raises(ValueError, match="'proportions' parameter of MixedCorpusDataset must not be all zero"):
+        MixedCorpusDataset(first, MixtureDataset(b), (0, 0, 0))
+    with pytest.raises(TypeError, match="triple"):
+        MixedCorpusDataset(first, MixtureDataset(b), (0.5, 0.5))
+    with pytest.raises(ValueError, match="at least 3 speakers in each corpus"):
+        MixedCorpusDataset(MixtureDataset(a, n_sources=3), MixtureDataset(b), (0.5, 0.5, 0.5))
+    with pytest.raises(IndexError):
+        MixedCorpusDataset(first, MixtureDataset(b), n_mixtures=2)[2]

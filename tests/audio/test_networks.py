@@ -10,6 +10,7 @@ SMALL_PARAMS = {
     "dc_blstm": {"hidden": 8, "layers": 2, "dim": 6, "n_freqs": 17},
     "dc_compact": {"hidden": 8, "layers": 2, "dim": 6, "n_freqs": 17},
     "dc_tcn": {"channels": 8, "blocks": 3, "repeats": 2, "dim": 6, "n_freqs": 17},
+    "dc_conv_blstm": {"channels": 8, "blocks": 2, "hidden": 6, "dim": 6, "n_freqs": 17},
 }
 AUDIO_NETWORKS = sorted(SMALL_PARAMS)
 SMALL = SMALL_PARAMS["dc_compact"]
@@ -53,6 +54,17 @@ def test_tcn_receptive_field_is_as_documented():
     assert bool((diff[:reach] > 0).all()) and bool((diff[reach:] == 0).all())
 
 
+def test_conv_blstm_sees_the_whole_utterance():
+    # The BLSTM after the convolutions carries context beyond their receptive field (1 + 2 + 4
+    # frames with kernel 3 and 3 blocks): a change in the first frame reaches the last.
+    net = embedseg.create_network("dc_conv_blstm", channels=4, blocks=3, hidden=3, dim=3, n_freqs=5).eval()
+    x = torch.randn(1, 40, 5)
+    y = x.clone()
+    y[0, 0] += 1.0
+    diff = (net(x) - net(y)).reshape(40, 5, 3).abs().amax((1, 2))
+    assert bool((diff > 0).all())
+
+
 def test_defaults_match_the_documented_sizes():
     paper = embedseg.create_network("dc_blstm")
     assert (paper.hidden, paper.layers, paper.dim, paper.n_freqs) == (300, 2, 40, 129)
@@ -67,6 +79,10 @@ def test_bad_parameters_and_input():
         embedseg.create_network("dc_compact", hidden=1.5)
     with pytest.raises(ValueError, match="'kernel' parameter of DilatedConvEmbedding must be an odd int"):
         embedseg.create_network("dc_tcn", kernel=4)
+    with pytest.raises(ValueError, match="'kernel' parameter of ConvBLSTMEmbedding must be an odd int"):
+        embedseg.create_network("dc_conv_blstm", kernel=2)
+    with pytest.raises(ValueError, match="'hidden' parameter of ConvBLSTMEmbedding"):
+        embedseg.create_network("dc_conv_blstm", hidden=0)
     net = embedseg.create_network("dc_compact", **SMALL)
     with pytest.raises(ValueError, match="must have 17 frequency bins"):
         net(torch.zeros(1, 3, 16))
