@@ -8,20 +8,33 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from .device import resolve_device
 from .domain import Domain, resolve_domain
 from .model import Model, build_clusterer, network_config
 from .networks import create_network
-from .trainer import Trainer, TrainerConfig
 
 __all__ = ["fit", "load", "FIT_OPTIONS"]
 
 #: options of :func:`fit` that build the model rather than drive the trainer.
 MODEL_OPTIONS = ("network", "network_params", "clusterer", "domain_options")
-#: every option :func:`fit` accepts.
-FIT_OPTIONS = tuple(sorted(MODEL_OPTIONS + tuple(TrainerConfig.field_names())))
+
+
+def _fit_options() -> tuple[str, ...]:
+    """Every option :func:`fit` accepts (the module's ``FIT_OPTIONS``)."""
+    # Read from the trainer's options on use, so that loading a model never imports the trainer.
+    from .training.config import TrainerConfig
+
+    return tuple(sorted(MODEL_OPTIONS + tuple(TrainerConfig.field_names())))
+
+
+def __getattr__(name: str) -> Any:
+    if name == "FIT_OPTIONS":
+        return _fit_options()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _check_options(options: Mapping[str, Any]) -> None:
+    FIT_OPTIONS = _fit_options()
     unknown = sorted(set(options) - set(FIT_OPTIONS))
     if unknown:
         raise TypeError(
@@ -94,7 +107,10 @@ def fit(dataset: Any, domain: str | Domain = "audio", valid: Any = None, **optio
             :class:`~embedseg.trainer.TrainerConfig`: ``epochs``, ``max_steps``,
             ``max_minutes``, ``batch_size``, ``lr``, ``optimizer``, ``device`` ("auto": CUDA
             when present), ``precision``, ``seed``, ``loss``, ``patience``, ``monitor``,
-            ``out_dir``, ``resume``, ``num_workers``, ``progress``, ``tensorboard``, ...
+            ``out_dir``, ``resume``, ``overwrite``, ``num_workers``, ``progress``,
+            ``tensorboard``, ... An ``out_dir`` that already holds a run (checkpoints,
+            ``log.csv`` or ``model/``) is refused unless ``resume=True`` continues that run or
+            ``overwrite=True`` replaces it.
 
     Returns:
         The trained :class:`~embedseg.Model` (best weights by validation when ``valid`` is
@@ -105,8 +121,10 @@ def fit(dataset: Any, domain: str | Domain = "audio", valid: Any = None, **optio
     Raises:
         TypeError: an unknown option (the message lists the valid ones) or an option of the
             wrong type.
-        ValueError: an option out of range, an unknown domain/network/clusterer name.
-        TrainingError: training diverged (repeated non-finite losses).
+        ValueError: an option out of range, an unknown domain/network/clusterer name, or an
+            ``out_dir`` holding an earlier run without ``resume`` or ``overwrite``.
+        TrainingError: training diverged (``max_bad_steps`` steps in a row with a non-finite
+            loss, gradient or buffer), or the weights to save hold NaN or infinity.
 
     Example:
         >>> import embedseg
@@ -114,6 +132,8 @@ def fit(dataset: Any, domain: str | Domain = "audio", valid: Any = None, **optio
         ...                      epochs=20, out_dir="runs/speech")  # doctest: +SKIP
         >>> model.evaluate(test_items)                              # doctest: +SKIP
     """
+    from .training import Trainer, TrainerConfig
+
     _check_options(options)
     model_opts = {k: options.pop(k) for k in MODEL_OPTIONS if k in options}
     config = TrainerConfig(**options).validate()
@@ -152,8 +172,6 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> Model:
         raise ValueError("'path' must name a model folder. Got an empty path ('') instead.")
     folder = os.fspath(model_folder(path))
     state_dict, config = read_model_folder(folder)
-    from .trainer import resolve_device
-
     return Model.from_config(
         config, state_dict, device=resolve_device(device, "load"), source=f"the model at '{folder}'"
     )

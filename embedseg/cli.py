@@ -28,7 +28,7 @@ __all__ = ["main", "build_parser", "count_argument", "device_argument"]
 CORE_COMMANDS = ("fit", "evaluate", "info", "list")
 BUILTIN_DOMAINS = ("audio", "image")
 #: trainer options the fit command names differently or handles itself.
-_FIT_SPECIAL = {"out_dir", "resume", "progress", "device"}
+_FIT_SPECIAL = {"out_dir", "resume", "overwrite", "progress", "device"}
 
 
 def count_argument(low: int, words: tuple[str, ...] = ()) -> Any:
@@ -85,7 +85,7 @@ def _field_type(annotation: str):
 
 
 def _add_fit_parser(subparsers: Any) -> None:
-    from .trainer import TrainerConfig
+    from .training import TrainerConfig
 
     p = subparsers.add_parser(
         "fit",
@@ -98,6 +98,8 @@ def _add_fit_parser(subparsers: Any) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="checkpoints, logs, curves and model/")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     p.add_argument("--resume", action="store_true", help="continue from DIR's latest checkpoint")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run DIR holds (without --resume or --overwrite such a DIR is refused)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: only on a terminal)")
     p.add_argument("--network", help="registered network name (default: the domain's)")
@@ -105,7 +107,7 @@ def _add_fit_parser(subparsers: Any) -> None:
     p.add_argument("--clusterer", help="registered clusterer name (default: the domain's)")
     p.add_argument("--clusterer-param", action="append", type=_key_value, default=[], metavar="KEY=VALUE")
     p.add_argument("--domain-option", action="append", type=_key_value, default=[], metavar="KEY=VALUE")
-    group = p.add_argument_group("trainer options (see embedseg.trainer.TrainerConfig)")
+    group = p.add_argument_group("trainer options (see embedseg.training.TrainerConfig)")
     defaults = TrainerConfig()
     for f in fields(TrainerConfig):
         if f.name in _FIT_SPECIAL:
@@ -123,7 +125,7 @@ def _add_fit_parser(subparsers: Any) -> None:
 def _cmd_fit(args: argparse.Namespace) -> int:
     from .api import fit
     from .domain import create_domain
-    from .trainer import TrainerConfig
+    from .training import TrainerConfig
 
     domain = create_domain(args.domain, **dict(args.domain_option))
     train = domain.load_dataset(args.train, "train")
@@ -131,7 +133,9 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {
         f.name: getattr(args, f.name) for f in fields(TrainerConfig) if f.name not in _FIT_SPECIAL
     }
-    options.update(out_dir=args.out, resume=args.resume, progress=args.progress, device=args.device)
+    options.update(
+        out_dir=args.out, resume=args.resume, overwrite=args.overwrite, progress=args.progress, device=args.device
+    )
     if args.network is not None or args.network_param:
         options["network"] = args.network
         options["network_params"] = dict(args.network_param)
@@ -147,6 +151,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     print(f"model saved to {os.path.join(args.out, 'model')}")
     print(f"steps: {summary.get('steps')}, stopped by: {summary.get('stopped')}, "
           f"time: {summary.get('time_s')} s")
+    if summary.get("skipped_steps"):
+        print(f"skipped steps (non-finite loss, gradient or buffer): {summary['skipped_steps']}")
     for key, value in (summary.get("best_valid") or {}).items():
         print(f"best {key}: {value}")
     return 0

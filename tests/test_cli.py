@@ -74,6 +74,29 @@ def test_fit_trains_and_saves(run):
     assert not os.path.exists(os.path.join(run, "curves.png"))
 
 
+def test_fit_refuses_a_folder_holding_a_run_unless_resumed_or_overwritten(data, tmp_path, capsys):
+    out = str(tmp_path / "run")
+    argv = ["fit", "--domain", "toy-cli", "--train", data, "--out", out, "--batch-size", "4", "--device", "cpu",
+            "--no-progress", "--no-plot"]
+    assert cli.main(argv + ["--epochs", "1"]) == 0
+    first = embedseg.load(out).network.state_dict()
+    capsys.readouterr()
+    assert cli.main(argv + ["--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("embedseg: error: ") and err.count("\n") == 1
+    assert "holds an earlier run" in err and "resume=True" in err and "overwrite=True" in err
+    assert all(torch.equal(v, first[k]) for k, v in embedseg.load(out).network.state_dict().items())
+    # --resume continues the run: 16 items in batches of 4 are 4 steps an epoch.
+    assert cli.main(argv + ["--epochs", "2", "--resume"]) == 0
+    assert embedseg.load(out).config["training"]["steps"] == 8
+    assert cli.main(argv + ["--epochs", "1", "--overwrite"]) == 0
+    assert "model saved to" in capsys.readouterr().out
+    assert embedseg.load(out).config["training"]["steps"] == 4
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["latest.json", "step-00000004"]
+    assert cli.main(argv + ["--epochs", "1", "--overwrite", "--resume"]) == 2
+    assert "exclude each other" in capsys.readouterr().err
+
+
 def test_evaluate_prints_the_metrics(run, data, capsys):
     assert cli.main(["evaluate", run, data, "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out)

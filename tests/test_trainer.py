@@ -5,12 +5,14 @@ from __future__ import annotations
 import csv
 import math
 import os
+import warnings
 
 import numpy as np
 import pytest
 import torch
 
 import embedseg
+from embedseg.networks import EmbeddingHead
 from embedseg.trainer import TrainerConfig, TrainingError
 
 from toys import PaddedPoints, one_thread  # noqa: F401  (one_thread: autouse fixture)
@@ -356,6 +358,175 @@ def test_nan_steps_are_skipped_and_leave_the_weights_alone():
         torch.testing.assert_close(v, init[k], rtol=0, atol=1e-9)
 
 
+@embedseg.register_network("toy_bn_mlp", override=True)
+class BatchNormMLP(torch.nn.Module):
+    """``layers`` linear layers, then BatchNorm: with a huge lr the weights grow until the
+    BatchNorm statistics overflow while the normalized output (and so the loss) stays finite."""
+
+    def __init__(self, *, in_features: int, dim: int = 4, hidden: int = 16, layers: int = 1) -> None:
+        super().__init__()
+        widths = [in_features] + [hidden] * layers
+        linears = [torch.nn.Linear(a, b) for a, b in zip(widths, widths[1:])]
+        self.body = torch.nn.Sequential(*linears, torch.nn.BatchNorm1d(hidden), torch.nn.ReLU())
+        self.head = EmbeddingHead(hidden, dim)
+
+    def forward(self, features):
+        b, n, c = features.shape
+        return self.head(self.body(features.reshape(b * n, c)).reshape(b, n, -1))  # (batch, n_points, dim)
+
+
+def all_finite(tensors) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in tensors.values() if t.is_floating_point())
+
+
+def test_a_diverging_run_stops_naming_the_buffer_and_never_saves_it(tmp_path):
+    with pytest.raises(TrainingError, match=(
+        r"last 3 steps had a non-finite loss, gradient or buffer .* Non-finite: the buffer "
+        r"'body.3.running_var' \(3 steps\)"
+    )):
+        embedseg.fit(
+            TRAIN, **BASE, network="toy_bn_mlp", network_params={"layers": 3}, lr=1e6, epochs=4,
+            max_bad_steps=3, checkpoint_every=1, out_dir=str(tmp_path),
+        )
+    from safetensors.torch import load_file
+
+    checkpoints = sorted((tmp_path / "checkpoints").glob("step-*"))
+    assert checkpoints  # the steps before the error were checkpointed
+    for folder in checkpoints:
+        assert all_finite(load_file(str(folder / "checkpoint.safetensors"))), folder.name
+    rows = read_log(tmp_path / "log.csv")
+    skipped = [int(r["skipped_steps"] or 0) for r in rows]
+    assert skipped[-1] == 2 and skipped == sorted(skipped)  # the third one raised before its row
+
+
+def test_skipped_steps_leave_the_batchnorm_statistics_as_they_were(tmp_path):
+    torch.manual_seed(0)  # fit seeds with seed=0 before building the network
+    init = embedseg.create_network("toy_bn_mlp", in_features=2, dim=4, hidden=16).state_dict()
+    frozen = embedseg.fit(TRAIN, **BASE, network="toy_bn_mlp", max_steps=4, domain_options={"loss_mode": "nan"})
+    assert frozen.config["training"]["skipped_steps"] == 4
+    for key, value in frozen.network.state_dict().items():
+        assert torch.equal(value, init[key]), key
+    # Some steps skipped: the statistics count the forward passes of the applied steps only.
+    model = embedseg.fit(
+        TRAIN, **BASE, network="toy_bn_mlp", epochs=2, lr=0.1, max_bad_steps=5,
+        domain_options={"loss_mode": "nan-some"}, out_dir=str(tmp_path),
+    )
+    summary = model.config["training"]
+    assert 0 < summary["skipped_steps"] < summary["steps"]
+    tracked = model.network.state_dict()["body.1.num_batches_tracked"]
+    assert int(tracked) == summary["steps"] - summary["skipped_steps"]
+    assert all_finite(embedseg.load(tmp_path).network.state_dict())
+    rows = read_log(tmp_path / "log.csv")
+    assert list(rows[0])[-3:] == ["lr", "time_s", "skipped_steps"]
+    assert int(rows[-1]["skipped_steps"]) == summary["skipped_steps"]
+
+
+@pytest.mark.parametrize("grad_clip", [5.0, None])
+def test_a_non_finite_gradient_skips_the_step_and_is_named(grad_clip):
+    net = embedseg.create_network("point_mlp", in_features=2, dim=4, hidden=16)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    net.head.proj.weight.register_hook(lambda g: g * float("nan"))
+    with pytest.raises(TrainingError, match=r"Non-finite: the gradient of 'head.proj.weight' \(2 steps\)"):
+        embedseg.fit(TRAIN, **BASE, network=net, epochs=1, max_bad_steps=2, grad_clip=grad_clip)
+    for key, value in net.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+def test_the_model_and_checkpoint_writers_refuse_non_finite_weights(tmp_path):
+    import time
+
+    from embedseg.api import build_model
+    from embedseg.trainer import Trainer
+
+    trainer = Trainer(build_model("toy-trainer"), TrainerConfig(device="cpu", progress=False, out_dir=str(tmp_path)))
+    trainer.start_time = time.monotonic()
+    trainer._setup(TRAIN, VALID)
+    with torch.no_grad():
+        trainer.network.head.proj.bias[1] = float("inf")
+    with pytest.raises(TrainingError, match=r"Refusing to save the model at step 0: 'head.proj.bias' hold\(s\) NaN"):
+        trainer._save_model()
+    with pytest.raises(TrainingError, match=r"Refusing to write the checkpoint of step 0: the tensor\(s\) 'model.head.proj.bias'"):
+        trainer._checkpoint()
+    assert sorted(os.listdir(tmp_path)) == ["log.csv"]
+
+
+# -- checkpoint state ------------------------------------------------------------------------------
+#: the keys of checkpoint.json, format version 1, in order: checkpoints written before keep resuming.
+CHECKPOINT_KEYS_V1 = [
+    "format", "format_version", "step", "epoch", "batch_in_epoch", "world_size", "lr_scale",
+    "plateau_best", "plateau_bad", "best_value", "best_step", "best_record", "stale_evals",
+    "bad_streak", "skipped_steps", "round_loss", "log_loss", "last_eval_step", "elapsed_s",
+    "optimizer", "scaler", "rng", "log_rows", "trainer",
+]
+
+
+def test_training_state_round_trips_every_field_through_a_checkpoint(tmp_path):
+    import dataclasses
+    import json
+
+    from embedseg.training.state import TrainingState, read_checkpoint, write_checkpoint
+
+    state = TrainingState(
+        step=7, epoch=1, batch_in_epoch=2, world_size=2, lr_scale=0.25, plateau_best=0.5, plateau_bad=1,
+        best_value=0.4, best_step=5, best_record={"valid_loss": 0.4, "ari": None}, stale_evals=1,
+        bad_streak=1, skipped_steps=3, round_loss=[1.5, 2], log_loss=[0.5, 1], last_eval_step=5,
+        elapsed_s=12.5, optimizer={"param_groups": [{"lr": 0.1, "params": [0]}], "scalars": {"0": {"k": 1}}},
+        scaler={"scale": 256.0, "_growth_tracker": 3}, rng={"numpy": ["MT19937", 3, 0, 0.0], "python": [3, [1, 2], None]},
+        log_rows=[{"step": 1, "epoch": 0, "train_loss": 0.5, "lr": 0.1, "time_s": 0.2}], trainer={"seed": 3},
+    )
+    default = TrainingState()
+    assert all(getattr(state, f.name) != getattr(default, f.name) for f in dataclasses.fields(TrainingState))
+    tensors = {
+        "model.w": torch.randn(3, 2), "model.n": torch.tensor(4), "optim.0.exp_avg": torch.randn(3, 2),
+        "rng.torch": torch.get_rng_state()[None], "rng.numpy": torch.arange(624, dtype=torch.int64),
+    }
+    folder = write_checkpoint(tmp_path / "checkpoints", state, tensors, keep=2)
+    assert folder.name == "step-00000007"
+    assert list(json.loads((folder / "checkpoint.json").read_text())) == CHECKPOINT_KEYS_V1
+    read_state, read_tensors = read_checkpoint(folder)
+    assert read_state == state
+    assert read_tensors.keys() == tensors.keys()
+    assert all(torch.equal(read_tensors[k], tensors[k]) for k in tensors)
+    assert TrainingState.from_json(state.to_json()) == state
+    with pytest.raises(embedseg.ModelFileError, match="format version 2; this embedseg reads versions up to 1"):
+        TrainingState.from_json({**state.to_json(), "format_version": 2})
+    with pytest.raises(embedseg.ModelFileError, match="lacks 'step'"):
+        TrainingState.from_json({k: v for k, v in state.to_json().items() if k != "step"})
+
+
+def test_a_trainer_checkpoint_keeps_the_format_and_refuses_non_finite_values(tmp_path):
+    import json
+
+    from embedseg.training.state import TrainingState, read_checkpoint, write_checkpoint
+
+    embedseg.fit(TRAIN, **BASE, epochs=2, out_dir=str(tmp_path))
+    folder = tmp_path / "checkpoints" / "step-00000010"
+    assert list(json.loads((folder / "checkpoint.json").read_text())) == CHECKPOINT_KEYS_V1
+    state, tensors = read_checkpoint(folder)
+    assert state.step == 10 and state.epoch == 2 and len(state.log_rows) == 10
+    assert {k.split(".")[0] for k in tensors} == {"model", "optim", "rng"}  # "best" comes with validation
+    root = tmp_path / "again"
+    bad = {**tensors, "model.head.proj.weight": tensors["model.head.proj.weight"] * float("nan")}
+    with pytest.raises(TrainingError, match="'model.head.proj.weight' hold"):
+        write_checkpoint(root, state, bad, keep=2)
+    with pytest.raises(TrainingError, match="the value 'best_value' hold"):
+        write_checkpoint(root, TrainingState(step=3, best_value=float("inf")), tensors, keep=2)
+    assert not root.exists() or os.listdir(root) == []
+
+
+def test_loading_a_model_does_not_import_the_trainer():
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = (
+        "import embedseg, sys; embedseg.load('pretrained/image-shapes'); "
+        "assert not any(m.startswith(('embedseg.trainer', 'embedseg.training')) for m in sys.modules)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
 # -- schedule, stopping ----------------------------------------------------------------------------
 def test_warmup_then_plateau_decay_of_the_learning_rate(tmp_path):
     embedseg.fit(
@@ -435,13 +606,69 @@ def test_config_dataclass_has_a_comment_per_field():
         assert "#" in line, name
 
 
-def test_a_fresh_run_in_a_used_out_dir_replaces_its_checkpoints(tmp_path):
+def test_a_folder_holding_a_run_is_refused_and_left_untouched(tmp_path):
     embedseg.fit(TRAIN, **BASE, epochs=3, out_dir=str(tmp_path))
-    with pytest.warns(UserWarning, match="earlier checkpoints are removed"):
+    before = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    with pytest.raises(ValueError, match=(
+        r"The 'out_dir' parameter of fit names '.*', which holds an earlier run \(checkpoints/, "
+        r"log.csv, model/\). Pass resume=True to continue it, overwrite=True to replace it"
+    )):
         embedseg.fit(TRAIN, **BASE, epochs=1, out_dir=str(tmp_path))
+    after = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert after == before
+
+
+def test_overwrite_replaces_the_run_without_a_warning(tmp_path):
+    embedseg.fit(TRAIN, **BASE, epochs=3, tensorboard=True, out_dir=str(tmp_path))
+    (tmp_path / "notes.txt").write_text("mine")  # not the trainer's: kept
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = embedseg.fit(TRAIN, **BASE, epochs=1, overwrite=True, out_dir=str(tmp_path))
     names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert names == ["latest.json", "step-00000005"]
     assert [int(r["step"]) for r in read_log(tmp_path / "log.csv")] == [1, 2, 3, 4, 5]
+    assert sorted(os.listdir(tmp_path)) == ["checkpoints", "curves.png", "log.csv", "model", "notes.txt"]
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    assert weights_equal(model, embedseg.load(tmp_path))
+    assert embedseg.load(tmp_path).config["training"]["steps"] == 5
+
+
+@pytest.mark.parametrize("entry", ["log.csv", "model", "checkpoints/latest.json", "checkpoints/step-00000003"])
+def test_each_sign_of_a_run_is_enough_to_refuse_the_folder(tmp_path, entry):
+    path = tmp_path / entry
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.mkdir() if entry in ("model", "checkpoints/step-00000003") else path.write_text("{}")
+    with pytest.raises(ValueError, match="holds an earlier run"):
+        embedseg.fit(TRAIN, **BASE, max_steps=1, out_dir=str(tmp_path))
+    assert path.exists()
+
+
+def test_an_empty_or_unrelated_folder_is_used_as_it_is(tmp_path):
+    (tmp_path / "empty").mkdir()
+    embedseg.fit(TRAIN, **BASE, max_steps=1, out_dir=str(tmp_path / "empty"))
+    other = tmp_path / "other"
+    (other / "data").mkdir(parents=True)
+    (other / "data" / "x.txt").write_text("x")
+    (other / "checkpoints").mkdir()  # an empty checkpoints folder holds no run
+    embedseg.fit(TRAIN, **BASE, max_steps=1, out_dir=str(other))
+    assert (other / "data" / "x.txt").read_text() == "x" and (other / "model" / "config.json").is_file()
+
+
+def test_resume_continues_a_finished_run_in_its_folder(tmp_path):
+    embedseg.fit(TRAIN, **BASE, epochs=1, out_dir=str(tmp_path))
+    model = embedseg.fit(TRAIN, **BASE, epochs=2, resume=True, out_dir=str(tmp_path))
+    assert model.config["training"]["steps"] == 10
+    assert [int(r["step"]) for r in read_log(tmp_path / "log.csv")] == list(range(1, 11))
+
+
+def test_overwrite_needs_out_dir_and_excludes_resume(tmp_path):
+    with pytest.raises(ValueError, match="'overwrite' parameter of fit needs 'out_dir'"):
+        embedseg.fit(TRAIN, **BASE, overwrite=True)
+    with pytest.raises(ValueError, match="'overwrite' and 'resume' parameters of fit exclude each other"):
+        embedseg.fit(TRAIN, **BASE, overwrite=True, resume=True, out_dir=str(tmp_path))
+    with pytest.raises(TypeError, match="'overwrite' parameter of fit must be a bool. Got 'yes'"):
+        embedseg.fit(TRAIN, **BASE, overwrite="yes", out_dir=str(tmp_path))
+    assert os.listdir(tmp_path) == []
 
 
 def test_progress_bar_shows_loss_rate_and_eta(capsys):
