@@ -12,10 +12,10 @@ every class gives the same messages and none repeats hand checks:
         "soft_temperature": [Interval(Real, 0, None, closed="neither"), None],
     }
 
-A value of no accepted kind raises TypeError, a value of an accepted kind that is out of range
-or not among the options raises ValueError, each with one message naming the parameter, what
-was expected and what came: "The 'n_init' parameter of KMeans must be an int in [1, inf). Got
-0 instead." Declared values are ``None`` (the value None), ``"boolean"`` (a bool), a type
+A value of no accepted kind raises TypeError, listing every accepted form; a value of an
+accepted kind that is out of range or not among the options raises ValueError: a number is
+told the range it missed ("The 'n_init' parameter of KMeans must be an int in [1, inf). Got 0
+instead."), any other value every accepted form. Declared values are ``None`` (the value None), ``"boolean"`` (a bool), a type
 (an instance of it) or a :class:`Constraint`.
 """
 
@@ -57,6 +57,10 @@ class Constraint:
     def __str__(self) -> str:
         """What a valid value is, as it reads in a message ("an int in [1, inf)")."""
         raise NotImplementedError
+
+    def describe_failure(self, value: Any) -> str:
+        """How a message shows a value of this kind that fails the constraint."""
+        return describe(value)
 
 
 class Interval(Constraint):
@@ -257,11 +261,16 @@ def validate_params(
         checks = [make_constraint(c) for c in declared]
         if any(c.is_satisfied_by(value) for c in checks):
             continue
-        expected = _either([str(c) for c in checks])
-        if any(c.is_kind(value) for c in checks):
+        kinds = [c for c in checks if c.is_kind(value)]
+        if kinds:
+            # A number out of range is answered with the range it missed; any other value of
+            # an accepted kind (a word that is not an option, say) with every accepted form.
+            shown = kinds if all(isinstance(c, Interval) for c in kinds) else checks
             raise ValueError(
-                f"The '{name}' parameter of {owner} must be {expected}. Got {describe(value)} instead."
+                f"The '{name}' parameter of {owner} must be {_either([str(c) for c in shown])}. "
+                f"Got {kinds[0].describe_failure(value)} instead."
             )
+        expected = _either([str(c) for c in checks])
         got = describe(value)
         if not isinstance(value, (torch.Tensor, np.ndarray)):
             got = f"{got} ({type(value).__name__})"

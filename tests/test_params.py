@@ -78,8 +78,9 @@ VALID = {"n_clusters": 3, "tol": 1e-4, "metric": "cosine", "normalized": True, "
 @pytest.mark.parametrize(
     "name, value, error, message",
     [
-        ("n_clusters", 0, ValueError, r"The 'n_clusters' parameter of KMeans must be an int in \[1, inf\) or 'auto'\. Got 0 instead\."),
-        ("n_clusters", "two", ValueError, r"an int in \[1, inf\) or 'auto'\. Got 'two' instead\."),
+        # a number out of range is told its range; a word that is no option, every form
+        ("n_clusters", 0, ValueError, r"The 'n_clusters' parameter of KMeans must be an int in \[1, inf\)\. Got 0 instead\."),
+        ("n_clusters", "two", ValueError, r"must be an int in \[1, inf\) or 'auto'\. Got 'two' instead\."),
         ("n_clusters", 2.5, TypeError, r"an int in \[1, inf\) or 'auto'\. Got 2\.5 \(float\) instead\."),
         ("n_clusters", True, TypeError, r"Got True \(bool\) instead"),
         ("tol", -1.0, ValueError, r"The 'tol' parameter of KMeans must be a float in \[0, inf\)\. Got -1\.0 instead\."),
@@ -87,7 +88,7 @@ VALID = {"n_clusters": 3, "tol": 1e-4, "metric": "cosine", "normalized": True, "
         ("tol", "small", TypeError, r"'tol'.*Got 'small' \(str\) instead"),
         ("metric", "l1", ValueError, r"must be one of 'euclidean', 'cosine'\. Got 'l1' instead\."),
         ("normalized", 1, TypeError, r"The 'normalized' parameter of KMeans must be a bool\. Got 1 \(int\)"),
-        ("temperature", 0.0, ValueError, r"a float in \(0, inf\) or None\. Got 0\.0 instead"),
+        ("temperature", 0.0, ValueError, r"must be a float in \(0, inf\)\. Got 0\.0 instead"),
         ("temperature", torch.ones(2), TypeError, r"Got a tensor of shape \(2,\) and dtype torch\.float32 instead"),
     ],
 )

@@ -53,6 +53,10 @@ class PerItemCounts(Constraint):
     def __str__(self) -> str:
         return "per-item counts (a list of ints or a (batch,) integer tensor, each >= 1)"
 
+    def describe_failure(self, value: Any) -> str:
+        smallest = int(value.min()) if isinstance(value, torch.Tensor) else min(value)
+        return f"{describe(value)}, whose smallest count is {smallest},"
+
 
 class BaseClusterer:
     """Base class of the batched clusterers.
