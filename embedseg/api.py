@@ -10,7 +10,7 @@ from torch import nn
 
 from .device import resolve_device
 from .domain import Domain, resolve_domain
-from .model import Model, build_clusterer, network_config
+from .model import Model, build_clusterer, model_class_of, network_config
 from .networks import create_network
 
 __all__ = ["fit", "load", "FIT_OPTIONS"]
@@ -90,7 +90,7 @@ def build_model(
     config: dict[str, Any] = {}
     if spec is not None:
         config["network"] = spec
-    return Model(net, dom, clus, config)
+    return model_class_of(dom)(net, dom, clus, config)
 
 
 def fit(dataset: Any, domain: str | Domain = "audio", valid: Any = None, **options: Any) -> Model:

@@ -26,7 +26,6 @@ from typing import Any, NoReturn, Sequence
 __all__ = ["main", "build_parser", "count_argument", "device_argument"]
 
 CORE_COMMANDS = ("fit", "evaluate", "info", "list")
-BUILTIN_DOMAINS = ("audio", "image")
 #: trainer options the fit command names differently or handles itself.
 _FIT_SPECIAL = {"out_dir", "resume", "overwrite", "progress", "device"}
 
@@ -229,7 +228,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from .domain import DOMAINS, list_domains
     from .networks import list_networks
 
-    for name in BUILTIN_DOMAINS:  # importing a domain registers its networks
+    for name in list_domains():  # importing a domain registers its networks
         try:
             DOMAINS.get(name)
         except (ImportError, AttributeError):
@@ -282,7 +281,8 @@ def build_parser(with_domains: bool = True) -> argparse.ArgumentParser:
     if with_domains:
         from .domain import DOMAINS
 
-        for name in BUILTIN_DOMAINS:
+        added = set()  # a hook shared by several domains (a subclass, two names) adds its commands once
+        for name in DOMAINS.names():  # built-ins, registered and installed (entry points)
             try:
                 cls = DOMAINS.get(name)
             except ImportError:
@@ -290,7 +290,14 @@ def build_parser(with_domains: bool = True) -> argparse.ArgumentParser:
             except AttributeError as exc:  # a broken install must not take the core commands down
                 print(f"embedseg: warning: the '{name}' domain could not be loaded ({exc})", file=sys.stderr)
                 continue
-            cls.add_cli_commands(sub)
+            hook = getattr(cls.add_cli_commands, "__func__", cls.add_cli_commands)
+            if hook in added:
+                continue
+            added.add(hook)
+            try:
+                cls.add_cli_commands(sub)
+            except argparse.ArgumentError as exc:  # two domains naming one command: the first keeps it
+                print(f"embedseg: warning: the '{name}' domain's commands were not added ({exc})", file=sys.stderr)
     return parser
 
 

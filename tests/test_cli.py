@@ -16,7 +16,8 @@ from embedseg import Domain
 from embedseg import cli
 from embedseg.domain import DOMAINS
 
-from toys import PaddedPoints, one_thread  # noqa: F401  (one_thread: an autouse fixture)
+from embedseg.metrics import ItemMean
+from toys import PaddedPoints, item_aris, one_thread  # noqa: F401  (one_thread: an autouse fixture)
 
 
 @embedseg.register_domain("toy-cli", override=True)
@@ -27,10 +28,8 @@ class NpzDomain(PaddedPoints):
         data = np.load(path)
         return [(torch.from_numpy(p), torch.from_numpy(y)) for p, y in zip(data["points"], data["labels"])]
 
-    def metrics(self, outputs, batch):
-        from sklearn.metrics import adjusted_rand_score
-
-        return {"ari": float(np.mean([adjusted_rand_score(y, o) for o, y in zip(outputs, batch.labels)]))}
+    def metrics(self):
+        return ItemMean(item_aris)
 
     @classmethod
     def add_cli_commands(cls, subparsers):
@@ -174,13 +173,38 @@ def test_errors_are_one_line_and_exit_2(argv, match, data, run, tmp_path, capsys
 def test_domain_commands_are_added_and_a_missing_extra_is_skipped(data, monkeypatch, capsys):
     DOMAINS.register("toy-missing-extra", "embedseg_no_such_module:Domain", override=True)
     try:
-        monkeypatch.setattr(cli, "BUILTIN_DOMAINS", ("toy-missing-extra", "toy-cli"))
         assert cli.main(["toycount", data]) == 0
         assert capsys.readouterr().out.strip() == "16"
         parser = cli.build_parser()
         assert "toycount" in parser.format_help()
     finally:
         DOMAINS.unregister("toy-missing-extra")
+
+
+def test_an_installed_domain_is_found_through_its_entry_point_with_its_commands(tmp_path):
+    """A package that declares a domain in the ``embedseg.domains`` entry-point group, installed
+    (here: its code and dist-info on the path), gets listed and gets its commands."""
+    pkg = tmp_path / "lidar_domain"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(
+        "import embedseg\n"
+        "class LidarDomain(embedseg.Domain):\n"
+        "    name = 'lidar'\n"
+        "    @classmethod\n"
+        "    def add_cli_commands(cls, subparsers):\n"
+        "        p = subparsers.add_parser('lidar-scan', help='segment a point cloud scan')\n"
+        "        p.set_defaults(func=lambda args: 0)\n"
+    )
+    info = tmp_path / "lidar_domain-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: lidar-domain\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[embedseg.domains]\nlidar = lidar_domain:LidarDomain\n")
+    exe = os.path.join(os.path.dirname(sys.executable), "embedseg")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0 and "lidar-scan" in proc.stdout, proc.stdout + proc.stderr
+    proc = subprocess.run([exe, "list"], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0 and "lidar" in proc.stdout.splitlines()[0]
 
 
 def test_console_script_runs():

@@ -31,8 +31,8 @@ from ..device import resolve_device
 from ..distributed import DistContext, setup, shard_indices
 from ..domain import Domain
 from ..errors import ModelFileError
+from ..inference import InferenceEngine
 from ..model import Model
-from ..networks import embeddings_of
 from .config import DEFAULT_EPOCHS, TrainerConfig
 from .logging import Reporter, finite_or_none, progress_bar
 from .state import (
@@ -419,56 +419,45 @@ class Trainer:
 
     # -- validation -------------------------------------------------------------------------------
     def _validate(self) -> dict[str, float]:
-        """Validation loss (and domain metrics), averaged over items and ranks."""
-        network = self.network
-        was_training = network.training
-        network.eval()
-        sums: dict[str, float] = {}
-        count = 0
-        unlabeled = 0  # items of batches that came without labels
-        # Clustering and decoding are only worth it when the domain has metrics to compute.
-        has_metrics = self.config.valid_metrics and type(self.domain).metrics is not Domain.metrics
+        """Validation loss, and the domain's metrics of exactly what inference returns for the
+        validation items (the model's inference engine), pooled over items and processes."""
+        engine = InferenceEngine(self.network, self.domain, self.model.clusterer, autocast=self._autocast)
+        metric = self.domain.metrics() if self.config.valid_metrics else None
+        loss_sum, n_labeled, count, unlabeled = 0.0, 0, 0, 0
         try:
-            with torch.no_grad():
-                for batch in self._valid_loader():
-                    encoded = self.domain.encode(batch, self.device)
-                    with self._autocast():
-                        output = network(encoded.features)
-                    output = _to_float(output)
-                    n = encoded.batch_size
-                    if encoded.labels is not None:
-                        loss = self.domain.compute_loss(output, encoded, self.loss_name)
-                        sums["valid_loss"] = sums.get("valid_loss", 0.0) + float(loss) * n
-                    else:
-                        unlabeled += n
-                    if has_metrics:
-
-                        def run(features: Any) -> Any:
-                            with self._autocast():
-                                return _to_float(network(features))
-
-                        output = self.domain.inference_output(run, encoded, output)
-                        encoded.context.setdefault("network_output", output)
-                        embeddings = embeddings_of(output)  # (batch, n_points, dim)
-                        labels, proba = self.model.cluster(embeddings, encoded.mask)
-                        outputs = self.domain.decode(encoded, labels, proba, embeddings)
-                        for key, value in self.domain.metrics(outputs, encoded).items():
-                            sums[key] = sums.get(key, 0.0) + float(value) * n
-                    count += n
-        finally:
-            network.train(was_training)
-        if self.dist.enabled:
-            gathered = self.dist.all_gather_object((sums, count, unlabeled))
-            sums, count, unlabeled = {}, 0, 0
-            for part, n, n_unlabeled in gathered:
+            for batch in self._valid_loader():
+                encoded = engine.encode(batch)
+                n = encoded.batch_size
                 count += n
-                unlabeled += n_unlabeled
-                for key, value in part.items():
-                    sums[key] = sums.get(key, 0.0) + value
+                if encoded.labels is None:  # nothing to score against
+                    unlabeled += n
+                    continue
+                output = engine.run(encoded.features)  # eval mode, no gradients
+                loss_sum += float(self.domain.compute_loss(output, encoded, self.loss_name)) * n
+                n_labeled += n
+                if metric is not None:
+                    engine.run.remember(encoded.features, output)  # the plain pass is inference's first
+                    metric.update(engine.predict_encoded(encoded), encoded)
+                    engine.run.forget()
+        finally:
+            engine.run.forget()
+        if self.dist.enabled:
+            state = None if metric is None else metric.state_dict()
+            gathered = self.dist.all_gather_object((loss_sum, n_labeled, count, unlabeled, state))
+            loss_sum, n_labeled, count, unlabeled = (sum(part[i] for part in gathered) for i in range(4))
+            if metric is not None:
+                metric.reset()
+                for part in gathered:
+                    metric.merge(part[4])
         self.valid_unlabeled = unlabeled
         if count == 0:  # an iterable dataset that yielded nothing
             raise _empty_dataset("valid", self.valid_set)
-        return {k: v / count for k, v in sums.items()}
+        record: dict[str, float] = {}
+        if n_labeled:
+            record["valid_loss"] = loss_sum / n_labeled
+        if metric is not None and not metric.empty:
+            record.update({k: float(v) for k, v in metric.compute().items()})
+        return record
 
     def _evaluate(self) -> bool:
         """Validate (or use the train loss of the round), update plateau and early stopping.
