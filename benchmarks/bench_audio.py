@@ -11,9 +11,15 @@ Prints one table per experiment (Markdown, ready for RESULTS.md):
 * speed: real-time factor (wall time / audio duration) of model.separate on 10 s mixtures,
   with the CPU time per audio second next to it (the machine may be shared).
 
+With ``--real DIR`` (a corpus of real recorded speech with a ``splits.json``, such as the one
+:func:`domains.audio.build_real_speech_corpus` builds), the 2-speaker, 3-speaker and counting
+experiments also run on the TEST speakers of that corpus (the model must never have trained on
+them, nor been chosen by them), and the speed is measured on its mixtures.
+
 Run::
 
     python benchmarks/bench_audio.py --model pretrained/audio-speech-8k --corpus data/speech200
+    python benchmarks/bench_audio.py --model pretrained/audio-speech-8k --corpus data/speech --real data/speech-real
 """
 
 from __future__ import annotations
@@ -89,10 +95,35 @@ def real_speech_corpus(corpus: Path, tmp: Path) -> Path:
     return tmp
 
 
+def separation_experiments(model, corpus: Path, who: str, n: int, skip: set) -> None:
+    """The 2-speaker, 3-speaker and counting tables on the test speakers of ``corpus``."""
+    if "two" not in skip:
+        ds = MixtureDataset(corpus, split="test", n_sources=2, segment_seconds=None, n_mixtures=n, seed=2)
+        res, _ = score(model, ds, 2)
+        table(f"2-speaker mixtures, {who}", res, n)
+    if "three" not in skip:
+        ds = MixtureDataset(corpus, split="test", n_sources=3, segment_seconds=None, n_mixtures=n, seed=3)
+        res, _ = score(model, ds, 3)
+        table(f"3-speaker mixtures, {who}, 2-speaker model", res, n)
+    if "count" not in skip:
+        ds = MixtureDataset(corpus, split="test", n_sources=(2, 3), segment_seconds=None, n_mixtures=n, seed=4)
+        res, counts = score(model, ds, "auto", oracle=False)
+        acc = res["model"]["count_accuracy"]
+        print(f"\n### Source counting, n_sources='auto', 2- and 3-speaker mixtures, {who} ({n})\n")
+        print("| true \\ found | 2 | 3 | 4 |")
+        print("| --- | ---: | ---: | ---: |")
+        for true in (2, 3):
+            row = [sum(1 for a, b in counts if a == true and b == k) for k in (2, 3, 4)]
+            print(f"| {true} | " + " | ".join(map(str, row)) + " |")
+        print(f"\naccuracy: **{100 * acc:.0f}%**; SDRi with the found counts: {res['model']['sdri']:.2f} dB")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", type=Path, default=REPO / "pretrained" / "audio-speech-8k")
     p.add_argument("--corpus", type=Path, default=REPO / "data" / "speech200")
+    p.add_argument("--real", type=Path, default=None,
+                   help="a real-speech corpus: also score its held-out test speakers")
     p.add_argument("--n", type=int, default=40, help="mixtures per experiment")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--skip", default="", help="comma-separated experiments to skip: two,three,count,real,speed")
@@ -109,25 +140,11 @@ def main(argv=None) -> int:
           f"corpus: {args.corpus}; {platform.machine()}, torch {torch.__version__}, {args.threads} threads; "
           f"inference: {model.domain.inference}")
 
-    if "two" not in skip:
-        ds = MixtureDataset(args.corpus, split="test", n_sources=2, segment_seconds=None, n_mixtures=args.n, seed=2)
-        res, _ = score(model, ds, 2)
-        table("2-speaker mixtures, held-out voices", res, args.n)
-    if "three" not in skip:
-        ds = MixtureDataset(args.corpus, split="test", n_sources=3, segment_seconds=None, n_mixtures=args.n, seed=3)
-        res, _ = score(model, ds, 3)
-        table("3-speaker mixtures, held-out voices, 2-speaker model", res, args.n)
-    if "count" not in skip:
-        ds = MixtureDataset(args.corpus, split="test", n_sources=(2, 3), segment_seconds=None, n_mixtures=args.n, seed=4)
-        res, counts = score(model, ds, "auto", oracle=False)
-        acc = res["model"]["count_accuracy"]
-        print(f"\n### Source counting, n_sources='auto', 2- and 3-speaker mixtures ({args.n})\n")
-        print("| true \\ found | 2 | 3 | 4 |")
-        print("| --- | ---: | ---: | ---: |")
-        for true in (2, 3):
-            row = [sum(1 for a, b in counts if a == true and b == k) for k in (2, 3, 4)]
-            print(f"| {true} | " + " | ".join(map(str, row)) + " |")
-        print(f"\naccuracy: **{100 * acc:.0f}%**; SDRi with the found counts: {res['model']['sdri']:.2f} dB")
+    corpora = [(args.corpus, "held-out voices")]
+    if args.real is not None:
+        corpora.append((args.real, "held-out real test speakers"))
+    for corpus, who in corpora:
+        separation_experiments(model, corpus, who, args.n, skip)
     if "real" not in skip and ALSA.is_dir():
         with tempfile.TemporaryDirectory() as tmp:
             root = real_speech_corpus(args.corpus, Path(tmp))
@@ -135,7 +152,8 @@ def main(argv=None) -> int:
             res, _ = score(model, ds, 2)
             table("real speech (ALSA announcements) + held-out synthetic voice", res, len(ds))
     if "speed" not in skip:
-        ds = MixtureDataset(args.corpus, split="test", n_sources=2, segment_seconds=10.0, n_mixtures=3, seed=6)
+        corpus = args.corpus if args.real is None else args.real
+        ds = MixtureDataset(corpus, split="test", n_sources=2, segment_seconds=10.0, n_mixtures=3, seed=6)
         mixes = [ds[i]["mixture"] for i in range(3)]
         model.separate(mixes[0], n_sources=2)  # warm-up
         wall, cpu = [], []

@@ -1,0 +1,264 @@
+"""Train, resume, validate and publish the speech separation model for real voices.
+
+The model of ``pretrained/audio-speech-8k`` learnt 19 synthetic voices; this recipe continues
+it (or trains another network) on mixtures of real recorded speakers
+(``data/speech-real``, :func:`domains.audio.build_real_speech_corpus`) and synthetic voices
+(``data/speech``), real + real, real + synthetic and synthetic + synthetic in given
+proportions (:class:`domains.audio.dataset.MixedCorpusDataset`), with speed perturbation and
+per-source channel augmentation (:class:`domains.audio.augment.ChannelAugmentation`). The
+model is chosen on the VALIDATION real speakers only; the test speakers are for
+``benchmarks/bench_audio.py --real`` once, at the end.
+
+Commands::
+
+    # one stage; a run folder is continued exactly (weights, optimizer, lr schedule, data
+    # order, RNG) with --resume, from its own checkpoints or from a published one
+    python pretrained/train_audio_speech.py train --run runs/NAME [options] --minutes M
+    python pretrained/train_audio_speech.py train --run runs/NAME --resume --minutes M
+    python pretrained/train_audio_speech.py train --run runs/NEW \\
+        --resume pretrained/checkpoints/audio-speech-real --minutes M      # on a new machine
+    # SDRi on held-out validation real speakers, next to the oracle IBM
+    python pretrained/train_audio_speech.py validate pretrained/audio-speech-8k runs/NAME/model
+    # copy a run's newest checkpoint (model + optimizer state) to where a later stage finds it
+    python pretrained/train_audio_speech.py publish --run runs/NAME --to pretrained/checkpoints/audio-speech-real
+
+Every stage appends what it did (command, wall and CPU minutes, steps, validation SDRi) to
+``RUN/stages.json``. A resumed stage must be given the options of the first (the script
+reads them back from ``RUN/stages.json`` or from the checkpoint folder's ``recipe.json``).
+
+The stages of the model in ``pretrained/README.md`` (section Audio) are written there as
+exact commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shlex
+import shutil
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run from a checkout without installing
+
+import embedseg  # noqa: E402
+from domains.audio.augment import ChannelAugmentation  # noqa: E402
+from domains.audio.dataset import MixedCorpusDataset, MixtureDataset  # noqa: E402
+from domains.audio.metrics import AudioMetrics, oracle_separation  # noqa: E402
+
+SHIPPED = REPO / "pretrained" / "audio-speech-8k"
+RECIPE_KEYS = (
+    "network", "network_params", "init", "real", "synthetic", "segment", "batch_size", "lr", "proportions",
+    "speed", "augment", "seed", "eval_every", "n_valid", "monitor", "loss",
+)
+
+
+def parse_augment(spec: str) -> ChannelAugmentation | None:
+    """'none', 'all', or 'all-GROUP[,GROUP...]' (every group but those)."""
+    if spec == "none":
+        return None
+    if spec == "all":
+        return ChannelAugmentation()
+    if spec.startswith("all-"):
+        return ChannelAugmentation().without(*spec[4:].split(","))
+    if spec.startswith("only-"):
+        keep = set(spec[5:].split(","))
+        return ChannelAugmentation().without(*(g for g in ChannelAugmentation.GROUPS if g not in keep))
+    raise SystemExit(f"--augment must be 'none', 'all', 'all-GROUP,...' or 'only-GROUP,...'. Got {spec!r}.")
+
+
+def valid_set(real: Path, n: int, seed: int = 1) -> MixtureDataset:
+    """2-talker mixtures of the validation real speakers, 0-5 dB, as long as the shorter utterance."""
+    return MixtureDataset(real, split="valid", n_sources=2, segment_seconds=None, n_mixtures=n, seed=seed)
+
+
+def train_set(recipe: dict) -> MixedCorpusDataset:
+    speed = None if recipe["speed"] <= 0 else (1 - recipe["speed"], 1 + recipe["speed"])
+    common = {"n_sources": 2, "segment_seconds": recipe["segment"], "snr_range": (0, 5), "n_mixtures": 1}
+    real = MixtureDataset(recipe["real"], split="train", seed=recipe["seed"], speed_range=speed,
+                          augment=parse_augment(recipe["augment"]), **common)
+    synthetic = MixtureDataset(recipe["synthetic"], split="train", seed=recipe["seed"], **common)
+    return MixedCorpusDataset(real, synthetic, tuple(recipe["proportions"]), seed=recipe["seed"], n_mixtures=2_000_000)
+
+
+def score_valid(model: embedseg.Model, real: Path, n: int, oracle: bool = False) -> dict:
+    """SDRi / SI-SDRi on ``n`` validation mixtures (seed 11: not the trainer's own validation
+    mixtures), through the audio domain's accumulator, as benchmarks/bench_audio.py scores."""
+    ds = valid_set(real, n, seed=11)
+    metrics = {"model": AudioMetrics()}
+    if oracle:
+        metrics["ibm"] = AudioMetrics()
+    for i in range(n):
+        item = ds[i]
+        mix, src = item["mixture"], item["sources"]
+        metrics["model"].update_items([src], [model.separate(mix, n_sources=2)], [mix])
+        if oracle:
+            metrics["ibm"].update_items([src], [oracle_separation(mix[None], src[None], "ibm")[0]], [mix])
+    return {name: {k: round(float(v), 3) for k, v in m.compute().items()} for name, m in metrics.items()}
+
+
+def _recipe_of(args: argparse.Namespace) -> dict:
+    recipe = {k: getattr(args, k) for k in RECIPE_KEYS}
+    for k in ("init", "real", "synthetic"):
+        recipe[k] = None if recipe[k] is None else str(recipe[k])
+    recipe["proportions"] = [float(v) for v in str(args.proportions).split(",")]
+    return recipe
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    torch.set_num_threads(args.threads)
+    run = Path(args.run)
+    log_file = run / "stages.json"
+    stages = json.loads(log_file.read_text()) if log_file.is_file() else []
+    resume: bool | str = False
+    if args.resume is not None:
+        resume = True if args.resume == "" else args.resume
+        # the options of the run being continued: a resumed stage reproduces the uninterrupted run
+        source = Path(args.resume) if args.resume else run
+        recipe_file = source / "recipe.json"
+        if stages:
+            recipe = stages[0]["recipe"]
+        elif recipe_file.is_file():
+            recipe = json.loads(recipe_file.read_text())
+        else:
+            raise SystemExit(f"--resume needs {log_file} or {recipe_file} to know the run's options.")
+    else:
+        recipe = _recipe_of(args)
+    net_params = json.loads(recipe["network_params"]) if recipe["network_params"] else {}
+    network: str | torch.nn.Module = recipe["network"]
+    if recipe["init"]:  # continue a saved model's network (its architecture and weights)
+        network = embedseg.load(recipe["init"]).network
+        net_params = None
+    else:
+        net_params.setdefault("mask_sources", 2)
+    train = train_set(recipe)
+    valid = valid_set(Path(recipe["real"]), recipe["n_valid"])
+    before = stages[-1]["steps_after"] if stages else 0
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    t0, c0 = time.perf_counter(), time.process_time()
+    model = embedseg.fit(
+        train,
+        domain="audio",
+        valid=valid,
+        network=network,
+        network_params=net_params,
+        max_minutes=args.minutes,
+        batch_size=recipe["batch_size"],
+        lr=recipe["lr"],
+        loss=recipe["loss"],
+        domain_options={"weights": "magnitude"},
+        warmup_steps=50,
+        eval_every=recipe["eval_every"],
+        monitor=recipe["monitor"],
+        plateau_patience=3,
+        checkpoint_every=recipe["eval_every"],
+        keep_checkpoints=1,
+        device="cpu",
+        seed=recipe["seed"],
+        out_dir=str(run),
+        resume=resume,
+        progress=args.progress,
+    )
+    wall, cpu = (time.perf_counter() - t0) / 60, (time.process_time() - c0) / 60
+    steps = int(model.config["training"]["steps"])
+    scores = score_valid(model, Path(recipe["real"]), args.score_n) if args.score_n else None
+    stage = {
+        "command": shlex.join(["python", *sys.argv]),
+        "started": started,
+        "machine": f"{platform.node()} {platform.machine()}, torch {torch.__version__}, {args.threads} threads",
+        "wall_minutes": round(wall, 2),
+        "cpu_minutes": round(cpu, 2),
+        "steps_before": before,
+        "steps_after": steps,
+        "best_step": model.config["training"].get("best_step"),
+        "best_valid": model.config["training"].get("best_valid"),
+        "valid_score_n": args.score_n,
+        "valid_scores": scores,
+        "recipe": recipe,
+    }
+    stages.append(stage)
+    log_file.write_text(json.dumps(stages, indent=1) + "\n")
+    print(json.dumps({k: stage[k] for k in ("wall_minutes", "cpu_minutes", "steps_before", "steps_after", "best_step", "valid_scores")}))
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    torch.set_num_threads(args.threads)
+    for i, path in enumerate(args.models):
+        model = embedseg.load(path)
+        res = score_valid(model, args.real, args.n, oracle=i == 0)
+        ibm = res.pop("ibm", None)
+        if ibm:
+            print(f"oracle IBM: SDRi {ibm['sdri']:.2f} dB, SI-SDRi {ibm['si_sdri']:.2f} dB")
+        print(f"{path}: SDRi {res['model']['sdri']:.2f} dB, SI-SDRi {res['model']['si_sdri']:.2f} dB ({args.n} valid mixtures)")
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    run = Path(args.run)
+    latest = json.loads((run / "checkpoints" / "latest.json").read_text())
+    src = run / "checkpoints" / latest["checkpoint"]
+    dst = Path(args.to)
+    if dst.exists():
+        shutil.rmtree(dst)
+    dst.mkdir(parents=True)
+    for f in src.iterdir():
+        shutil.copy2(f, dst / f.name)
+    stages = json.loads((run / "stages.json").read_text())
+    (dst / "recipe.json").write_text(json.dumps(stages[0]["recipe"], indent=1) + "\n")
+    (dst / "stages.json").write_text(json.dumps(stages, indent=1) + "\n")
+    print(f"copied {src} to {dst}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="one training stage (a new run, or --resume)")
+    t.add_argument("--run", required=True, help="the run folder (checkpoints, log, model, stages.json)")
+    t.add_argument("--resume", nargs="?", const="", default=None,
+                   help="continue the run folder's own checkpoints, or (with a path) a published checkpoint")
+    t.add_argument("--minutes", type=float, required=True, help="wall-clock budget of this stage")
+    t.add_argument("--threads", type=int, default=1)
+    t.add_argument("--network", default="dc_compact")
+    t.add_argument("--network-params", default=None, help='JSON, e.g. \'{"hidden": 256, "layers": 3}\'')
+    t.add_argument("--init", default=None, help="start from this saved model's network (architecture and weights)")
+    t.add_argument("--real", type=Path, default=REPO / "data" / "speech-real")
+    t.add_argument("--synthetic", type=Path, default=REPO / "data" / "speech")
+    t.add_argument("--segment", type=float, default=1.5, help="training segment length in seconds")
+    t.add_argument("--batch-size", type=int, default=8)
+    t.add_argument("--lr", type=float, default=5e-4)
+    t.add_argument("--proportions", default="0.5,0.3,0.2", help="real+real, real+synthetic, synthetic+synthetic")
+    t.add_argument("--speed", type=float, default=0.15, help="speed perturbation: factors in [1 - S, 1 + S]; 0: off")
+    t.add_argument("--augment", default="all", help="'none', 'all', 'all-GROUP,...' or 'only-GROUP,...' "
+                   f"(groups: {', '.join(ChannelAugmentation.GROUPS)})")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--eval-every", type=int, default=300)
+    t.add_argument("--n-valid", type=int, default=24, help="validation mixtures the trainer monitors")
+    t.add_argument("--monitor", default="sdri", help="what picks the best weights and decays the lr")
+    t.add_argument("--loss", default="whitened_kmeans")
+    t.add_argument("--score-n", type=int, default=40, help="validation mixtures scored after the stage (0: none)")
+    t.add_argument("--progress", action="store_true")
+    t.set_defaults(func=cmd_train)
+    v = sub.add_parser("validate", help="SDRi of saved models on the validation real speakers")
+    v.add_argument("models", nargs="+", type=Path)
+    v.add_argument("--real", type=Path, default=REPO / "data" / "speech-real")
+    v.add_argument("--n", type=int, default=40)
+    v.add_argument("--threads", type=int, default=2)
+    v.set_defaults(func=cmd_validate)
+    b = sub.add_parser("publish", help="copy a run's newest checkpoint (model + optimizer) for a later stage")
+    b.add_argument("--run", required=True)
+    b.add_argument("--to", required=True)
+    b.set_defaults(func=cmd_publish)
+    args = p.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
