@@ -36,7 +36,15 @@ from .networks import embeddings_of
 if TYPE_CHECKING:  # pragma: no cover
     from .domain import Domain, EncodedBatch
 
-__all__ = ["InferenceEngine", "Runner", "cluster_embeddings", "FIT_POINTS", "ASSIGN_POINTS"]
+__all__ = [
+    "InferenceEngine",
+    "Runner",
+    "cluster_embeddings",
+    "as_float_embeddings",
+    "FIT_POINTS",
+    "ASSIGN_POINTS",
+    "INT8_SCALE",
+]
 
 #: most points per item a clusterer is fitted on; larger inputs are fitted on a fixed sample.
 FIT_POINTS = 40_000
@@ -85,14 +93,29 @@ class Runner:
             self.network.train(was_training)
 
 
+#: int8 embeddings are codes of unit-norm components: the value times INT8_SCALE, rounded.
+INT8_SCALE = 127.0
+
+
+def as_float_embeddings(x: torch.Tensor) -> torch.Tensor:
+    """float32 embeddings from any floating precision, or from int8 codes (value / INT8_SCALE):
+    how a domain keeps the embeddings of a long input small (a quarter of float32)."""
+    if x.dtype == torch.int8:
+        return x.float().mul_(1.0 / INT8_SCALE)
+    return x.float()
+
+
 def _sample_mask(mask: torch.Tensor, limit: int, seed: int = 0) -> torch.Tensor:
     """(batch, n_points) bool: at most ``limit`` of each item's active points, drawn uniformly
     with a fixed seed (the same input always gives the same sample)."""
     gen = torch.Generator(device="cpu").manual_seed(seed)
     keys = torch.rand(mask.shape, generator=gen).to(mask.device)  # (batch, n_points)
-    keys = keys.masked_fill(~mask, 2.0)  # inactive points sort last
-    rank = keys.argsort(dim=1).argsort(dim=1)  # (batch, n_points): rank of each point's key
-    return mask & (rank < limit)
+    keys.masked_fill_(~mask, 2.0)  # inactive points are never among the smallest keys
+    k = min(limit, mask.shape[1])
+    chosen = keys.topk(k, dim=1, largest=False).indices  # (batch, k): no sort of every point
+    out = torch.zeros_like(mask)
+    out.scatter_(1, chosen, True)
+    return out & mask
 
 
 def _compact(X: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -137,8 +160,8 @@ def cluster_embeddings(
     Args:
         clusterer: the prototype clusterer (a :class:`~embedseg.cluster.BaseClusterer`); it is
             cloned, never changed.
-        embeddings: (batch, n_points, dim) floating embeddings (half precision is cast to
-            float32 a chunk at a time).
+        embeddings: (batch, n_points, dim) floating embeddings, or int8 codes of them (see
+            :func:`as_float_embeddings`); they are made float32 a chunk at a time.
         mask: (batch, n_points) bool, the points to fit on.
         n_clusters: overrides the clusterer's ``n_clusters``: an int, per-item counts or
             ``"auto"``; None keeps the clusterer's.
@@ -179,18 +202,18 @@ def cluster_embeddings(
     proba_wanted = want_proba and getattr(model, "has_proba", False)
     n_active = mask.sum(1)
     if int(n_active.max()) <= fit_points:
-        X = embeddings.float()  # (batch, n_points, dim)
+        X = as_float_embeddings(embeddings)  # (batch, n_points, dim)
         labels = model.fit_predict(X, mask)
         return labels, (model.predict_proba(X) if proba_wanted else None)
     # A large input: fit on a sample, then assign every point a chunk at a time.
     fit_mask = _sample_mask(mask, fit_points)
     X_fit, keep = _compact(embeddings, fit_mask)  # (batch, <= fit_points, dim)
-    X_fit = X_fit.float()
+    X_fit = as_float_embeddings(X_fit)
     fitted_labels = model.fit_predict(X_fit, keep)
     means = None  # set when the clusterer cannot label new points (e.g. spectral clustering)
     proba = None
     for start in range(0, n, assign_points):
-        chunk = embeddings[:, start : start + assign_points].float()  # (batch, chunk, dim)
+        chunk = as_float_embeddings(embeddings[:, start : start + assign_points])  # (batch, chunk, dim)
         stop = start + chunk.shape[1]
         if means is None:
             try:

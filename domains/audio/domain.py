@@ -23,18 +23,17 @@ import torch
 
 from embedseg._validation import check_bool, check_choice, check_float, check_int
 from embedseg.domain import Domain, EncodedBatch
+from embedseg.inference import INT8_SCALE
 from embedseg.losses import magnitude_weights, voice_activity_weights
 from embedseg.networks import embeddings_of
 
 from .audio_io import as_waveform
 from .features import (
     STFTConfig,
-    apply_masks,
     frame_mask,
     ideal_binary_labels,
+    istft,
     log_magnitude_features,
-    masks_from_labels,
-    masks_from_proba,
     stft,
 )
 
@@ -204,10 +203,11 @@ class AudioDomain(Domain):
             context["sources"] = sources
             context["source_specs"] = source_specs
             context["n_sources"] = batch["n_sources"].to(device)
-        if self.weights == "voice_activity":
-            weights = active.float()
-        elif self.weights == "magnitude":
-            weights = magnitude_weights(magnitude, active)
+        if labels is not None:  # loss weights: only a batch with targets trains or is scored by loss
+            if self.weights == "voice_activity":
+                weights = active.float()
+            elif self.weights == "magnitude":
+                weights = magnitude_weights(magnitude, active)
         return EncodedBatch(features=features, mask=active, labels=labels, weights=weights, context=context)
 
     # -- model --------------------------------------------------------------------------------------
@@ -267,9 +267,10 @@ class AudioDomain(Domain):
     def forward(self, run: Any, batch: EncodedBatch) -> Any:
         """The network output for the batch; a recording longer than ``CHUNK_FRAMES`` frames
         is embedded chunk by chunk with ``CONTEXT_FRAMES`` of context on each side. Its
-        embeddings are then kept in half precision (what bounds inference memory on long
-        inputs), and the mask head's sources are put in one order across chunks by their
-        agreement on the frames both chunks saw."""
+        embeddings are then kept as int8 codes (:func:`embedseg.inference.as_float_embeddings`:
+        a quarter of float32, what bounds inference memory on long inputs; rounding moves a
+        unit-norm component by at most 0.004), and the mask head's sources are put in one order
+        across chunks by their agreement on the frames both chunks saw."""
         features = batch.features  # (batch, frames, freqs)
         t = features.shape[1]
         chunk, ctx = self.CHUNK_FRAMES, self.CONTEXT_FRAMES
@@ -285,14 +286,14 @@ class AudioDomain(Domain):
             out = run(features[:, lo:hi])
             e = embeddings_of(out).reshape(b, hi - lo, f, -1)  # (batch, window, freqs, dim)
             if emb is None:
-                emb = torch.empty(b, t, f, e.shape[-1], dtype=torch.float16, device=e.device)
-            emb[:, start:stop] = e[:, start - lo : stop - lo]
+                emb = torch.empty(b, t, f, e.shape[-1], dtype=torch.int8, device=e.device)
+            emb[:, start:stop] = e[:, start - lo : stop - lo].mul(INT8_SCALE).round_().to(torch.int8)
             if isinstance(out, dict) and "masks" in out:
                 window = out["masks"]  # (batch, C, window, freqs)
                 if previous is not None:
                     window = _align_sources(previous, (lo, window))
-                if masks is None:
-                    masks = torch.empty(b, window.shape[1], t, f, dtype=window.dtype, device=window.device)
+                if masks is None:  # half precision: a mask needs no more, and a long input's are large
+                    masks = torch.empty(b, window.shape[1], t, f, dtype=torch.float16, device=window.device)
                 masks[:, :, start:stop] = window[:, :, start - lo : stop - lo]
                 previous = (lo, window)
         assert emb is not None  # t > 0 frames
@@ -307,7 +308,8 @@ class AudioDomain(Domain):
         output: Any,
     ) -> list[torch.Tensor]:
         """Masks from the clustering (or the mask head, as ``inference`` says), applied to the
-        mixture and resynthesized at the mixture's own level.
+        mixture and resynthesized at the mixture's own level, one source at a time (a long
+        recording's masks and inverse STFT are large).
 
         Returns:
             one (n_sources_b, length_b) float waveform tensor per item, where n_sources_b is
@@ -316,34 +318,44 @@ class AudioDomain(Domain):
         ctx = batch.context
         spec = ctx["mixture_spec"]  # (batch, frames, freqs)
         b, t, f = spec.shape
-        valid = ctx["valid"]  # (batch, n)
+        head = output["masks"] if isinstance(output, dict) and "masks" in output else None  # (batch, C, frames, freqs)
         if self.inference == "masks":
-            if not isinstance(output, dict) or "masks" not in output:
+            if head is None:
                 raise ValueError("inference='masks' needs a network with a mask head (mask_sources > 0).")
-            masks = output["masks"].float()  # (batch, C, frames, freqs)
-            counts = torch.full((b,), masks.shape[1], dtype=torch.long, device=spec.device)
+            counts = torch.full((b,), head.shape[1], dtype=torch.long, device=spec.device)
         else:
             counts = (labels.masked_fill(~batch.mask, -1).amax(dim=1) + 1).clamp_min(1)  # (batch,)
-            k = int(counts.max())
-            if self.soft_masks and proba is not None:
-                masks = masks_from_proba(proba, k, t, f)  # (batch, k, frames, freqs)
+        k = int(counts.max())
+        use_head = None  # (batch,) items whose masks come from the head under inference="auto"
+        if self.inference == "auto" and head is not None:
+            use_head = counts == head.shape[1]
+            if bool(use_head.any()):
+                k = max(k, head.shape[1])
             else:
-                masks = masks_from_labels(labels, k, t, f)  # (batch, k, frames, freqs)
-            if self.silent_bins == "share":
-                silent = (valid & ~batch.mask).reshape(b, 1, t, f)
-                share = (torch.arange(k, device=spec.device)[None, :] < counts[:, None]).float() / counts[:, None]
-                masks = torch.where(silent, share[:, :, None, None], masks)
-            if self.inference == "auto" and isinstance(output, dict) and "masks" in output:
-                head = output["masks"].float()  # (batch, C, frames, freqs)
-                use_head = counts == head.shape[1]  # (batch,)
-                if bool(use_head.any()):
-                    slots = max(k, head.shape[1])
-                    masks = torch.where(
-                        use_head[:, None, None, None],
-                        _pad_sources(head, slots),
-                        _pad_sources(masks, slots),
-                    )  # (batch, slots, frames, freqs)
-        waves = apply_masks(masks, spec, ctx["mixture"].shape[-1], self.stft_config)  # (batch, k, time)
+                use_head = None
+        silent = (ctx["valid"] & ~batch.mask).reshape(b, t, f) if self.silent_bins == "share" else None
+
+        def source_mask(c: int) -> torch.Tensor:
+            """(batch, frames, freqs) float mask of source ``c``."""
+            if self.inference == "masks":
+                return head[:, c].float()
+            if self.soft_masks and proba is not None:
+                m = proba[..., c].float() if c < proba.shape[-1] else torch.zeros(b, t * f, device=spec.device)
+            else:
+                m = (labels == c).float()
+            m = m.reshape(b, t, f)
+            if silent is not None:
+                share = torch.where(c < counts, 1.0 / counts.float(), torch.zeros_like(counts, dtype=torch.float32))
+                m = torch.where(silent, share[:, None, None], m)
+            if use_head is not None:
+                from_head = head[:, c].float() if c < head.shape[1] else torch.zeros_like(m)
+                m = torch.where(use_head[:, None, None], from_head, m)
+            return m
+
+        length = ctx["mixture"].shape[-1]
+        waves = torch.empty(b, k, length, dtype=spec.real.dtype, device=spec.device)
+        for c in range(k):
+            waves[:, c] = istft(source_mask(c).to(spec.real.dtype) * spec, length, self.stft_config)
         waves = waves * ctx["level"][:, :, None]  # back to the mixture's own level
         lengths = ctx["lengths"].tolist()
         return [waves[i, : int(counts[i]), : lengths[i]] for i in range(b)]
@@ -397,6 +409,3 @@ def _align_sources(previous: tuple[int, torch.Tensor], current: tuple[int, torch
     return torch.gather(cur, 1, best[:, :, None, None].expand_as(cur))
 
 
-def _pad_sources(masks: torch.Tensor, slots: int) -> torch.Tensor:
-    """(batch, C, frames, freqs) masks with zero masks appended up to ``slots`` sources."""
-    return torch.nn.functional.pad(masks, (0, 0, 0, 0, 0, slots - masks.shape[1]))

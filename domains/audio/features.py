@@ -240,8 +240,12 @@ def apply_masks(
     Returns:
         (batch, n_sources, length) float waveforms.
     """
-    est = masks.to(mixture_spec.real.dtype) * mixture_spec[:, None]  # (batch, n_sources, frames, freqs)
-    return istft(est, length, config)
+    b, c = masks.shape[:2]
+    out = torch.empty(b, c, length, dtype=mixture_spec.real.dtype, device=mixture_spec.device)
+    for k in range(c):  # one source at a time: the inverse STFT's frames of a long input are large
+        est = masks[:, k].to(mixture_spec.real.dtype) * mixture_spec  # (batch, frames, freqs)
+        out[:, k] = istft(est, length, config)
+    return out
 
 
 def check_snr_range(value: Any, name: str, owner: str) -> tuple[float, float]:
