@@ -261,3 +261,40 @@ def test_shipped_model_loads_and_separates(items):
     assert model.full_config()["network"]["name"] == "dc_compact"
     out = model.separate(items[0]["mixture"], n_sources=2)
     assert out.shape == (2, items[0]["mixture"].shape[0]) and torch.isfinite(out).all()
+
+
+def test_chunk_masks_are_put_in_one_source_order():
+    from domains.audio.domain import _align_sources
+
+    g = torch.Generator().manual_seed(0)
+    prev = torch.rand(2, 2, 30, 5, generator=g)
+    prev = torch.stack([prev[:, 0], 1 - prev[:, 0]], 1)  # (batch, 2 sources, frames, freqs)
+    # The next window starts 10 frames into the previous one; item 0 has its sources swapped.
+    cur = torch.cat([prev[:, :, 10:], torch.rand(2, 2, 10, 5, generator=g)], 2)
+    cur[0] = cur[0].flip(0)
+    aligned = _align_sources((0, prev), (10, cur))
+    torch.testing.assert_close(aligned[:, :, :20], prev[:, :, 10:])
+
+
+def test_long_recordings_are_embedded_in_chunks_and_separate_as_well(items):
+    model = embedseg.load("pretrained/audio-speech-8k")
+    # One conversation of two speakers, several seconds long: their utterances said again and
+    # again, so each speaker is one source throughout.
+    item = next(it for it in items if it["sources"].shape[0] == 2)
+    refs = torch.cat([item["sources"]] * 6, dim=1)  # (2, time)
+    mix = refs.sum(0)
+    whole = model.separate(mix, n_sources=2)
+    chunked_model = embedseg.load("pretrained/audio-speech-8k")
+    chunked_model.domain.CHUNK_FRAMES, chunked_model.domain.CONTEXT_FRAMES = 200, 100
+    seen = []
+    hook = chunked_model.network.register_forward_hook(lambda mod, args, out: seen.append(args[0].shape[1]))
+    try:
+        chunked = chunked_model.separate(mix, n_sources=2)
+    finally:
+        hook.remove()
+    assert max(seen) <= 200 + 2 * 100 and len(seen) > 2  # no pass saw more than a chunk and its context
+    # The clustering saw the whole recording: the speakers do not swap between chunks, and the
+    # separation is as good as embedding the recording whole.
+    score = {name: float(separation_scores(refs[None].double(), out[None].double(), mix[None].double())["sdri"].mean())
+             for name, out in (("whole", whole), ("chunked", chunked))}
+    assert score["chunked"] > score["whole"] - 1.5, score
