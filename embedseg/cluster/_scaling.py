@@ -18,10 +18,11 @@ done only for items that sit far from the origin compared with their spread.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 
-__all__ = ["extremes", "fit_transform", "transform"]
+__all__ = ["Extent", "extent", "fit_transform", "transform"]
 
 # Items whose largest |coordinate| over the active points lies in this range are not scaled:
 # their squares, sums of squares and products stay far from float32's limits.
@@ -29,39 +30,69 @@ _ORDINARY = (2.0**-20, 2.0**20)
 # An item is centred when its mean lies farther from the origin than this many standard
 # deviations of its points (the squared distances then start to lose digits to rounding).
 _FAR_SQ = 8.0**2
-# Active points per item (evenly spaced in rank) that estimate its mean and spread.
+# Active points per item (evenly spaced in rank) that estimate its mean, spread and magnitude.
 _SAMPLE = 64
 # Scaled coordinates are clipped to this magnitude: only masked-out points can reach it.
 _CLIP = 2.0**40
 
 
-def extremes(X: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    """Largest and smallest coordinate over each item's active points, and whether every
-    coordinate of X (masked-out points included) is finite.
+class Extent(NamedTuple):
+    """Where each item's active points lie, as far as the transform needs to know.
 
     Shape:
-        X: (batch, n, dim); mask: (batch, n) bool; returns (batch,), (batch,) in X's dtype.
+        high, low: (batch,) bounds on the largest and smallest coordinate of the active
+        points (exact when an item may need scaling); sample: (batch, m, dim) float64, a few
+        active points per item; finite: whether every coordinate of X is finite (masked-out
+        points included).
+    """
+
+    high: torch.Tensor
+    low: torch.Tensor
+    sample: torch.Tensor
+    finite: bool
+
+
+def _ordinary(magnitude: torch.Tensor) -> torch.Tensor:
+    return (magnitude >= _ORDINARY[0]) & (magnitude <= _ORDINARY[1])
+
+
+def extent(X: torch.Tensor, mask: torch.Tensor) -> Extent:
+    """The :class:`Extent` of each item's active points.
+
+    One pass over X finds its global extremes (and so whether it is finite); with a sample of
+    each item's active points they show in most batches that no item needs scaling, and only
+    otherwise are the exact per-item extremes over the active points computed.
+
+    Shape:
+        X: (batch, n, dim); mask: (batch, n) bool.
     """
     B = X.shape[0]
-    if bool(mask.all()):
+    lo, hi = torch.aminmax(X)  # NaN propagates
+    finite = bool(torch.isfinite(lo) & torch.isfinite(hi))
+    full = bool(mask.all())
+    sample = _sample(X, mask, full)  # (batch, m, dim)
+    if not finite:
+        return Extent(hi.expand(B), lo.expand(B), sample, False)
+    # Every item's magnitude lies between its sample's and X's: both ordinary, so is it.
+    ordinary_x = bool(_ordinary(torch.maximum(lo.abs(), hi.abs())))
+    if ordinary_x and bool(_ordinary(sample.abs().amax((1, 2))).all()):
+        return Extent(hi.expand(B), lo.expand(B), sample, True)
+    if full:
         flat = X.reshape(B, -1)
-        high, low = flat.amax(1), flat.amin(1)  # NaN propagates
-        finite = bool(torch.isfinite(high).all() and torch.isfinite(low).all())
-        return high, low, finite
-    p_high, p_low = X.amax(-1), X.amin(-1)  # (batch, n)
-    finite = bool(torch.isfinite(p_high).all() and torch.isfinite(p_low).all())
-    high = p_high.masked_fill(~mask, -math.inf).amax(1)
-    low = p_low.masked_fill(~mask, math.inf).amin(1)
-    return high, low, finite
+        return Extent(flat.amax(1), flat.amin(1), sample, True)
+    high = X.amax(-1).masked_fill_(~mask, -math.inf).amax(1)
+    low = X.amin(-1).masked_fill_(~mask, math.inf).amin(1)
+    return Extent(high, low, sample, True)
 
 
-def _sample(X: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Up to _SAMPLE active points per item, evenly spaced in rank, in float64: (batch, m, dim)."""
+def _sample(X: torch.Tensor, mask: torch.Tensor, full: bool) -> torch.Tensor:
+    """Up to _SAMPLE active points per item, evenly spaced in rank, in float64: (batch, m, dim);
+    ``full``: every point is active."""
     B, n, d = X.shape
     m = min(_SAMPLE, n)
     n_active = mask.sum(1)  # (batch,)
     ranks = torch.arange(m, device=X.device)[None, :] * n_active[:, None] // m  # (batch, m)
-    if bool(mask.all()):
+    if full:
         idx = ranks
     else:  # the position of each item's (rank + 1)-th active point
         idx = torch.searchsorted(mask.cumsum(1), ranks + 1).clamp_max_(n - 1)
@@ -69,14 +100,13 @@ def _sample(X: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def fit_transform(
-    X: torch.Tensor, mask: torch.Tensor, high: torch.Tensor, low: torch.Tensor, *, centre: bool
+    X: torch.Tensor, extent: Extent, *, centre: bool
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """The points to fit on, and the transform that gives them: ``(X - shift) * scale``.
 
     Args:
         X: (batch, n, dim) points.
-        mask: (batch, n) bool, the active points (the only ones that decide the transform).
-        high, low: (batch,) from :func:`extremes`.
+        extent: :func:`extent` of X's active points (the only ones that decide the transform).
         centre: whether the method allows moving the points (Euclidean geometry).
 
     Returns:
@@ -84,10 +114,10 @@ def fit_transform(
         transform); shift (batch, dim) float64 or None; scale (batch,) float64 powers of two
         or None.
     """
-    high, low = high.double(), low.double()
+    high, low = extent.high.double(), extent.low.double()
     shift = None
     if centre:
-        S = _sample(X, mask)  # (batch, m, dim)
+        S = extent.sample  # (batch, m, dim)
         mean = S.mean(1)  # (batch, dim)
         spread = (S - mean[:, None, :]).square_().sum(-1).mean(1)  # (batch,)
         far = (mean * mean).sum(-1) > _FAR_SQ * spread  # (batch,)
@@ -97,7 +127,7 @@ def fit_transform(
             high = high - shift.amin(1)
             low = low - shift.amax(1)
     magnitude = torch.maximum(high.abs(), low.abs())  # (batch,)
-    odd = (magnitude > 0) & ((magnitude < _ORDINARY[0]) | (magnitude > _ORDINARY[1]))
+    odd = (magnitude > 0) & ~_ordinary(magnitude)
     scale = None
     if bool(odd.any()):
         # float64 exponents stay within [-1022, 1023]; any item needs far less than that

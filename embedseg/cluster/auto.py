@@ -41,7 +41,7 @@ from ._distances import (
     sq_distances,
 )
 from ._lloyd import lloyd
-from ._scaling import extremes, fit_transform
+from ._scaling import Extent, extent, fit_transform
 from ._seeding import kmeans_plusplus, make_generator, subsample_active
 
 __all__ = ["estimate_n_clusters", "silhouette_scores"]
@@ -170,11 +170,11 @@ def estimate_n_clusters(
     mask = check_mask(mask, X.shape[:2], X.device)
     check_active(mask)
     X = X.detach()
-    high, low, finite = extremes(X, mask)
-    if not finite:
+    where = extent(X, mask)
+    if not where.finite:
         check_embeddings(X, "X")  # raises, naming the non-finite entries
     return _estimate(
-        X, mask, high, low, min_clusters=min_clusters, max_clusters=max_clusters, seed=seed,
+        X, mask, where, min_clusters=min_clusters, max_clusters=max_clusters, seed=seed,
         sample_size=sample_size, n_init=n_init, metric=metric,
     )
 
@@ -182,8 +182,7 @@ def estimate_n_clusters(
 def _estimate(
     X: torch.Tensor,
     mask: torch.Tensor,
-    high: torch.Tensor | None = None,
-    low: torch.Tensor | None = None,
+    where: Extent | None = None,
     *,
     min_clusters: int = 2,
     max_clusters: int = 8,
@@ -192,14 +191,14 @@ def _estimate(
     n_init: int = 3,
     metric: str = "euclidean",
 ) -> torch.Tensor:
-    """:func:`estimate_n_clusters` on validated inputs (``high``/``low`` from
-    :func:`~embedseg.cluster._scaling.extremes`, computed here when None)."""
-    if high is None or low is None:
-        high, low, _ = extremes(X, mask)
+    """:func:`estimate_n_clusters` on validated inputs (``where``: the points'
+    :func:`~embedseg.cluster._scaling.extent`, computed here when None)."""
+    if where is None:
+        where = extent(X, mask)
     n_active = mask.sum(1)  # (batch,)
     # Counts do not depend on the points' magnitude (nor, for Euclidean distances, on where
     # they sit): fit on points of ordinary magnitude near the origin.
-    X, _, _ = fit_transform(X, mask, high, low, centre=metric == "euclidean")
+    X, _, _ = fit_transform(X, where, centre=metric == "euclidean")
     dtype = compute_dtype(X)
     Xc = X.to(dtype)
     if metric == "cosine":

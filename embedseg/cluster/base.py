@@ -24,7 +24,7 @@ import torch
 from .._params import Constraint, describe, validate_params
 from .._validation import check_active, check_embeddings, check_mask
 from ..errors import NotFittedError
-from ._scaling import extremes, fit_transform, transform
+from ._scaling import Extent, extent, fit_transform, transform
 from .auto import _estimate
 
 __all__ = ["BaseClusterer", "PerItemCounts"]
@@ -175,16 +175,16 @@ class BaseClusterer:
         X = check_embeddings(X, "X", finite=False).detach()
         mask = check_mask(mask, X.shape[:2], X.device)
         n_active = check_active(mask)  # (batch,)
-        high, low, finite = extremes(X, mask)
-        if not finite:
+        where = extent(X, mask)
+        if not where.finite:
             check_embeddings(X, "X")  # raises, naming the non-finite entries
-        counts, n_slots = self._resolve_n_clusters(X, mask, n_active, high, low)
+        counts, n_slots = self._resolve_n_clusters(X, mask, n_active, where)
         # A failed fit leaves the clusterer unfitted rather than half-updated.
         for name in ("labels_", "_shift", "_scale"):
             self.__dict__.pop(name, None)
         Xf, shift, scale = X, None, None
         if self._transform is not None:
-            Xf, shift, scale = fit_transform(X, mask, high, low, centre=self._transform == "centre")
+            Xf, shift, scale = fit_transform(X, where, centre=self._transform == "centre")
         self._shift, self._scale = shift, scale
         self.n_features_in_ = X.shape[2]
         if counts is not None:
@@ -298,8 +298,7 @@ class BaseClusterer:
         X: torch.Tensor,
         mask: torch.Tensor,
         n_active: torch.Tensor,
-        high: torch.Tensor,
-        low: torch.Tensor,
+        where: Extent,
     ) -> tuple[torch.Tensor | None, int | None]:
         """Per-item counts (batch,) int64 on X's device and the slots to allocate, from the
         ``n_clusters`` parameter; (None, None) without one."""
@@ -311,7 +310,7 @@ class BaseClusterer:
         if isinstance(value, str):  # "auto", as the constraints guarantee
             max_clusters = int(getattr(self, "max_clusters", 8))
             seed = int(getattr(self, "seed", 0))
-            counts = _estimate(X, mask, high, low, min_clusters=2, max_clusters=max_clusters, seed=seed)
+            counts = _estimate(X, mask, where, min_clusters=2, max_clusters=max_clusters, seed=seed)
             return counts, max_clusters
         if isinstance(value, (list, tuple, torch.Tensor)):
             if len(value) != B:

@@ -27,7 +27,9 @@ class KMeans(BaseClusterer):
     inertia per item is kept), Lloyd iterations until each item's centers move less than the
     tolerance, and empty clusters moved to the farthest points. ``metric="cosine"`` runs
     spherical k-means (points and centers at unit norm), the natural geometry for deep
-    clustering embeddings.
+    clustering embeddings. Items of extreme magnitude are fitted scaled by a power of two, and
+    (Euclidean metric) items far from the origin centred, for accuracy; fitted attributes are
+    in the caller's units.
 
     Args:
         n_clusters: clusters per item: an int, a (batch,) int64 tensor of per-item counts, or
@@ -140,7 +142,8 @@ class KMeans(BaseClusterer):
         self.n_iter_ = res.n_iter
         self._centers = res.centers  # in the fit's coordinates, for predict
         if self.metric == "euclidean":
-            self.cluster_centers_ = self._to_input_points(res.centers)
+            used = center_valid(n_clusters, n_slots)[..., None]  # (batch, k_max, 1)
+            self.cluster_centers_ = self._to_input_points(res.centers).where(used, 0.0)
             self.inertia_ = self._to_input_scale(res.inertia, 2)
         else:  # unit directions and 1 - cos: scale-free
             self.cluster_centers_ = res.centers

@@ -82,8 +82,8 @@ def test_fitted_attributes_come_back_in_the_callers_units(c):
 
 def test_ordinary_points_are_untouched_and_scaling_by_two_is_exact():
     X, _ = blobs(seed=3)
-    high, low, finite = _scaling.extremes(X, torch.ones(X.shape[:2], dtype=torch.bool))
-    out, shift, scale = _scaling.fit_transform(X, torch.ones(X.shape[:2], dtype=torch.bool), high, low, centre=True)
+    mask = torch.ones(X.shape[:2], dtype=torch.bool)
+    out, shift, scale = _scaling.fit_transform(X, _scaling.extent(X, mask), centre=True)
     assert out is X and shift is None and scale is None  # no copy
     ref = KMeans(n_clusters=3, init_size=None).fit(X)
     for k in (-70, 70):  # outside the ordinary range: the fit runs on X again, bit for bit
@@ -93,14 +93,22 @@ def test_ordinary_points_are_untouched_and_scaling_by_two_is_exact():
         assert torch.equal(est.n_iter_, ref.n_iter_)
 
 
-def test_extremes_ignore_masked_points_but_not_their_nans():
+def test_the_extent_ignores_masked_points_but_not_their_nans():
     X = torch.tensor([[[1.0, -2.0], [1e30, 5.0]], [[3.0, 0.5], [0.0, -4.0]]])
     mask = torch.tensor([[True, False], [True, True]])
-    high, low, finite = _scaling.extremes(X, mask)
-    assert high.tolist() == [1.0, 3.0] and low.tolist() == [-2.0, -4.0] and finite
+    where = _scaling.extent(X, mask)  # item 0 could be out of range: exact extremes
+    assert where.high.tolist() == [1.0, 3.0] and where.low.tolist() == [-2.0, -4.0] and where.finite
     X[0, 1, 0] = float("nan")
-    assert not _scaling.extremes(X, mask)[2]
-    assert not _scaling.extremes(X, torch.ones(2, 2, dtype=torch.bool))[2]
+    assert not _scaling.extent(X, mask).finite
+    assert not _scaling.extent(X, torch.ones(2, 2, dtype=torch.bool)).finite
+    # ordinary points: the global extremes bound every item's
+    Y = torch.tensor([[[1.0, -2.0], [7.0, 5.0]], [[3.0, 0.5], [0.25, -4.0]]])
+    where = _scaling.extent(Y, mask)
+    assert bool((where.high >= torch.tensor([1.0, 3.0])).all() and (where.low <= torch.tensor([-2.0, -4.0])).all())
+    # tiny active points next to ordinary padding are found through the sample
+    Z = torch.tensor([[[1e-30, -2e-30], [7.0, 5.0]], [[3.0, 0.5], [0.25, -4.0]]])
+    where = _scaling.extent(Z, mask)
+    assert where.high.tolist()[0] == pytest.approx(1e-30) and where.low.tolist()[0] == pytest.approx(-2e-30)
 
 
 def test_an_item_far_from_the_origin_is_centred_and_scaled_to_unit_magnitude():
@@ -108,13 +116,13 @@ def test_an_item_far_from_the_origin_is_centred_and_scaled_to_unit_magnitude():
     X[1] += 1e4  # far from the origin compared with its spread
     X[2] *= 1e20
     mask = torch.ones(X.shape[:2], dtype=torch.bool)
-    out, shift, scale = _scaling.fit_transform(X, mask, *_scaling.extremes(X, mask)[:2], centre=True)
+    out, shift, scale = _scaling.fit_transform(X, _scaling.extent(X, mask), centre=True)
     assert shift is not None and shift[0].abs().max() == 0 and shift[2].abs().max() == 0
     assert shift[1].min() > 9e3
     assert scale[0] == 1 and scale[1] == 1 and math.log2(float(scale[2])) % 1 == 0
     assert 0.25 < float(out[2].abs().max()) < 4
     # no centring without it: a cosine geometry is anchored at the origin
-    _, shift, _ = _scaling.fit_transform(X, mask, *_scaling.extremes(X, mask)[:2], centre=False)
+    _, shift, _ = _scaling.fit_transform(X, _scaling.extent(X, mask), centre=False)
     assert shift is None
 
 
@@ -125,6 +133,13 @@ def test_points_far_from_the_origin_keep_their_clusters():
     labels = KMeans(n_clusters=3).fit_predict(X + 1e4)
     for b in range(X.shape[0]):
         assert same_partition(labels[b], y[b])
+    # centers in the caller's coordinates; unused slots stay zero
+    km = KMeans(n_clusters=[2, 3], tol=0.0).fit(X.double() + 1e4)
+    assert bool((km.cluster_centers_[0, 2] == 0).all())
+    for b, k in enumerate([2, 3]):
+        for c in range(k):
+            mean = (X.double() + 1e4)[b][km.labels_[b] == c].mean(0)
+            torch.testing.assert_close(km.cluster_centers_[b, c], mean, rtol=1e-12, atol=1e-8)
 
 
 def test_masked_padding_never_decides_the_scale():
