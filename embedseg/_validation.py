@@ -130,7 +130,7 @@ def check_bool(value: Any, name: str, owner: str) -> bool:
 
 def _all_finite(x: torch.Tensor) -> bool:
     """Whether every entry is finite, from one min/max pass (NaN propagates through both)
-    rather than a full boolean copy: about 15x faster on large CPU tensors."""
+    rather than a full boolean copy, which is much slower on large CPU tensors."""
     lo, hi = torch.aminmax(x)
     return bool(torch.isfinite(lo) & torch.isfinite(hi))
 

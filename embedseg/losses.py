@@ -61,10 +61,9 @@ _REDUCTIONS = ("mean", "sum", "none")
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 # Rows of (batch, rows, dim) processed per block on the CPU: about 4 MiB of float32, so the
 # weighted block stays in cache between the Gram update and the class sums, and no full-size
-# temporary is allocated (fresh CPU memory costs a page fault per 4 KiB). Measured on a 2-core
-# EPYC with one thread: forward + backward 1.7x faster than with one full-size weighted copy,
-# and 8 MiB blocks were ~10% slower. On accelerators the caching allocator makes temporaries
-# cheap and kernel launches dominate: one block.
+# temporary is allocated (fresh CPU memory costs a page fault per 4 KiB); benchmarks/RESULTS.md
+# (Losses) has the block sizes measured. On accelerators the caching allocator makes
+# temporaries cheap and kernel launches dominate: one block.
 _BLOCK_ELEMENTS = 1 << 20
 
 

@@ -63,7 +63,7 @@ def normalize_embeddings(x: torch.Tensor, eps: float = 1e-8, dim: int = -1) -> t
     """Scale each embedding (along ``dim``, the last by default) to unit norm, computing the
     norm in float32."""
     v = x.float()
-    # A sum of squares, not torch's norm: on CPU the norm kernel is 10-30x slower when the
+    # A sum of squares, not torch's norm: on CPU the norm kernel is many times slower when the
     # reduced dimension is not the innermost in memory (a channel axis, a transposed view).
     norm = v.square().sum(dim, keepdim=True).sqrt().clamp_min(eps)
     return (v / norm).to(x.dtype)

@@ -15,7 +15,7 @@ an 8 ms (64-sample) hop, log-magnitude features normalized per utterance.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -64,10 +64,6 @@ class STFTConfig:
     def n_freqs(self) -> int:
         """Number of frequency bins (n_fft // 2 + 1)."""
         return self.n_fft // 2 + 1
-
-    def to_dict(self) -> dict[str, Any]:
-        """The settings as a JSON-able dict."""
-        return asdict(self)
 
     def make_window(self, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """The analysis/synthesis window on ``device``."""

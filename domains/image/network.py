@@ -128,8 +128,8 @@ class UNetEmbedding(nn.Module):
         if init is not None:
             self._load_init(init)
         # Channels-last memory (weights here, activations from the input in forward): oneDNN's
-        # convolutions run this U-Net about 1.3x faster in training and 1.5-2x faster at
-        # inference on CPU than in the default layout, and GPUs favour it too. ``.to(device)``
+        # convolutions run this U-Net faster on CPU in this layout, in training and at inference
+        # (benchmarks/RESULTS.md), and GPUs favour it too. ``.to(device)``
         # keeps the layout; saving writes contiguous copies, so files do not depend on it.
         self.to(memory_format=torch.channels_last)
 
