@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from ._validation import check_int
-from .networks import embeddings_of
+from .networks import embeddings_of, float_output
 
 if TYPE_CHECKING:  # pragma: no cover
     from .domain import Domain, EncodedBatch
@@ -50,15 +50,6 @@ __all__ = [
 FIT_POINTS = 40_000
 #: points per item assigned at a time after such a fit (bounds the memory of distances).
 ASSIGN_POINTS = 65_536
-
-
-def _float(output: Any) -> Any:
-    """The output with half-precision tensors (autocast) in float32."""
-    if isinstance(output, torch.Tensor):
-        return output.float() if output.is_floating_point() else output
-    if isinstance(output, dict):
-        return {k: _float(v) for k, v in output.items()}
-    return output
 
 
 class Runner:
@@ -88,7 +79,7 @@ class Runner:
         self.network.eval()
         try:
             with torch.no_grad(), self.autocast():
-                return _float(self.network(features))
+                return float_output(self.network(features))
         finally:
             self.network.train(was_training)
 

@@ -23,6 +23,7 @@ __all__ = [
     "list_networks",
     "normalize_embeddings",
     "embeddings_of",
+    "float_output",
     "EmbeddingHead",
     "PointMLP",
 ]
@@ -77,6 +78,16 @@ def embeddings_of(output: torch.Tensor | Mapping[str, torch.Tensor]) -> torch.Te
                 f"A network returning a mapping must include 'embeddings'. Got keys {sorted(output)}."
             )
         return output["embeddings"]
+    return output
+
+
+def float_output(output: Any) -> Any:
+    """A network output (a tensor or a mapping of tensors) with its floating tensors in float32:
+    mixed-precision passes give half precision, and losses and clustering work in float32."""
+    if isinstance(output, torch.Tensor):
+        return output.float() if output.is_floating_point() else output
+    if isinstance(output, Mapping):
+        return {k: float_output(v) for k, v in output.items()}
     return output
 
 

@@ -50,6 +50,17 @@ from embedseg._validation import check_float, check_int
 __all__ = ["decode_instances", "relabel_sequential"]
 
 
+def find_root(parent: Any, a: int) -> int:
+    """The root of ``a`` in a union-find forest (``parent[i]`` is i's parent, a root its own),
+    compressing the path on the way."""
+    root = a
+    while parent[root] != root:
+        root = parent[root]
+    while parent[a] != root:
+        parent[a], a = root, parent[a]
+    return root
+
+
 def relabel_sequential(labels: np.ndarray) -> np.ndarray:
     """Map ids to 1..n in raster order of first appearance; 0 stays background."""
     flat = labels.ravel()
@@ -101,12 +112,7 @@ class _Regions:
         self.alive = set(range(1, n + 1))
 
     def find(self, a: int) -> int:
-        root = a
-        while self.parent[root] != root:
-            root = self.parent[root]
-        while self.parent[a] != root:
-            self.parent[a], a = root, self.parent[a]
-        return root
+        return find_root(self.parent, a)
 
     def unit(self, a: int) -> np.ndarray:
         u = self.sums[a]

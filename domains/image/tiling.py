@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .decode import find_root
+
 __all__ = ["tile_starts", "tile_windows", "Stitcher", "STITCH_IOU"]
 
 #: IoU, within the strip two tiles share, above which their instances are one object. Above
@@ -62,12 +64,7 @@ class Stitcher:
         self.next_id = 1
 
     def _find(self, a: int) -> int:
-        root = a
-        while self.parent[root] != root:
-            root = self.parent[root]
-        while self.parent[a] != root:
-            self.parent[a], a = root, self.parent[a]
-        return root
+        return find_root(self.parent, a)
 
     def add(self, y0: int, x0: int, tile_labels: np.ndarray, core: tuple[int, int, int, int]) -> None:
         """Add a tile's (th, tw) label map (0 = background, ids > 0), whose window starts at

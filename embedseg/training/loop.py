@@ -33,6 +33,7 @@ from ..domain import Domain
 from ..errors import ModelFileError
 from ..inference import InferenceEngine
 from ..model import Model
+from ..networks import float_output
 from .config import DEFAULT_EPOCHS, TrainerConfig
 from .logging import Reporter, finite_or_none, progress_bar
 from .state import (
@@ -51,15 +52,6 @@ from .state import (
 )
 
 __all__ = ["Trainer"]
-
-
-def _to_float(output: Any) -> Any:
-    """Cast a network output (tensor or mapping of tensors) to fp32 so the loss runs in fp32."""
-    if isinstance(output, torch.Tensor):
-        return output.float() if output.is_floating_point() else output
-    if isinstance(output, Mapping):
-        return {k: _to_float(v) for k, v in output.items()}
-    return output
 
 
 def _grad_norm(grads: list[torch.Tensor]) -> torch.Tensor:
@@ -320,7 +312,7 @@ class Trainer:
         with self._autocast():
             output = module(encoded.features)
         with torch.autocast(self.device.type, enabled=False):
-            return self.domain.compute_loss(_to_float(output), encoded, self.loss_name).float()
+            return self.domain.compute_loss(float_output(output), encoded, self.loss_name).float()
 
     def _set_lr(self) -> float:
         cfg = self.config
