@@ -43,13 +43,14 @@ class Extent(NamedTuple):
         high, low: (batch,) bounds on the largest and smallest coordinate of the active
         points (exact when an item may need scaling); sample: (batch, m, dim) float64, a few
         active points per item; finite: whether every coordinate of X is finite (masked-out
-        points included).
+        points included); ordinary: whether every item is known to need no scaling.
     """
 
     high: torch.Tensor
     low: torch.Tensor
     sample: torch.Tensor
     finite: bool
+    ordinary: bool
 
 
 def _ordinary(magnitude: torch.Tensor) -> torch.Tensor:
@@ -72,17 +73,17 @@ def extent(X: torch.Tensor, mask: torch.Tensor) -> Extent:
     full = bool(mask.all())
     sample = _sample(X, mask, full)  # (batch, m, dim)
     if not finite:
-        return Extent(hi.expand(B), lo.expand(B), sample, False)
+        return Extent(hi.expand(B), lo.expand(B), sample, False, False)
     # Every item's magnitude lies between its sample's and X's: both ordinary, so is it.
-    ordinary_x = bool(_ordinary(torch.maximum(lo.abs(), hi.abs())))
-    if ordinary_x and bool(_ordinary(sample.abs().amax((1, 2))).all()):
-        return Extent(hi.expand(B), lo.expand(B), sample, True)
+    largest = max(abs(float(lo)), abs(float(hi)))
+    if _ORDINARY[0] <= largest <= _ORDINARY[1] and bool(_ordinary(sample.abs().amax((1, 2))).all()):
+        return Extent(hi.expand(B), lo.expand(B), sample, True, True)
     if full:
         flat = X.reshape(B, -1)
-        return Extent(flat.amax(1), flat.amin(1), sample, True)
+        return Extent(flat.amax(1), flat.amin(1), sample, True, False)
     high = X.amax(-1).masked_fill_(~mask, -math.inf).amax(1)
     low = X.amin(-1).masked_fill_(~mask, math.inf).amin(1)
-    return Extent(high, low, sample, True)
+    return Extent(high, low, sample, True, False)
 
 
 def _sample(X: torch.Tensor, mask: torch.Tensor, full: bool) -> torch.Tensor:
@@ -114,6 +115,8 @@ def fit_transform(
         transform); shift (batch, dim) float64 or None; scale (batch,) float64 powers of two
         or None.
     """
+    if extent.ordinary and not centre:
+        return X, None, None
     high, low = extent.high.double(), extent.low.double()
     shift = None
     if centre:

@@ -14,6 +14,7 @@ against those of ``fit``. A clusterer implements ``_fit`` and, where it can, ``_
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import numbers
 from numbers import Integral
@@ -58,6 +59,15 @@ class PerItemCounts(Constraint):
         return f"{describe(value)}, whose smallest count is {smallest},"
 
 
+@functools.lru_cache(maxsize=None)
+def _init_param_names(cls: type) -> tuple[str, ...]:
+    """The parameters of ``cls.__init__`` (read once per class: inspect is slow next to a fit
+    of a small batch)."""
+    sig = inspect.signature(cls.__init__)
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return tuple(p.name for p in sig.parameters.values() if p.name != "self" and p.kind in kinds)
+
+
 class BaseClusterer:
     """Base class of the batched clusterers.
 
@@ -100,9 +110,7 @@ class BaseClusterer:
     # -- parameters (scikit-learn's contract) ------------------------------------------------
     @classmethod
     def _param_names(cls) -> list[str]:
-        sig = inspect.signature(cls.__init__)
-        kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-        return [p.name for p in sig.parameters.values() if p.name != "self" and p.kind in kinds]
+        return list(_init_param_names(cls))
 
     def get_params(self) -> dict[str, Any]:
         """The constructor parameters, as given (per-item counts given as a tensor become a
