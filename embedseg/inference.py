@@ -109,14 +109,15 @@ def _sample_mask(mask: torch.Tensor, limit: int, seed: int = 0) -> torch.Tensor:
     return out & mask
 
 
-def _compact(X: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The active points of each item moved to the front: (batch, n_max, dim) and its mask."""
+def _compact(X: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The active points of each item moved to the front: (batch, n_max, dim), its mask, and
+    where each row came from (batch, n_max)."""
     counts = mask.sum(1)  # (batch,)
     n_max = int(counts.max()) if counts.numel() else 0
     order = (~mask).to(torch.int8).argsort(dim=1, stable=True)[:, :n_max]  # active first
     pts = torch.gather(X, 1, order[..., None].expand(-1, -1, X.shape[-1]))  # (batch, n_max, dim)
     keep = torch.arange(n_max, device=X.device)[None, :] < counts[:, None]  # (batch, n_max)
-    return pts, keep
+    return pts, keep, order
 
 
 def _nearest_means(fitted_X: torch.Tensor, fitted_mask: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
@@ -144,9 +145,10 @@ def cluster_embeddings(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Cluster each item's active embeddings with a fresh copy of ``clusterer``.
 
-    Items with no active point get label 0 everywhere. An item with more than ``fit_points``
-    active points is fitted on a fixed uniform sample of them; every point (inactive ones
-    included, as the clusterer labels them) is then assigned ``assign_points`` at a time.
+    Items with no active point get label 0 everywhere. The clusterer is fitted on the active
+    points alone (on a fixed uniform sample of them when an item has more than
+    ``fit_points``); every other point (inactive ones included, as the clusterer labels them)
+    is then assigned ``assign_points`` at a time.
 
     Args:
         clusterer: the prototype clusterer (a :class:`~embedseg.cluster.BaseClusterer`); it is
@@ -192,13 +194,14 @@ def cluster_embeddings(
     model = clusterer.clone(**params)
     proba_wanted = want_proba and getattr(model, "has_proba", False)
     n_active = mask.sum(1)
-    if int(n_active.max()) <= fit_points:
+    if n <= fit_points and bool(mask.all()):  # every point clustered, and few: one fit
         X = as_float_embeddings(embeddings)  # (batch, n_points, dim)
         labels = model.fit_predict(X, mask)
         return labels, (model.predict_proba(X) if proba_wanted else None)
-    # A large input: fit on a sample, then assign every point a chunk at a time.
-    fit_mask = _sample_mask(mask, fit_points)
-    X_fit, keep = _compact(embeddings, fit_mask)  # (batch, <= fit_points, dim)
+    # Fit on the points to cluster alone (a fixed sample of them beyond fit_points), moved to
+    # the front so that the iterations never touch the others; then assign every point.
+    fit_mask = mask if int(n_active.max()) <= fit_points else _sample_mask(mask, fit_points)
+    X_fit, keep, order = _compact(embeddings, fit_mask)  # (batch, <= fit_points, dim)
     X_fit = as_float_embeddings(X_fit)
     fitted_labels = model.fit_predict(X_fit, keep)
     means = None  # set when the clusterer cannot label new points (e.g. spectral clustering)
@@ -220,6 +223,8 @@ def cluster_embeddings(
             if proba is None:
                 proba = torch.zeros(b, n, p.shape[-1], dtype=p.dtype, device=device)
             proba[:, start:stop] = p
+    # The fitted points keep the labels of the fit.
+    labels.scatter_(1, order, torch.where(keep, fitted_labels, labels.gather(1, order)))
     return labels, proba
 
 

@@ -28,14 +28,18 @@ def same_partition(a: torch.Tensor, b: torch.Tensor) -> bool:
     return adjusted_rand_score(a.numpy().ravel(), b.numpy().ravel()) == 1.0
 
 
-def test_small_inputs_are_clustered_exactly_as_the_clusterer_does():
-    X, _ = blobs_embeddings(3, 500, 3)
-    mask = torch.rand(3, 500, generator=torch.Generator().manual_seed(1)) > 0.2
+def test_small_inputs_are_clustered_as_the_clusterer_does():
+    X, y = blobs_embeddings(3, 500, 3)
     proto = KMeans(n_clusters=3, seed=0)
-    labels, proba = cluster_embeddings(proto, X, mask, want_proba=False)
-    assert torch.equal(labels, proto.clone().fit_predict(X, mask))
+    labels, proba = cluster_embeddings(proto, X, torch.ones(3, 500, dtype=torch.bool), want_proba=False)
+    assert torch.equal(labels, proto.clone().fit_predict(X))  # every point clustered: one fit
     assert proba is None  # not asked for
     assert not hasattr(proto, "labels_")  # the prototype is never fitted
+    # Some points left out: the fit sees the others alone, and every point is labelled.
+    mask = torch.rand(3, 500, generator=torch.Generator().manual_seed(1)) > 0.2
+    labels, _ = cluster_embeddings(proto, X, mask)
+    for i in range(3):
+        assert same_partition(labels[i], y[i])
 
 
 @pytest.mark.parametrize("clusterer", [KMeans(n_clusters=3, seed=0), SpectralClustering(n_clusters=3, seed=0)])
