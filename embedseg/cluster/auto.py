@@ -168,11 +168,11 @@ def estimate_n_clusters(
         )
     X = check_embeddings(X, "X", finite=False)
     mask = check_mask(mask, X.shape[:2], X.device)
-    check_active(mask)
     X = X.detach()
     where = extent(X, mask)
     if not where.finite:
         check_embeddings(X, "X")  # raises, naming the non-finite entries
+    check_active(mask)
     return _estimate(
         X, mask, where, min_clusters=min_clusters, max_clusters=max_clusters, seed=seed,
         sample_size=sample_size, n_init=n_init, metric=metric,

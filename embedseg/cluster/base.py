@@ -182,10 +182,10 @@ class BaseClusterer:
         self._validate_params()
         X = check_embeddings(X, "X", finite=False).detach()
         mask = check_mask(mask, X.shape[:2], X.device)
-        n_active = check_active(mask)  # (batch,)
         where = extent(X, mask)
         if not where.finite:
             check_embeddings(X, "X")  # raises, naming the non-finite entries
+        n_active = check_active(mask)  # (batch,)
         counts, n_slots = self._resolve_n_clusters(X, mask, n_active, where)
         # A failed fit leaves the clusterer unfitted rather than half-updated.
         for name in ("labels_", "_shift", "_scale"):
