@@ -410,11 +410,8 @@ def _check_bad_params(clusterer: BaseClusterer) -> None:
     )
     X = _blobs()
     for name in names:
-        _raises(
-            lambda: _fresh(clusterer).set_params(**{name: _NotAValue()}).fit(X),
-            (name,),
-            f"{name}=<not a value>",
-        )
+        est = _fresh(clusterer).set_params(**{name: _NotAValue()})
+        _raises(lambda est=est: est.fit(X), (name,), f"{name}=<not a value>")
 
 
 def _check_deterministic(clusterer: BaseClusterer) -> None:

@@ -11,7 +11,14 @@ import pytest
 import torch
 
 import embedseg._params as params_module
-from embedseg._params import HasMethods, InstanceOf, Interval, Options, make_constraint, validate_params
+from embedseg._params import (
+    HasMethods,
+    InstanceOf,
+    Interval,
+    Options,
+    make_constraint,
+    validate_params,
+)
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,12 @@ import torch
 from sklearn.cluster import KMeans as SkKMeans
 
 from embedseg._params import Interval, Options
-from embedseg.cluster import CLUSTERERS, BaseClusterer, SklearnClusterer, list_clusterers
+from embedseg.cluster import (
+    CLUSTERERS,
+    BaseClusterer,
+    SklearnClusterer,
+    list_clusterers,
+)
 from embedseg.cluster.base import PerItemCounts
 from embedseg.testing import check_clusterer
 
@@ -30,7 +35,7 @@ class FarthestSeeds(BaseClusterer):
         self.max_clusters = max_clusters
 
     def _fit(self, X, mask, n_clusters, n_slots):
-        B, n, d = X.shape
+        B, _, d = X.shape
         items = torch.arange(B, device=X.device)
         seeds = X.new_zeros(B, n_slots, d)
         seeds[:, 0] = X[items, mask.to(torch.int8).argmax(1)]  # the first active point

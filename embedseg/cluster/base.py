@@ -59,7 +59,7 @@ class PerItemCounts(Constraint):
         return f"{describe(value)}, whose smallest count is {smallest},"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _init_param_names(cls: type) -> tuple[str, ...]:
     """The parameters of ``cls.__init__`` (read once per class: inspect is slow next to a fit
     of a small batch)."""

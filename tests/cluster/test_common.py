@@ -308,7 +308,7 @@ def test_new_points_must_have_the_features_of_the_fit(name):
 
 
 def test_points_that_require_grad_or_are_not_contiguous_are_clustered_as_they_are(name):
-    X, y = blobs()
+    X, _ = blobs()
     ref = make(name).fit_predict(X)
     grad = X.clone().requires_grad_()
     labels = make(name).fit_predict(grad)

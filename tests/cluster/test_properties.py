@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -18,7 +17,12 @@ from hypothesis import strategies as st
 from sklearn.cluster import KMeans as SkKMeans
 from sklearn.metrics import adjusted_rand_score
 
-from embedseg.cluster import GaussianMixture, SklearnClusterer, create_clusterer, list_clusterers
+from embedseg.cluster import (
+    GaussianMixture,
+    SklearnClusterer,
+    create_clusterer,
+    list_clusterers,
+)
 
 NAMES = list_clusterers()
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")

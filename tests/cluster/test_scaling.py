@@ -112,7 +112,7 @@ def test_the_extent_ignores_masked_points_but_not_their_nans():
 
 
 def test_an_item_far_from_the_origin_is_centred_and_scaled_to_unit_magnitude():
-    X, y = blobs(batch=3)
+    X, _ = blobs(batch=3)
     X[1] += 1e4  # far from the origin compared with its spread
     X[2] *= 1e20
     mask = torch.ones(X.shape[:2], dtype=torch.bool)
@@ -143,7 +143,7 @@ def test_points_far_from_the_origin_keep_their_clusters():
 
 
 def test_masked_padding_never_decides_the_scale():
-    X, y = blobs()
+    X, _ = blobs()
     mask = torch.ones(X.shape[:2], dtype=torch.bool)
     mask[:, 60:] = False
     padded = X.clone()
