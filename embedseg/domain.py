@@ -95,6 +95,13 @@ class Domain:
         """Move a collated batch to ``device`` and compute features, labels, weights, mask."""
         raise NotImplementedError(f"{type(self).__name__} must implement encode()")
 
+    def batch_key(self, item: Any) -> Any:
+        """Items batched together at inference share this key (default: all do). A domain
+        whose network output for an item would change if the item were padded to a batch's
+        size (convolutions near the padded edge, a recurrence over padded frames) returns the
+        item's size, so that evaluation predicts every item as it would be alone."""
+        return None
+
     def training_data(self, dataset: Any) -> Any:
         """The training set as the trainer iterates it (default: unchanged).
 

@@ -52,6 +52,11 @@ FIT_POINTS = 40_000
 ASSIGN_POINTS = 65_536
 
 
+def _identity(item: Any) -> Any:
+    """The DataLoader's collate for one item at a time (a module-level function: picklable)."""
+    return item
+
+
 class Runner:
     """The network as a function of features: eval mode, no gradients, float32 outputs.
 
@@ -339,13 +344,27 @@ class InferenceEngine:
         return metric
 
     def batches(self, dataset: Any, batch_size: int = 8, num_workers: int = 0) -> Iterator[Any]:
-        """Collated batches of a dataset in order."""
+        """Collated batches of a dataset, in order, each of at most ``batch_size`` consecutive
+        items that share the domain's :meth:`~embedseg.Domain.batch_key` (e.g. one image size):
+        padding would change what a network sees near the padded edge, and an item must be
+        predicted as it is alone, so that a score is the score of what the model returns."""
         check_int(batch_size, "batch_size", "evaluate", 1)
         check_int(num_workers, "num_workers", "evaluate", 0)
+        # Items one by one (workers still read ahead); batches are formed here by their keys.
         loader = torch.utils.data.DataLoader(
-            dataset, batch_size=batch_size, shuffle=False, collate_fn=self.domain.collate, num_workers=num_workers,
+            dataset, batch_size=None, shuffle=False, num_workers=num_workers, collate_fn=_identity,
         )
-        return iter(loader)
+        pending: list[Any] = []
+        key: Any = None
+        for item in loader:
+            item_key = self.domain.batch_key(item)
+            if pending and (item_key != key or len(pending) == batch_size):
+                yield self.domain.collate(pending)
+                pending = []
+            pending.append(item)
+            key = item_key
+        if pending:
+            yield self.domain.collate(pending)
 
     def evaluate(self, dataset: Any, batch_size: int = 8, n_clusters: Any = None, num_workers: int = 0) -> dict[str, float]:
         """The domain's metrics of the predictions on ``dataset``, pooled as each metric says."""

@@ -19,6 +19,7 @@ import itertools
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
+import numpy as np
 import torch
 
 from embedseg._validation import check_bool, check_choice, check_float, check_int
@@ -171,6 +172,12 @@ class AudioDomain(Domain):
             batch["sources"] = sources
             batch["n_sources"] = torch.tensor([s.shape[0] for s in srcs], dtype=torch.long)
         return batch
+
+    def batch_key(self, item: Any) -> Any:
+        """The mixture's length: mixtures of one length share a batch (a recurrence over padded
+        frames would see what the mixture alone does not)."""
+        mixture = item["mixture"] if isinstance(item, dict) else item
+        return int(np.shape(mixture)[-1])
 
     def encode(self, batch: dict[str, Any], device: torch.device | str) -> EncodedBatch:
         """STFT, features, IBM targets, weights and masks of a collated batch, on ``device``."""

@@ -353,10 +353,11 @@ def _split_to(labels: np.ndarray, emb: np.ndarray, n: int, min_size: int) -> np.
         big = part_ids[part_sizes >= min_size]
         if len(big) < 2:
             continue
-        # The largest part keeps the id; other large parts become new instances; crumbs stay.
+        # The largest part keeps the id; the next largest become new instances, no more than n
+        # asks for (two halves may fall apart into several parts); the rest stay.
         order = big[np.argsort(-part_sizes[np.isin(part_ids, big)])]
         next_id = int(labels.max()) + 1
-        for p in order[1:]:
+        for p in order[1 : 1 + n - len(ids)]:
             labels[parts == p] = next_id
             next_id += 1
 

@@ -13,6 +13,7 @@ import math
 from collections.abc import Iterable
 from typing import Any, ClassVar, Iterator, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -242,6 +243,12 @@ class ImageDomain(Domain):
         if any(annotated) and not all(annotated):
             raise ValueError("Either every item in a batch has 'labels' or none has.")
         return self.collate_prepared(images, labels if all(annotated) else None)
+
+    def batch_key(self, item: Any) -> Any:
+        """The image's shape: images of one size share a batch (a convolution near padding
+        would see what the image alone does not)."""
+        image, _ = _item_pair(item)
+        return tuple(np.shape(image))
 
     def collate_prepared(self, images: Sequence[torch.Tensor], labels: Sequence[torch.Tensor] | None = None) -> dict[str, Any]:
         """:meth:`collate` of images already through :meth:`prepare_image` (and their label

@@ -14,7 +14,27 @@ import torch
 
 from ._distances import gather_points, sq_distances
 
-__all__ = ["make_generator", "subsample_active", "kmeans_plusplus", "random_init"]
+__all__ = ["make_generator", "shared_rand", "draw_weighted", "subsample_active", "kmeans_plusplus", "random_init"]
+
+
+# Every item of a batch draws the same random numbers, as it would alone: draws are made for one
+# item and broadcast over the batch, and for a point they depend on its index only (torch's CPU
+# generator gives the first n numbers of a longer draw). An item's result then never depends on
+# its batch-mates, so predicting items one by one or together gives the same labels.
+
+
+def shared_rand(generator: torch.Generator, batch: int, *shape: int, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(batch, *shape) uniform numbers in [0, 1), the same for every item."""
+    return torch.rand(1, *shape, generator=generator, device=device, dtype=dtype).expand(batch, *shape)
+
+
+def draw_weighted(weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Indices drawn with probability proportional to ``weights`` (rows, n), with replacement,
+    by inverting each row's cumulative weights at the uniform numbers ``u`` (rows, draws)."""
+    cdf = weights.cumsum(-1)  # (rows, n)
+    target = u.to(cdf.dtype) * cdf[:, -1:]  # (rows, draws)
+    idx = torch.searchsorted(cdf, target, right=True)
+    return idx.clamp_max_(weights.shape[-1] - 1)
 
 
 def make_generator(seed: int, device: torch.device) -> torch.Generator:
@@ -45,7 +65,7 @@ def subsample_active(
     n_active = mask.sum(1)  # (batch,)
     if replace:
         # The u-th active point of each item, u uniform, found in the running count of actives.
-        u = torch.rand(B, size, generator=generator, device=mask.device)  # (batch, size)
+        u = shared_rand(generator, B, size, device=mask.device)  # (batch, size)
         rank = (u * n_active[:, None]).long().clamp_max_(n - 1)  # (batch, size) in [0, n_active)
         if bool(mask.all()):  # no padding: the u-th active point is point u
             return rank, torch.ones_like(rank, dtype=torch.bool)
@@ -59,7 +79,7 @@ def subsample_active(
             drawn = torch.where(small[:, None], first, drawn)
         idx = drawn
     else:
-        keys = torch.rand(mask.shape, generator=generator, device=mask.device)  # (batch, n)
+        keys = shared_rand(generator, B, n, device=mask.device)  # (batch, n)
         keys = keys.masked_fill(~mask, 2.0)  # inactive points sort last
         idx = keys.topk(size, dim=1, largest=False).indices  # (batch, size)
     return idx, torch.gather(mask, 1, idx)
@@ -110,7 +130,8 @@ def kmeans_plusplus(
     active = mask[:, None, :].expand(B, G, n).reshape(B * G, n)  # (batch*G, n)
     centers = X.new_empty(B, G, k_max, d)
 
-    first = torch.multinomial(active.to(X.dtype), 1, generator=generator).view(B, G)
+    u_first = shared_rand(generator, B, G, 1, device=X.device).reshape(B * G, 1)
+    first = draw_weighted(active.to(X.dtype), u_first).view(B, G)
     c0 = gather_points(X, first)  # (batch, G, dim)
     centers[:, :, 0] = c0
     closest = sq_distances(X, c0, x_sq).transpose(1, 2)  # (batch, G, n)
@@ -118,7 +139,8 @@ def kmeans_plusplus(
 
     for c in range(1, k_max):
         w = _weights_or_uniform(closest.reshape(B * G, n), active)  # (batch*G, n)
-        cand = torch.multinomial(w, T, replacement=True, generator=generator).view(B, G * T)
+        u = shared_rand(generator, B, G, T, device=X.device).reshape(B * G, T)
+        cand = draw_weighted(w, u).view(B, G * T)
         cand_pts = gather_points(X, cand)  # (batch, G*T, dim)
         dc = sq_distances(X, cand_pts, x_sq).transpose(1, 2).view(B, G, T, n)  # (batch, G, T, n)
         trial = torch.minimum(closest[:, :, None, :], dc)  # (batch, G, T, n)
@@ -140,8 +162,11 @@ def random_init(
         points repeat points in the slots their count disables.
     """
     B, n, d = X.shape
-    active = mask[:, None, :].expand(B, n_groups, n).reshape(B * n_groups, n).to(X.dtype)
-    # Without replacement needs k_max positive weights; the tiny floor only matters for items
-    # with fewer active points than slots, whose extra slots are disabled anyway.
-    idx = torch.multinomial(active + 1e-12, k_max, replacement=False, generator=generator)
-    return gather_points(X, idx.view(B, n_groups * k_max)).view(B, n_groups, k_max, d)
+    # Uniform draws without replacement: the k_max active points of smallest random key (an
+    # item with fewer active points than slots repeats inactive ones in slots its count disables).
+    keys = shared_rand(generator, B, n, n_groups, device=X.device).transpose(1, 2)  # (batch, groups, n)
+    keys = keys.masked_fill(~mask[:, None, :], 2.0)
+    idx = keys.topk(min(k_max, n), dim=-1, largest=False).indices  # (batch, groups, k_max)
+    if idx.shape[-1] < k_max:  # fewer points than slots: repeat the last
+        idx = torch.cat([idx, idx[..., -1:].expand(B, n_groups, k_max - idx.shape[-1])], -1)
+    return gather_points(X, idx.reshape(B, n_groups * k_max)).view(B, n_groups, k_max, d)

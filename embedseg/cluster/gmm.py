@@ -20,7 +20,7 @@ from .._params import Interval, Options
 from .._validation import check_active, check_mask
 from ._distances import center_valid, compute_dtype, sq_distances
 from ._lloyd import kmeans
-from ._seeding import kmeans_plusplus, make_generator
+from ._seeding import kmeans_plusplus, make_generator, shared_rand
 from ._threads import OneThreadForSmallWork
 from .base import BaseClusterer, PerItemCounts
 
@@ -235,7 +235,7 @@ class GaussianMixture(BaseClusterer):
         enabled = center_valid(counts, k)  # (batch, k)
         gen = make_generator(seed, Xc.device)
         if self.init == "random":
-            resp = torch.rand(B, k, n, generator=gen, device=Xc.device, dtype=Xc.dtype)
+            resp = shared_rand(gen, B, n, k, device=Xc.device, dtype=Xc.dtype).transpose(1, 2)  # (batch, k, n)
             resp = resp * enabled[:, :, None]
             return resp / resp.sum(dim=1, keepdim=True)
         if self.init == "kmeans":

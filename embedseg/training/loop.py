@@ -289,6 +289,7 @@ class Trainer:
             yield batch
 
     def _valid_loader(self) -> Any:
+        """This process's share of the validation set, in the inference engine's batches."""
         data = self.valid_set
         if self.dist.enabled:
             if is_map_style(data):
@@ -297,10 +298,8 @@ class Trainer:
                 )
             else:
                 data = Shard(data, self.dist.rank, self.dist.world_size)
-        return torch.utils.data.DataLoader(
-            data, batch_size=self.config.batch_size, shuffle=False, collate_fn=self.domain.collate,
-            num_workers=self.config.num_workers,
-        )
+        engine = InferenceEngine(self.network, self.domain, self.model.clusterer)
+        return engine.batches(data, self.config.batch_size, self.config.num_workers)
 
     # -- one step ---------------------------------------------------------------------------------
     def _autocast(self):

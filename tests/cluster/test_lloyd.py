@@ -123,7 +123,7 @@ def creeping_items(seeds, n=2000, dim=40, spread=1.5):
 
 @pytest.mark.parametrize("tol", [0.0, 1e-4])
 def test_overrelaxed_steps_cut_the_iterations_of_creeping_items_and_end_at_fixed_points(tol):
-    seeds = [1, 13, 26, 53, 57, 68, 70, 72, 82, 94, 100, 102, 110, 126, 136, 137, 141, 142, 148]
+    seeds = [1, 9, 13, 23, 32, 40, 70, 72, 77, 82, 94, 95, 99, 100, 120, 134, 135, 144, 148]
     X = creeping_items(seeds)
     mask = torch.ones(X.shape[:2], dtype=torch.bool)
     starts = torch.cat([

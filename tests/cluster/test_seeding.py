@@ -32,10 +32,30 @@ def test_subsample_with_replacement_draws_only_active_points():
     idx, sub = _seeding.subsample_active(mask, 100, gen, replace=True)
     assert bool(torch.gather(mask, 1, idx)[:2].all()) and bool(sub[:2].all())
     assert sorted(idx[2][sub[2]].tolist()) == list(range(50)) and int(sub[2].sum()) == 50
-    # roughly uniform over the active points
-    idx, _ = _seeding.subsample_active(mask[:1].expand(200, -1), 100, gen, replace=True)
+    # roughly uniform over the active points (200 draws, the generator moving on)
+    idx = torch.cat([_seeding.subsample_active(mask[:1], 100, gen, replace=True)[0] for _ in range(200)])
     counts = torch.bincount(idx.flatten() - 100, minlength=300).double()
     assert counts.std() / counts.mean() < 0.2
+
+
+def test_every_item_draws_as_it_would_alone():
+    g = torch.Generator().manual_seed(5)
+    X = torch.randn(4, 300, 3, generator=g)
+    mask = torch.rand(4, 300, generator=g) > 0.3
+    mask[3, 200:] = False  # a shorter item, as padding makes it
+    for draw in (
+        lambda x, m, gen: _seeding.subsample_active(m, 64, gen)[0],
+        lambda x, m, gen: _seeding.subsample_active(m, 64, gen, replace=True)[0],
+        lambda x, m, gen: _seeding.kmeans_plusplus(x, m, 4, 2, gen),
+        lambda x, m, gen: _seeding.random_init(x, m, 4, 2, gen),
+    ):
+        together = draw(X, mask, _seeding.make_generator(0, X.device))
+        for i in range(4):
+            alone = draw(X[i : i + 1], mask[i : i + 1], _seeding.make_generator(0, X.device))
+            assert torch.equal(together[i : i + 1], alone)
+        # and an item padded with masked points draws as it does unpadded
+        short = draw(X[3:, :200], mask[3:, :200], _seeding.make_generator(0, X.device))
+        assert torch.equal(together[3:], short)
 
 
 def test_kmeans_plusplus_picks_distinct_active_points():
