@@ -3,6 +3,8 @@
 :func:`check_clusterer` runs the whole clusterer contract on tiny inputs, as scikit-learn's
 ``check_estimator`` does for estimators: a clusterer that passes works wherever embedseg
 takes one (``embedseg.fit(..., clusterer=...)``, saved models, the domains' decoders).
+:func:`check_domain` runs a domain adapter's whole contract on a few of its items: collate ->
+encode -> network -> loss -> backward -> inference -> decode -> metrics, and save / load.
 
 Example:
     >>> from embedseg.cluster import KMeans
@@ -14,14 +16,15 @@ from __future__ import annotations
 import copy
 import inspect
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 
 from .cluster.base import BaseClusterer
 from .errors import NotFittedError
 
-__all__ = ["check_clusterer"]
+__all__ = ["check_clusterer", "check_domain"]
 
 # The tiny inputs every check runs on: items of _K clusters far apart.
 _B, _N, _DIM, _K = 3, 24, 3, 3
@@ -223,6 +226,9 @@ def _check_params_round_trip(clusterer: BaseClusterer) -> None:
 
 
 def _equal(a: Any, b: Any) -> bool:
+    """Whether two nested values (tensors, arrays, lists, dicts, numbers) are equal."""
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.shape == b.shape and bool(np.array_equal(a, b))
     if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
         return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and torch.equal(a, b)
     if isinstance(a, dict) and isinstance(b, dict):
@@ -435,3 +441,102 @@ _CHECKS: list[tuple[str, Callable[[BaseClusterer], None]]] = [
     ("bad_params", _check_bad_params),
     ("deterministic", _check_deterministic),
 ]
+
+
+# -- domains ---------------------------------------------------------------------------------------
+def check_domain(domain: Any, items: Sequence[Any], *, network: Any = None, loss: str | None = None) -> None:
+    """Run the whole domain contract on a few annotated items (scikit-learn's
+    ``check_estimator`` for a domain adapter): collate -> encode -> network -> loss ->
+    backward -> inference -> decode -> metrics, plus configuration and save/load round trips.
+
+    Args:
+        domain: the domain adapter (an instance; a registered one is also rebuilt by name).
+        items: two or more annotated domain-native items, as its datasets yield them.
+        network: the network to run (default: the domain's own, from ``network_spec()``).
+        loss: the loss to train with (default: the domain's ``default_loss``).
+
+    Raises:
+        AssertionError: a check failed; the message names it and says what was expected.
+
+    Example:
+        >>> from embedseg.testing import check_domain
+        >>> check_domain(MyDomain(), my_items[:4])  # doctest: +SKIP
+    """
+    import json
+    import tempfile
+
+    from .domain import DOMAINS, Domain, EncodedBatch
+    from .inference import InferenceEngine
+    from .model import Model, build_clusterer, model_class_of
+    from .networks import create_network, embeddings_of
+
+    def check(ok: bool, name: str, message: str) -> None:
+        if not ok:
+            raise AssertionError(f"check_domain[{name}]: {message}")
+
+    check(isinstance(domain, Domain), "type", f"expected an embedseg.Domain instance. Got {type(domain).__name__}.")
+    items = list(items)
+    check(len(items) >= 2, "items", f"give at least two annotated items. Got {len(items)}.")
+    # configuration: JSON data that rebuilds the same adapter
+    config = domain.get_config()
+    check(json.loads(json.dumps(config)) == config, "config", f"get_config() must be JSON data. Got {config!r}.")
+    rebuilt = type(domain)(**config)
+    check(rebuilt.get_config() == config, "config", "type(domain)(**get_config()) must give the same config.")
+    # data
+    batch = domain.collate(items)
+    encoded = domain.encode(batch, torch.device("cpu"))
+    check(isinstance(encoded, EncodedBatch), "encode", f"encode() must return an EncodedBatch. Got {type(encoded).__name__}.")
+    b = len(items)
+    check(encoded.mask.dtype == torch.bool and encoded.mask.ndim == 2 and encoded.mask.shape[0] == b, "encode",
+          f"mask must be (batch={b}, n_points) bool. Got {tuple(encoded.mask.shape)} {encoded.mask.dtype}.")
+    n = encoded.mask.shape[1]
+    check(encoded.labels is not None, "encode", "annotated items must give labels (they are what the loss trains on).")
+    check(encoded.labels.dtype == torch.int64 and tuple(encoded.labels.shape) == (b, n), "encode",
+          f"labels must be (batch, n_points) = {(b, n)} int64. Got {tuple(encoded.labels.shape)} {encoded.labels.dtype}.")
+    if encoded.weights is not None:
+        w = encoded.weights
+        check(tuple(w.shape) == (b, n) and bool(torch.isfinite(w).all()) and bool((w >= 0).all()), "encode",
+              f"weights must be (batch, n_points) = {(b, n)}, finite and >= 0. Got {tuple(w.shape)}.")
+    # network, loss, backward
+    if network is None:
+        spec = domain.network_spec()
+        network = create_network(spec["name"], **dict(spec.get("params") or {}))
+    network.train()
+    output = network(encoded.features)
+    emb = embeddings_of(output)
+    check(emb.ndim == 3 and tuple(emb.shape[:2]) == (b, n), "network",
+          f"the network's embeddings must be (batch, n_points, dim) with n_points = {n}. Got {tuple(emb.shape)}.")
+    value = domain.compute_loss(output, encoded, loss or domain.default_loss)
+    check(value.ndim == 0 and bool(torch.isfinite(value)), "loss", f"compute_loss() must be a finite scalar. Got {value!r}.")
+    value.backward()
+    grads = [p.grad for p in network.parameters() if p.requires_grad]
+    check(any(g is not None for g in grads), "backward", "the loss must reach the network's parameters.")
+    check(all(g is None or bool(torch.isfinite(g).all()) for g in grads), "backward", "gradients must be finite.")
+    network.zero_grad(set_to_none=True)
+    network.eval()
+    # inference, decode, metrics
+    clusterer = build_clusterer(None, domain.clusterer_spec())
+    engine = InferenceEngine(network, domain, clusterer)
+    outputs = engine.predict_encoded(encoded)
+    check(isinstance(outputs, list) and len(outputs) == b, "decode", f"decode() must give one output per item ({b}). Got {outputs!r:.80}.")
+    again = engine.predict_encoded(domain.encode(domain.collate(items), torch.device("cpu")))
+    check(_equal(outputs, again), "determinism", "predicting the same items twice must give the same outputs.")
+    metric = domain.metrics()
+    if metric is not None:
+        metric.update(outputs, encoded)
+        scores = metric.compute()
+        check(isinstance(scores, dict) and scores, "metrics", f"metrics().compute() must give a dict of figures. Got {scores!r}.")
+        check(scores == engine.evaluate(items, batch_size=b), "metrics",
+              "Model.evaluate must score exactly what inference returns.")
+    # the model class and a save / load round trip (registered domains rebuild by name)
+    target = model_class_of(domain)
+    check(issubclass(target, Model), "model_class", f"model_class must be a Model subclass. Got {target!r}.")
+    if DOMAINS.name_of(type(domain)) is not None:
+        from .api import load
+
+        model = target(network, domain, clusterer, {})
+        with tempfile.TemporaryDirectory() as folder:
+            loaded = load(model.save(f"{folder}/m"))
+        check(type(loaded) is target and loaded.domain.get_config() == config, "save",
+              "a saved model must load as the same model class with the same domain config.")
+        check(_equal(outputs, loaded.predict_items(items)), "save", "a loaded model must predict as the saved one.")

@@ -152,3 +152,70 @@ def test_examples_run():
     import embedseg.testing
 
     assert doctest.testmod(embedseg.testing).failed == 0
+
+
+# -- check_domain ---------------------------------------------------------------------------------
+def _image_items():
+    from domains.image import SyntheticScenes
+
+    return [SyntheticScenes(2, size=40, max_objects=4, seed=0)[i] for i in range(2)]
+
+
+def _audio_items():
+    t = torch.arange(2400) / 8000.0
+    items = []
+    for f0 in (150.0, 230.0):
+        a = torch.sin(2 * torch.pi * f0 * t) * (t < 0.2)
+        b = 0.5 * torch.sin(2 * torch.pi * 2.7 * f0 * t) * (t > 0.1)
+        items.append({"mixture": a + b, "sources": torch.stack([a, b])})
+    return items
+
+
+def _rings_domain_and_items():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "custom_domain.py"
+    spec = importlib.util.spec_from_file_location("custom_domain_example", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    return example.RingsDomain(), example.make_clouds(3, seed=4)
+
+
+@pytest.mark.parametrize("name", ["image", "audio", "rings"])
+def test_check_domain_passes_on_every_builtin_and_the_example(name):
+    from embedseg import create_domain
+    from embedseg.testing import check_domain
+
+    if name == "rings":
+        domain, items = _rings_domain_and_items()
+    else:
+        domain, items = create_domain(name), (_image_items() if name == "image" else _audio_items())
+    torch.manual_seed(0)
+    check_domain(domain, items)
+
+
+def test_check_domain_names_the_broken_part():
+    from embedseg.testing import check_domain
+    from toys import PaddedPoints
+
+    class NoLabels(PaddedPoints):
+        def encode(self, batch, device):
+            enc = super().encode(batch, device)
+            enc.labels = None
+            return enc
+
+        def decode(self, batch, labels, proba, output):
+            return [y[m] for y, m in zip(labels, batch.mask)]
+
+    class OneOutput(PaddedPoints):
+        def decode(self, batch, labels, proba, output):
+            return [labels[0]]
+
+    items = [(torch.randn(6, 2), torch.tensor([0, 1] * 3)) for _ in range(3)]
+    with pytest.raises(AssertionError, match=r"check_domain\[encode\]: annotated items must give labels"):
+        check_domain(NoLabels(), items)
+    with pytest.raises(AssertionError, match=r"check_domain\[decode\]: decode\(\) must give one output per item \(3\)"):
+        check_domain(OneOutput(), items)
+    with pytest.raises(AssertionError, match=r"check_domain\[items\]"):
+        check_domain(PaddedPoints(), items[:1])
