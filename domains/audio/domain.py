@@ -176,8 +176,9 @@ class AudioDomain(Domain):
     def batch_key(self, item: Any) -> Any:
         """The mixture's length: mixtures of one length share a batch (a recurrence over padded
         frames would see what the mixture alone does not)."""
-        mixture = item["mixture"] if isinstance(item, dict) else item
-        return int(np.shape(mixture)[-1])
+        mixture = item.get("mixture") if isinstance(item, dict) else item
+        shape = np.shape(mixture) if mixture is not None else ()
+        return int(shape[-1]) if shape else None  # a malformed item: collate says what is wrong
 
     def encode(self, batch: dict[str, Any], device: torch.device | str) -> EncodedBatch:
         """STFT, features, IBM targets, weights and masks of a collated batch, on ``device``."""
