@@ -81,6 +81,9 @@ class Domain:
     model_class: ClassVar[Any] = None
     #: whether :meth:`decode` uses soft assignments (the clusterer's ``predict_proba``).
     uses_proba: ClassVar[bool] = False
+    #: whether :meth:`decode` reads the labels of points outside :meth:`cluster_mask` (the
+    #: clusterer then assigns them too); False gives them label 0 and spares that work.
+    labels_every_point: ClassVar[bool] = True
 
     def get_config(self) -> dict[str, Any]:
         """JSON-serializable keyword options that rebuild this adapter."""

@@ -116,10 +116,14 @@ def _sample_mask(mask: torch.Tensor, limit: int, seed: int = 0) -> torch.Tensor:
 
 def _compact(X: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The active points of each item moved to the front: (batch, n_max, dim), its mask, and
-    where each row came from (batch, n_max)."""
+    where each row came from (batch, n_max; rows past an item's count point at index 0)."""
+    b = mask.shape[0]
     counts = mask.sum(1)  # (batch,)
     n_max = int(counts.max()) if counts.numel() else 0
-    order = (~mask).to(torch.int8).argsort(dim=1, stable=True)[:, :n_max]  # active first
+    rows, cols = mask.nonzero(as_tuple=True)  # in order: a linear pass, no sort
+    slot = mask.cumsum(1)[rows, cols] - 1  # each active point's place among its item's
+    order = torch.zeros(b, n_max, dtype=torch.int64, device=X.device)
+    order[rows, slot] = cols
     pts = torch.gather(X, 1, order[..., None].expand(-1, -1, X.shape[-1]))  # (batch, n_max, dim)
     keep = torch.arange(n_max, device=X.device)[None, :] < counts[:, None]  # (batch, n_max)
     return pts, keep, order
@@ -145,6 +149,7 @@ def cluster_embeddings(
     n_clusters: Any = None,
     *,
     want_proba: bool = True,
+    label_all: bool = True,
     fit_points: int = FIT_POINTS,
     assign_points: int = ASSIGN_POINTS,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -164,6 +169,8 @@ def cluster_embeddings(
         n_clusters: overrides the clusterer's ``n_clusters``: an int, per-item counts or
             ``"auto"``; None keeps the clusterer's.
         want_proba: also return soft assignments when the clusterer has them.
+        label_all: also label the inactive points (as the clusterer assigns them); else they
+            get label 0 (and no soft assignment), which spares assigning them.
         fit_points: most points per item to fit on.
         assign_points: points per item assigned at a time after a sampled fit.
 
@@ -179,6 +186,18 @@ def cluster_embeddings(
     has = mask.any(1)  # (batch,) items with points to fit
     if b == 0 or not bool(has.any()):
         return labels, None
+    if not label_all and not bool(mask.all()):  # only the active points need labels
+        X_act, keep, order = _compact(embeddings, mask)
+        sub, sub_proba = cluster_embeddings(
+            clusterer, X_act, keep, n_clusters, want_proba=want_proba, fit_points=fit_points, assign_points=assign_points,
+        )
+        rows = torch.arange(b, device=device)[:, None].expand_as(order)[keep]
+        labels[rows, order[keep]] = sub[keep]
+        proba = None
+        if sub_proba is not None:
+            proba = torch.zeros(b, n, sub_proba.shape[-1], dtype=sub_proba.dtype, device=device)
+            proba[rows, order[keep]] = sub_proba[keep]
+        return labels, proba
     if not bool(has.all()):  # cluster the others alone; the empty items keep label 0
         rows = torch.nonzero(has)[:, 0]
         counts = n_clusters
@@ -186,7 +205,7 @@ def cluster_embeddings(
             counts = torch.as_tensor(n_clusters)[rows.cpu()]
         sub, proba = cluster_embeddings(
             clusterer, embeddings[rows], mask[rows], counts,
-            want_proba=want_proba, fit_points=fit_points, assign_points=assign_points,
+            want_proba=want_proba, label_all=label_all, fit_points=fit_points, assign_points=assign_points,
         )
         labels[rows] = sub
         if proba is not None:
@@ -229,7 +248,8 @@ def cluster_embeddings(
                 proba = torch.zeros(b, n, p.shape[-1], dtype=p.dtype, device=device)
             proba[:, start:stop] = p
     # The fitted points keep the labels of the fit.
-    labels.scatter_(1, order, torch.where(keep, fitted_labels, labels.gather(1, order)))
+    rows = torch.arange(b, device=device)[:, None].expand_as(order)[keep]
+    labels[rows, order[keep]] = fitted_labels[keep]
     return labels, proba
 
 
@@ -287,7 +307,8 @@ class InferenceEngine:
         counts = self.domain.cluster_counts(batch, mask, n_clusters)
         labels, proba = cluster_embeddings(
             self.clusterer, embeddings_of(output), mask, counts,
-            want_proba=self.domain.uses_proba, fit_points=self.fit_points, assign_points=self.assign_points,
+            want_proba=self.domain.uses_proba, label_all=self.domain.labels_every_point,
+            fit_points=self.fit_points, assign_points=self.assign_points,
         )
         return output, labels, proba
 

@@ -124,3 +124,18 @@ def test_evaluate_refuses_an_empty_dataset_and_a_domain_without_metrics():
         model.evaluate([])
     with pytest.raises(ValueError, match="defines no metrics"):
         InferenceEngine(model.network, PaddedPoints(), model.clusterer).new_metric()
+
+
+def test_only_the_clustered_points_are_labelled_when_the_domain_reads_no_others():
+    X, y = blobs_embeddings(2, 3000, 3)
+    mask = torch.rand(2, 3000, generator=torch.Generator().manual_seed(2)) > 0.7
+    for fit_points in (100_000, 300):  # all active points fitted, or a sample of them
+        labels, proba = cluster_embeddings(
+            embedseg.GaussianMixture(n_clusters=3, seed=0), X, mask, label_all=False, fit_points=fit_points,
+        )
+        assert bool((labels[~mask] == 0).all()) and bool((proba[~mask] == 0).all())
+        for i in range(2):
+            assert same_partition(labels[i][mask[i]], y[i][mask[i]])
+        if fit_points > 3000:  # no sample: the same fit as labelling every point, the same labels
+            everything, _ = cluster_embeddings(embedseg.GaussianMixture(n_clusters=3, seed=0), X, mask, fit_points=fit_points)
+            assert torch.equal(everything[mask], labels[mask])

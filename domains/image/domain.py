@@ -96,6 +96,8 @@ class ImageDomain(Domain):
     primary_metric: ClassVar[str | None] = "ap50"
     primary_metric_higher_is_better: ClassVar[bool] = True
     model_class: ClassVar[Any] = "domains.image.model:ImageModel"
+    # Decoding reads the groups of foreground pixels only (the clustered ones).
+    labels_every_point: ClassVar[bool] = False
 
     # "contact" weighting: how near another instance a pixel counts as on a contact border,
     # and how much more it then weighs.
