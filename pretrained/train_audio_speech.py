@@ -81,9 +81,9 @@ def valid_set(real: Path, n: int, seed: int = 1) -> MixtureDataset:
 def train_set(recipe: dict) -> MixedCorpusDataset:
     speed = None if recipe["speed"] <= 0 else (1 - recipe["speed"], 1 + recipe["speed"])
     common = {"n_sources": 2, "segment_seconds": recipe["segment"], "snr_range": (0, 5), "n_mixtures": 1}
-    real = MixtureDataset(recipe["real"], split="train", seed=recipe["seed"], speed_range=speed,
+    real = MixtureDataset(_local(recipe["real"]), split="train", seed=recipe["seed"], speed_range=speed,
                           augment=parse_augment(recipe["augment"]), **common)
-    synthetic = MixtureDataset(recipe["synthetic"], split="train", seed=recipe["seed"], **common)
+    synthetic = MixtureDataset(_local(recipe["synthetic"]), split="train", seed=recipe["seed"], **common)
     return MixedCorpusDataset(real, synthetic, tuple(recipe["proportions"]), seed=recipe["seed"], n_mixtures=2_000_000)
 
 
@@ -103,10 +103,23 @@ def score_valid(model: embedseg.Model, real: Path, n: int, oracle: bool = False)
     return {name: {k: round(float(v), 3) for k, v in m.compute().items()} for name, m in metrics.items()}
 
 
+def _portable(path: str | Path | None) -> str | None:
+    """A path inside the checkout relative to it, so that a recipe holds on another machine."""
+    if path is None:
+        return None
+    full = Path(path).resolve()
+    return str(full.relative_to(REPO)) if full.is_relative_to(REPO) else str(full)
+
+
+def _local(path: str | None) -> Path | None:
+    """A recipe's path on this machine (relative ones are under the checkout)."""
+    return None if path is None else (Path(path) if Path(path).is_absolute() else REPO / path)
+
+
 def _recipe_of(args: argparse.Namespace) -> dict:
     recipe = {k: getattr(args, k) for k in RECIPE_KEYS}
     for k in ("init", "real", "synthetic"):
-        recipe[k] = None if recipe[k] is None else str(recipe[k])
+        recipe[k] = _portable(recipe[k])
     recipe["proportions"] = [float(v) for v in str(args.proportions).split(",")]
     return recipe
 
@@ -132,13 +145,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         recipe = _recipe_of(args)
     net_params = json.loads(recipe["network_params"]) if recipe["network_params"] else {}
     network: str | torch.nn.Module = recipe["network"]
+    recipe = {**recipe, **{k: _portable(_local(recipe[k])) for k in ("init", "real", "synthetic")}}
     if recipe["init"]:  # continue a saved model's network (its architecture and weights)
-        network = embedseg.load(recipe["init"]).network
+        network = embedseg.load(_local(recipe["init"])).network
         net_params = None
     else:
         net_params.setdefault("mask_sources", 2)
     train = train_set(recipe)
-    valid = valid_set(Path(recipe["real"]), recipe["n_valid"])
+    valid = valid_set(_local(recipe["real"]), recipe["n_valid"])
     before = stages[-1]["steps_after"] if stages else 0
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     t0, c0 = time.perf_counter(), time.process_time()
@@ -167,7 +181,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     wall, cpu = (time.perf_counter() - t0) / 60, (time.process_time() - c0) / 60
     steps = int(model.config["training"]["steps"])
-    scores = score_valid(model, Path(recipe["real"]), args.score_n) if args.score_n else None
+    scores = score_valid(model, _local(recipe["real"]), args.score_n) if args.score_n else None
     stage = {
         "command": shlex.join(["python", *sys.argv]),
         "started": started,
@@ -211,7 +225,9 @@ def cmd_publish(args: argparse.Namespace) -> int:
     for f in src.iterdir():
         shutil.copy2(f, dst / f.name)
     stages = json.loads((run / "stages.json").read_text())
-    (dst / "recipe.json").write_text(json.dumps(stages[0]["recipe"], indent=1) + "\n")
+    recipe = stages[0]["recipe"]
+    recipe = {**recipe, **{k: _portable(_local(recipe[k])) for k in ("init", "real", "synthetic")}}
+    (dst / "recipe.json").write_text(json.dumps(recipe, indent=1) + "\n")
     (dst / "stages.json").write_text(json.dumps(stages, indent=1) + "\n")
     print(f"copied {src} to {dst}")
     return 0
