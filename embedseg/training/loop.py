@@ -288,8 +288,8 @@ class Trainer:
                 return
             yield batch
 
-    def _valid_loader(self) -> Any:
-        """This process's share of the validation set, in the inference engine's batches."""
+    def _valid_share(self) -> Any:
+        """This process's share of the validation set."""
         data = self.valid_set
         if self.dist.enabled:
             if is_map_style(data):
@@ -298,8 +298,7 @@ class Trainer:
                 )
             else:
                 data = Shard(data, self.dist.rank, self.dist.world_size)
-        engine = InferenceEngine(self.network, self.domain, self.model.clusterer)
-        return engine.batches(data, self.config.batch_size, self.config.num_workers)
+        return data
 
     # -- one step ---------------------------------------------------------------------------------
     def _autocast(self):
@@ -416,7 +415,7 @@ class Trainer:
         metric = self.domain.metrics() if self.config.valid_metrics else None
         loss_sum, n_labeled, count, unlabeled = 0.0, 0, 0, 0
         try:
-            for batch in self._valid_loader():
+            for batch in engine.batches(self._valid_share(), self.config.batch_size, self.config.num_workers):
                 encoded = engine.encode(batch)
                 n = encoded.batch_size
                 count += n
