@@ -57,11 +57,13 @@ def test_tcn_receptive_field_is_as_documented():
 def test_conv_blstm_sees_the_whole_utterance():
     # The BLSTM after the convolutions carries context beyond their receptive field (1 + 2 + 4
     # frames with kernel 3 and 3 blocks): a change in the first frame reaches the last.
-    net = embedseg.create_network("dc_conv_blstm", channels=4, blocks=3, hidden=3, dim=3, n_freqs=5).eval()
-    x = torch.randn(1, 40, 5)
+    torch.manual_seed(0)
+    # float64: the LSTM's memory of frame 0 fades over the frames, below float32's resolution
+    net = embedseg.create_network("dc_conv_blstm", channels=4, blocks=3, hidden=3, dim=3, n_freqs=5).double().eval()
+    x = torch.randn(1, 24, 5, dtype=torch.float64)
     y = x.clone()
     y[0, 0] += 1.0
-    diff = (net(x) - net(y)).reshape(40, 5, 3).abs().amax((1, 2))
+    diff = (net(x) - net(y)).reshape(24, 5, 3).abs().amax((1, 2))
     assert bool((diff > 0).all())
 
 
