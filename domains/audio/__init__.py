@@ -11,17 +11,20 @@ from __future__ import annotations
 
 from .corpus import SPLITS, VOICES, build_speech_corpus, wordnet_sentences
 from .corpus_real import RealSpeechCorpus, build_real_speech_corpus
-from .dataset import MixtureDataset
+from .augment import ChannelAugmentation
+from .dataset import MixedCorpusDataset, MixtureDataset
 from .domain import AudioDomain
 from .model import AudioModel
 from .features import STFTConfig, istft, stft
 from .metrics import AudioMetrics, bss_eval_sources, oracle_separation, sdr, separation_scores, si_sdr
-from .networks import BLSTMEmbedding, CompactBLSTMEmbedding, DilatedConvEmbedding
+from .networks import BLSTMEmbedding, CompactBLSTMEmbedding, ConvBLSTMEmbedding, DilatedConvEmbedding
 
 __all__ = [
     "AudioDomain",
     "AudioModel",
     "MixtureDataset",
+    "MixedCorpusDataset",
+    "ChannelAugmentation",
     "build_speech_corpus",
     "wordnet_sentences",
     "build_real_speech_corpus",
@@ -31,6 +34,7 @@ __all__ = [
     "BLSTMEmbedding",
     "CompactBLSTMEmbedding",
     "DilatedConvEmbedding",
+    "ConvBLSTMEmbedding",
     "STFTConfig",
     "stft",
     "istft",
