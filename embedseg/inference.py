@@ -103,9 +103,10 @@ def as_float_embeddings(x: torch.Tensor) -> torch.Tensor:
 
 def _sample_mask(mask: torch.Tensor, limit: int, seed: int = 0) -> torch.Tensor:
     """(batch, n_points) bool: at most ``limit`` of each item's active points, drawn uniformly
-    with a fixed seed (the same input always gives the same sample)."""
+    with a fixed seed (the same input always gives the same sample). A point's key depends on
+    its index only, the same in every item, so an item is sampled as it would be alone."""
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    keys = torch.rand(mask.shape, generator=gen).to(mask.device)  # (batch, n_points)
+    keys = torch.rand(1, mask.shape[1], generator=gen).to(mask.device).expand(mask.shape).clone()  # (batch, n_points)
     keys.masked_fill_(~mask, 2.0)  # inactive points are never among the smallest keys
     k = min(limit, mask.shape[1])
     chosen = keys.topk(k, dim=1, largest=False).indices  # (batch, k): no sort of every point

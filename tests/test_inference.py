@@ -78,6 +78,7 @@ def test_the_sample_is_fixed_and_only_active_points():
     assert torch.equal(a, b)
     assert not bool((a & ~mask).any())
     assert a.sum(1).tolist() == [100, 100]
+    assert torch.equal(_sample_mask(mask[1:], 100), a[1:])  # an item is sampled as it is alone
 
 
 def test_runner_restores_training_mode_and_remembers_one_output():
