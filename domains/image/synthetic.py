@@ -8,7 +8,6 @@ photographs bundled with scikit-image (brick, grass, gravel, ...), so nothing is
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
 
 import numpy as np
 import torch
