@@ -56,6 +56,31 @@ def get_corpus(root: Path, n_sentences: int) -> Path:
     return root
 
 
+def get_real_corpus(root: Path) -> Path | None:
+    """The corpus of real recorded speech (built from Debian packages when absent), or None
+    with a message when its packages are not installed."""
+    if (root / "splits.json").is_file():
+        return root
+    from domains.audio.corpus_real import build_real_speech_corpus, missing_real_speech_packages
+
+    missing = missing_real_speech_packages()
+    if missing:
+        print(f"real speech skipped: the packages {missing} are missing (run scripts/install_speech_real.sh as root)")
+        return None
+    t = time.time()
+    build_real_speech_corpus(root)
+    print(f"built the real-speech corpus in {root} ({time.time() - t:.0f} s)")
+    return root
+
+
+def print_scores(title: str, res: dict) -> None:
+    print(f"\n{title}:")
+    print(f"{'':12}{'SDRi dB':>10}{'SI-SDRi dB':>12}")
+    for name, label in (("model", "model"), ("ibm", "oracle IBM"), ("irm", "oracle IRM")):
+        print(f"{label:12}{res[name]['sdri']:>10.2f}{res[name]['si_sdri']:>12.2f}")
+    print(f"model / oracle IBM SDRi: {100 * res['model']['sdri'] / res['ibm']['sdri']:.0f}%")
+
+
 def train(corpus: Path, args: argparse.Namespace) -> embedseg.Model:
     speed = (1 - args.speed_perturb, 1 + args.speed_perturb) if args.speed_perturb > 0 else None
     train_set = MixtureDataset(
@@ -184,6 +209,8 @@ def main(argv=None) -> int:
     p.add_argument("--run-dir", type=Path, default=REPO / "runs" / "audio_separation")
     p.add_argument("--save", type=Path, default=None, help="save the trained model here")
     p.add_argument("--n-test", type=int, default=20, help="test mixtures")
+    p.add_argument("--real", type=Path, default=None,
+                   help="a corpus of real recorded speech (built there when absent): also score its held-out test speakers")
     p.add_argument("--out", type=Path, default=REPO / "outputs" / "audio_separation")
     args = p.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -197,11 +224,12 @@ def main(argv=None) -> int:
 
     t = time.time()
     res = evaluate(model, corpus, args.n_test, 2)
-    print(f"\n2-speaker mixtures of held-out voices ({args.n_test}, {time.time() - t:.0f} s):")
-    print(f"{'':12}{'SDRi dB':>10}{'SI-SDRi dB':>12}")
-    for name, label in (("model", "model"), ("ibm", "oracle IBM"), ("irm", "oracle IRM")):
-        print(f"{label:12}{res[name]['sdri']:>10.2f}{res[name]['si_sdri']:>12.2f}")
-    print(f"model / oracle IBM SDRi: {100 * res['model']['sdri'] / res['ibm']['sdri']:.0f}%")
+    print_scores(f"2-speaker mixtures of held-out synthetic voices ({args.n_test}, {time.time() - t:.0f} s)", res)
+    real = get_real_corpus(args.real) if args.real is not None else None
+    if real is not None:
+        t = time.time()
+        res_real = evaluate(model, real, args.n_test, 2)
+        print_scores(f"2-speaker mixtures of held-out real speakers ({args.n_test}, {time.time() - t:.0f} s)", res_real)
 
     args.out.mkdir(parents=True, exist_ok=True)
     test = MixtureDataset(corpus, split="test", segment_seconds=None, n_mixtures=3, seed=2)
