@@ -140,6 +140,25 @@ class _ConvBlock(nn.Module):
         return x + self.norm(y.transpose(1, 2)).transpose(1, 2)
 
 
+def _dilated_front(
+    net: nn.Module, *, n_freqs: int, dim: int, channels: int, blocks: int, kernel: int, mask_sources: int, repeats: int = 1
+) -> None:
+    """Check and store the options of a network with a dilated convolutional front-end over
+    frames, and build it: ``net.inp`` (frequencies -> channels) and ``net.body`` (``blocks``
+    residual blocks of dilations 1, 2, 4, ..., ``repeats`` times)."""
+    owner = type(net).__name__
+    net.n_freqs = check_int(n_freqs, "n_freqs", owner, 1)
+    net.dim = check_int(dim, "dim", owner, 2)
+    net.channels = check_int(channels, "channels", owner, 1)
+    net.blocks = check_int(blocks, "blocks", owner, 1)
+    net.kernel = check_int(kernel, "kernel", owner, 1)
+    if kernel % 2 == 0:
+        raise ValueError(f"The 'kernel' parameter of {owner} must be an odd int. Got {kernel} instead.")
+    net.mask_sources = check_int(mask_sources, "mask_sources", owner, 0)
+    net.inp = nn.Conv1d(n_freqs, channels, 1)
+    net.body = nn.Sequential(*[_ConvBlock(channels, 2**i, kernel) for _ in range(repeats) for i in range(blocks)])
+
+
 @register_network("dc_tcn")
 class DilatedConvEmbedding(nn.Module):
     """A non-causal temporal convolutional network (dilated residual 1-D convolutions over
@@ -180,18 +199,11 @@ class DilatedConvEmbedding(nn.Module):
         mask_sources: int = 0,
     ) -> None:
         super().__init__()
-        owner = type(self).__name__
-        self.n_freqs = check_int(n_freqs, "n_freqs", owner, 1)
-        self.dim = check_int(dim, "dim", owner, 2)
-        self.channels = check_int(channels, "channels", owner, 1)
-        self.blocks = check_int(blocks, "blocks", owner, 1)
-        self.repeats = check_int(repeats, "repeats", owner, 1)
-        self.kernel = check_int(kernel, "kernel", owner, 1)
-        if kernel % 2 == 0:
-            raise ValueError(f"The 'kernel' parameter of {owner} must be an odd int. Got {kernel} instead.")
-        self.mask_sources = check_int(mask_sources, "mask_sources", owner, 0)
-        self.inp = nn.Conv1d(n_freqs, channels, 1)
-        self.body = nn.Sequential(*[_ConvBlock(channels, 2**i, kernel) for _ in range(repeats) for i in range(blocks)])
+        self.repeats = check_int(repeats, "repeats", type(self).__name__, 1)
+        _dilated_front(
+            self, n_freqs=n_freqs, dim=dim, channels=channels, blocks=blocks, kernel=kernel, mask_sources=mask_sources,
+            repeats=repeats,
+        )
         self.embed = nn.Conv1d(channels, n_freqs * dim, 1)
         self.mask_head = nn.Conv1d(channels, n_freqs * mask_sources, 1) if mask_sources else None
 
@@ -247,19 +259,10 @@ class ConvBLSTMEmbedding(nn.Module):
     ) -> None:
         super().__init__()
         owner = type(self).__name__
-        self.n_freqs = check_int(n_freqs, "n_freqs", owner, 1)
-        self.dim = check_int(dim, "dim", owner, 2)
-        self.channels = check_int(channels, "channels", owner, 1)
-        self.blocks = check_int(blocks, "blocks", owner, 1)
-        self.kernel = check_int(kernel, "kernel", owner, 1)
-        if kernel % 2 == 0:
-            raise ValueError(f"The 'kernel' parameter of {owner} must be an odd int. Got {kernel} instead.")
         self.hidden = check_int(hidden, "hidden", owner, 1)
         self.layers = check_int(layers, "layers", owner, 1)
         self.dropout = check_float(dropout, "dropout", owner, 0.0, 1.0, closed="left")
-        self.mask_sources = check_int(mask_sources, "mask_sources", owner, 0)
-        self.inp = nn.Conv1d(n_freqs, channels, 1)
-        self.body = nn.Sequential(*[_ConvBlock(channels, 2**i, kernel) for i in range(blocks)])
+        _dilated_front(self, n_freqs=n_freqs, dim=dim, channels=channels, blocks=blocks, kernel=kernel, mask_sources=mask_sources)
         self.blstm = nn.LSTM(
             channels, hidden, num_layers=layers, batch_first=True, bidirectional=True,
             dropout=dropout if layers > 1 else 0.0,
