@@ -21,6 +21,12 @@ packages (as root, with apt); nothing else is downloaded. The sources:
   Brazilian Portuguese; nobody for the others. A language is one speaker folder; only those
   credited to exactly one person may be held out (a person might have recorded two of the
   uncredited languages).
+* KTuberling's words (the names of the toy's stamps) read by native speakers of about twenty
+  languages, ten seconds to four and a half minutes each. A language is one speaker folder,
+  for training only: nobody is credited, and a language's reader may be KLettres' reader of
+  that language, so a KTuberling folder is left out when KLettres' reader of its language is
+  held out. The Serbian script variants (``sr@latin`` and the like) are the ``sr`` recordings
+  again and are skipped.
 
 Each clip loses its leading and trailing silence (frames 40 dB below the clip's loudest, 50 ms
 kept on each side) and is resampled to the corpus rate. A speaker's clips, in an order drawn
@@ -91,6 +97,8 @@ _INSTALL_HINT = "run scripts/install_speech_real.sh as root (it installs them wi
 _ASTERISK = "usr/share/asterisk/sounds"
 _FILLETS = "usr/share/games/fillets-ng/sound"
 _KLETTRES = "usr/share/klettres"
+_KTUBERLING = "usr/share/ktuberling/sounds"
+_KTUBERLING_SUFFIXES = (".ogg", ".wav", ".opus")  # the languages were recorded in all three
 _FILLETS_LANGUAGES = ("cs", "nl")
 
 #: Every package the corpus reads, with a pattern (under the packages' root) that matches some
@@ -107,6 +115,7 @@ REAL_SPEECH_PACKAGES: dict[str, str] = {
     "fillets-ng-data-cs": f"{_FILLETS}/*/cs/*.ogg",
     "fillets-ng-data-nl": f"{_FILLETS}/*/nl/*.ogg",
     "klettres-data": f"{_KLETTRES}/*/alpha/*.ogg",
+    "ktuberling-data": f"{_KTUBERLING}/*/*.ogg",
 }
 
 #: Speakers held out per split and source. Test: 8 speakers from all three sources; the fish
@@ -173,7 +182,7 @@ class RealSpeaker:
 
     Attributes:
         name: the folder name in the corpus (the speaker id).
-        source: "asterisk", "fillets" or "klettres".
+        source: "asterisk", "fillets", "klettres" or "ktuberling".
         packages: the Debian packages the recordings come from.
         paths: where they are, as patterns under the packages' root.
         languages: language tags (BCP 47).
@@ -181,8 +190,9 @@ class RealSpeaker:
             people, None when it is to be measured.
         holdout: whether the folder is one identified person recorded nowhere else in the
             corpus, so that it may go to validation or test.
-        shares_voices_with: speakers whose actor may also be heard in this folder (a pool of
-            minor characters): the folder is left out when any of them is held out.
+        shares_voices_with: speakers who may also be heard in this folder (a pool of minor
+            characters, a reader who may have recorded for two programs): the folder is left
+            out when any of them is held out.
         note: provenance, for the recipe.
         clips: the audio files, sorted.
     """
@@ -228,8 +238,8 @@ def missing_real_speech_packages(source_root: str | os.PathLike = "/") -> list[s
     return [p for p, pattern in REAL_SPEECH_PACKAGES.items() if next(root.glob(pattern), None) is None]
 
 
-def _walk(folder: Path, suffix: str) -> list[Path]:
-    """Files with ``suffix`` under ``folder``, sorted, without following links to other folders
+def _walk(folder: Path, suffix: str | tuple[str, ...]) -> list[Path]:
+    """Files with ``suffix`` (or any of them) under ``folder``, sorted, without following links to other folders
     and without Asterisk's ``silence`` folders."""
     out = []
     for here, dirs, files in os.walk(folder):
@@ -263,7 +273,8 @@ def real_speech_speakers(source_root: str | os.PathLike = "/") -> list[RealSpeak
             default; a copy of that layout elsewhere works the same).
 
     Returns:
-        the speakers in a fixed order (Asterisk, Fish Fillets, KLettres), each with its clips.
+        the speakers in a fixed order (Asterisk, Fish Fillets, KLettres, KTuberling), each with
+        its clips.
 
     Raises:
         EmbedsegError: packages are missing (the message names them and says how to install).
@@ -316,7 +327,27 @@ def real_speech_speakers(source_root: str | os.PathLike = "/") -> list[RealSpeak
             note=("read by " + " and ".join(credits)) if credits else "reader not credited",
             clips=tuple(clips),
         ))
+    klettres_by_language: dict[str, list[str]] = {}
+    for s in speakers:
+        if s.source == "klettres":
+            klettres_by_language.setdefault(_primary_language(s.languages[0]), []).append(s.name)
+    for folder in sorted(p for p in (root / _KTUBERLING).iterdir() if p.is_dir() and "@" not in p.name):
+        clips = _walk(folder, _KTUBERLING_SUFFIXES)
+        if not clips:
+            continue
+        code = folder.name
+        speakers.append(RealSpeaker(
+            name=f"ktuberling-{code.lower().replace('_', '-')}", source="ktuberling", packages=("ktuberling-data",),
+            paths=tuple(f"{base}/{_KTUBERLING}/{code}/*{x}" for x in _KTUBERLING_SUFFIXES), languages=(code.replace("_", "-"),), sex=None,
+            holdout=False, shares_voices_with=tuple(klettres_by_language.get(_primary_language(code), ())),
+            note="reader not credited; training only", clips=tuple(clips),
+        ))
     return speakers
+
+
+def _primary_language(tag: str) -> str:
+    """'pt' of 'pt_BR', 'pt-BR' or 'pt': readers are matched across programs by language alone."""
+    return tag.replace("_", "-").split("-")[0].lower()
 
 
 def _read_clip(path: Path) -> tuple[bytes, np.ndarray, int]:
@@ -596,7 +627,7 @@ def build_real_speech_corpus(
     for s in speakers:
         heard = sorted(held & set(s.shares_voices_with))
         if heard:
-            excluded[s.name] = f"may share an actor with held-out {', '.join(heard)}"
+            excluded[s.name] = f"may share a voice with held-out {', '.join(heard)}"
             if (out / s.name).is_dir():
                 shutil.rmtree(out / s.name)
         elif s.shares_voices_with:
@@ -624,6 +655,8 @@ def build_real_speech_corpus(
         "fillets_rule": "small and big fish are one speaker each per language; minor characters pooled per "
         "language for training only, and left out when a fish of that language is held out",
         "klettres_rule": "one folder per language; held out only when the handbook credits exactly one reader",
+        "ktuberling_rule": "one folder per language, training only; left out when KLettres' reader of that "
+        "language is held out; script variants (sr@latin, ...) skipped",
         "held_out_quotas": HELD_OUT_QUOTAS,
         "splits": splits,
         "excluded": excluded,

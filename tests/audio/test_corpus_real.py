@@ -65,9 +65,13 @@ class FakeTree:
 ASTERISK = "usr/share/asterisk/sounds"
 FILLETS = "usr/share/games/fillets-ng/sound"
 KLETTRES = "usr/share/klettres"
+KTUBERLING = "usr/share/ktuberling/sounds"
 # KLettres languages of the fake tree with the F0 of their reader(s).
 KLETTRES_F0 = {"cs": FEMALE, "da": MALE, "de": MALE, "en": MALE, "fr": MALE, "he": MALE, "it": FEMALE,
                "nl": MALE, "es": FEMALE, "ru": FEMALE}
+
+# KTuberling languages: fr and es have a KLettres reader, lt none; sr@latin repeats sr.
+KTUBERLING_F0 = {"es": MALE, "fr": FEMALE, "lt": MALE, "sr": FEMALE}
 
 
 def make_tree(root: Path) -> FakeTree:
@@ -113,6 +117,12 @@ def make_tree(root: Path) -> FakeTree:
         tree.clip(f"{KLETTRES}/{lang}/syllab/ba.ogg", f0, 44100, **ogg)
     sf.write(root / KLETTRES / "en/alpha/Z.ogg", np.zeros(22050, np.float32), 44100, **ogg)  # silent: empty
     (root / KLETTRES / "icons").mkdir()  # a folder without sounds is no language
+    for (lang, f0), kind in zip(KTUBERLING_F0.items(), ("wav", "ogg", "opus", "ogg")):
+        # the three formats the languages come in
+        fmt = {"wav": {}, "ogg": ogg, "opus": {"format": "OGG", "subtype": "OPUS"}}[kind]
+        for word in ("ball", "hat"):
+            tree.clip(f"{KTUBERLING}/{lang}/{word}.{kind}", f0, 48000 if kind == "opus" else 44100, **fmt)
+    shutil.copytree(root / KTUBERLING / "sr", root / KTUBERLING / "sr@latin")  # a script variant: the same files
     return tree
 
 
@@ -121,11 +131,13 @@ EXPECTED_SPEAKERS = (
      "asterisk-es-co", "asterisk-fr-armelle"]
     + [f"fillets-{lang}-{c}" for lang in ("cs", "nl") for c in ("small", "big", "minor")]
     + [f"klettres-{lang}" for lang in sorted(KLETTRES_F0)]
+    + [f"ktuberling-{lang}" for lang in sorted(KTUBERLING_F0)]
 )
 F0_OF = {  # the generated F0 of each single-person speaker
     **{n: FEMALE for n in EXPECTED_SPEAKERS if n.startswith("asterisk")}, "asterisk-carlo": MALE,
     **{f"fillets-{lang}-small": FEMALE for lang in ("cs", "nl")}, **{f"fillets-{lang}-big": MALE for lang in ("cs", "nl")},
     **{f"klettres-{lang}": f0 for lang, f0 in KLETTRES_F0.items() if lang != "es"},  # es: two readers
+    **{f"ktuberling-{lang}": f0 for lang, f0 in KTUBERLING_F0.items()},
 }
 
 
@@ -160,13 +172,19 @@ def test_layout_and_speakers(built, fake):
     recipe = json.loads((out / "corpus.json").read_text())
     splits = json.loads((out / "splits.json").read_text())
     assert splits == corpus.splits and set(splits) == {"train", "valid", "test"}
-    held_fish = [n for n in splits["valid"] + splits["test"] if n.startswith("fillets")]
+    held = splits["valid"] + splits["test"]
+    held_fish = [n for n in held if n.startswith("fillets")]
     assert len(held_fish) == 1
-    dropped = f"fillets-{held_fish[0].split('-')[1]}-minor"
-    expected = [n for n in EXPECTED_SPEAKERS if n != dropped]
+    # a fish's language pool, and KTuberling's reader of a held-out KLettres language
+    dropped = {f"fillets-{held_fish[0].split('-')[1]}-minor"}
+    dropped |= {f"ktuberling-{lang}" for lang in KTUBERLING_F0 if f"klettres-{lang}" in held}
+    assert "ktuberling-fr" in dropped or "klettres-fr" in splits["train"]
+    expected = [n for n in EXPECTED_SPEAKERS if n not in dropped]
     assert sorted(recipe["speakers"]) == sorted(expected) == sorted(corpus.speakers)
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == sorted(expected)
-    assert dropped in corpus.excluded and not (out / dropped).exists()
+    assert all(n in corpus.excluded and not (out / n).exists() for n in dropped)
+    assert not any(n.startswith("ktuberling") for n in held)  # nobody credited: training only
+    assert "ktuberling-lt" in splits["train"] and "ktuberling-sr@latin" not in corpus.speakers
     assert sorted(n for names in splits.values() for n in names) == sorted(expected)
     for name in expected:
         wavs = sorted((out / name).glob("*.wav"))
@@ -334,6 +352,8 @@ def test_installed_packages(tmp_path):
     speakers = {s.name: s for s in real_speech_speakers()}
     assert [n for n in speakers if n.startswith(("asterisk", "fillets"))] == EXPECTED_SPEAKERS[:13]
     assert sum(n.startswith("klettres") for n in speakers) >= 15
+    assert sum(n.startswith("ktuberling") for n in speakers) >= 20
+    assert not any("@" in n for n in speakers)
     for s in speakers.values():
         assert all(c.is_file() for c in s.clips[:5])
     assert len(speakers["asterisk-allison"].clips) > 1000  # both of her folders
