@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import warnings
@@ -14,7 +15,7 @@ import torch
 from embedseg.errors import require
 from embedseg.io import atomic_write_with
 
-__all__ = ["load_audio", "save_audio", "resample", "as_waveform"]
+__all__ = ["load_audio", "save_audio", "resample", "resample_array", "resample_span", "resampled_length", "as_waveform"]
 
 
 def resample(wave: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor:
@@ -24,11 +25,67 @@ def resample(wave: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor:
     """
     if orig_rate == new_rate:
         return wave
-    signal = require("scipy.signal", "audio")
-    g = math.gcd(int(orig_rate), int(new_rate))
-    up, down = int(new_rate) // g, int(orig_rate) // g
-    out = signal.resample_poly(wave.detach().cpu().double().numpy(), up, down, axis=-1)
+    out = resample_array(wave.detach().cpu().double().numpy(), orig_rate, new_rate)
     return torch.as_tensor(out, dtype=wave.dtype if wave.is_floating_point() else torch.float32, device=wave.device)
+
+
+def resample_array(x: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
+    """:func:`resample` of a float64 (..., time) array, without tensors."""
+    signal = require("scipy.signal", "audio")
+    up, down = _ratio(orig_rate, new_rate)
+    if up == down:
+        return x
+    # The filter resample_poly would design itself (its default Kaiser window), designed once
+    # per ratio: designing it took as long as filtering a training segment.
+    return signal.resample_poly(x, up, down, axis=-1, window=_lowpass(up, down))
+
+
+def resampled_length(n: int, orig_rate: int, new_rate: int) -> int:
+    """Samples :func:`resample` gives for ``n`` input samples: ceil(n * new_rate / orig_rate)."""
+    up, down = _ratio(orig_rate, new_rate)
+    return -(-n * up // down)
+
+
+def resample_span(x: Any, orig_rate: int, new_rate: int, start: int, stop: int) -> np.ndarray:
+    """``resample_array(x, orig_rate, new_rate)[start:stop]`` from a slice of ``x``.
+
+    ``x`` is a 1-D float64 array, or anything with a length whose slices are such arrays (a
+    file read on demand).
+
+    Each output sample depends on the input samples under the filter's half length around it
+    only, and the slice starts at a multiple of ``down`` (the filter then meets its samples in
+    the same phases), so the samples are those of resampling the whole signal, bit for bit, at
+    a cost proportional to ``stop - start``: a training segment of a long utterance.
+    """
+    up, down = _ratio(orig_rate, new_rate)
+    if up == down:
+        return x[start:stop]
+    n = len(x)
+    margin = (10 * max(up, down)) // up + down + 2  # input samples under half the filter, and some
+    first = max(0, (start * down // up - margin) // down) * down  # a multiple of down
+    last = min(n, -(-stop * down // up) + margin)
+    if first == 0 and last == n:
+        return resample_array(np.asarray(x[0:n]), orig_rate, new_rate)[start:stop]
+    signal = require("scipy.signal", "audio")
+    y = signal.resample_poly(x[first:last], up, down, window=_lowpass(up, down))
+    offset = first // down * up  # the output index of the slice's first sample
+    return y[start - offset : stop - offset]
+
+
+def _ratio(orig_rate: int, new_rate: int) -> tuple[int, int]:
+    """(up, down) of a rate change, in lowest terms."""
+    g = math.gcd(int(orig_rate), int(new_rate))
+    return int(new_rate) // g, int(orig_rate) // g
+
+
+@functools.lru_cache(maxsize=64)
+def _lowpass(up: int, down: int) -> np.ndarray:
+    """The anti-aliasing filter of scipy.signal.resample_poly for (up, down), float64."""
+    signal = require("scipy.signal", "audio")
+    max_rate = max(up, down)
+    h = signal.firwin(2 * 10 * max_rate + 1, 1.0 / max_rate, window=("kaiser", 5.0))
+    h.setflags(write=False)  # shared between calls (resample_poly copies it)
+    return h
 
 
 def load_audio(path: str | os.PathLike, sample_rate: int | None = None) -> tuple[torch.Tensor, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -13,7 +14,9 @@ from torch.utils.data import Dataset
 
 from embedseg._validation import check_choice, check_float, check_int
 
-from .audio_io import load_audio, resample
+from embedseg.errors import require
+
+from .audio_io import load_audio, resample_span, resampled_length
 from .augment import ChannelAugmentation, _active_rms
 from .features import check_snr_range
 
@@ -160,25 +163,28 @@ class MixtureDataset(Dataset):
         """The item of one utterance from each of ``files`` (one list per speaker), with this
         dataset's length, levels, speed and channel settings."""
         count = len(files)
-        waves = []
-        for speaker_files in files:
-            wave, _ = load_audio(speaker_files[int(rng.integers(len(speaker_files)))], self.sample_rate)
-            if self._speed is not None:  # drawn only when enabled: other datasets stay as they were
-                steps = int(round(rng.uniform(*self._speed) * _SPEED_STEPS))
-                wave = resample(wave.double(), steps, _SPEED_STEPS)  # 1/factor as many samples
-            waves.append(wave.double().numpy())
-        if self.segment_seconds is None:
-            length = min(len(w) for w in waves)
-        else:
-            length = int(round(self.segment_seconds * self.sample_rate))
-        sources = np.zeros((count, length))
-        for k, w in enumerate(waves):
-            if len(w) >= length:
-                start = int(rng.integers(len(w) - length + 1))
-                sources[k] = w[start : start + length]
+        with contextlib.ExitStack() as files_open:
+            waves = []
+            for speaker_files in files:
+                wave = files_open.enter_context(_open_wave(speaker_files[int(rng.integers(len(speaker_files)))], self.sample_rate))
+                if self._speed is not None:  # drawn only when enabled: other datasets stay as they were
+                    steps = int(round(rng.uniform(*self._speed) * _SPEED_STEPS))
+                    wave = _Sped(wave, steps)  # 1/factor as many samples
+                waves.append(wave)
+            if self.segment_seconds is None:
+                length = min(len(w) for w in waves)
             else:
-                start = int(rng.integers(length - len(w) + 1))
-                sources[k, start : start + len(w)] = w
+                length = int(round(self.segment_seconds * self.sample_rate))
+            # Only the samples a source keeps are read (and speed-resampled): a segment is a
+            # fraction of an utterance, and the samples are those of the whole one's.
+            sources = np.zeros((count, length))
+            for k, w in enumerate(waves):
+                if len(w) >= length:
+                    start = int(rng.integers(len(w) - length + 1))
+                    sources[k] = w[start : start + length]
+                else:
+                    start = int(rng.integers(length - len(w) + 1))
+                    sources[k, start : start + len(w)] = w[0 : len(w)]
         levels_db = np.concatenate([[0.0], rng.uniform(*self._snr, size=count - 1)])
         levels_db -= levels_db.mean()  # symmetric around 0 dB, as wsj0-2mix's +-snr/2
         for k in range(count):
@@ -314,6 +320,73 @@ class MixedCorpusDataset(Dataset):
             f"MixedCorpusDataset(first={self.first!r}, second={self.second!r}, proportions={self.proportions!r}, "
             f"seed={self.seed}, n_mixtures={self.n_mixtures})"
         )
+
+
+class _Samples:
+    """A decoded waveform as (time,) float64 samples: ``len`` and slices."""
+
+    def __init__(self, wave: np.ndarray) -> None:
+        self.wave = wave
+
+    def __len__(self) -> int:
+        return len(self.wave)
+
+    def __getitem__(self, span: slice) -> np.ndarray:
+        return self.wave[span]
+
+
+class _FileSamples:
+    """A mono file at the dataset's rate, its samples read on demand (what ``load_audio`` reads)."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+        self.frames = int(handle.frames)
+
+    def __len__(self) -> int:
+        return self.frames
+
+    def __getitem__(self, span: slice) -> np.ndarray:
+        start, stop, _ = span.indices(self.frames)
+        self.handle.seek(start)
+        data = self.handle.read(max(0, stop - start), dtype="float32", always_2d=True)
+        return data[:, 0].astype(np.float64)
+
+
+@contextlib.contextmanager
+def _open_wave(path: Path, sample_rate: int) -> Any:
+    """The utterance at ``path`` at ``sample_rate``: read on demand when it is a mono file at that
+    rate, else decoded whole by ``load_audio`` (downmixing and resampling as it does)."""
+    sf = require("soundfile", "audio")
+    try:
+        handle = sf.SoundFile(str(path))
+    except Exception:  # load_audio says what is wrong with the file
+        handle = None
+    if handle is None or handle.channels != 1 or handle.samplerate != sample_rate or not handle.seekable():
+        if handle is not None:
+            handle.close()
+        yield _Samples(load_audio(path, sample_rate)[0].double().numpy())
+        return
+    try:
+        yield _FileSamples(handle)
+    finally:
+        handle.close()
+
+
+class _Sped:
+    """A waveform played ``_SPEED_STEPS / steps`` times as fast (resampled from ``steps`` to
+    ``_SPEED_STEPS`` samples per unit), its samples resampled on demand."""
+
+    def __init__(self, wave: Any, steps: int) -> None:
+        self.wave = wave
+        self.steps = steps
+        self.length = resampled_length(len(wave), steps, _SPEED_STEPS)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, span: slice) -> np.ndarray:
+        start, stop, _ = span.indices(self.length)
+        return resample_span(self.wave, self.steps, _SPEED_STEPS, start, stop)
 
 
 def _check_speed_range(value: Any, owner: str) -> tuple[float, float]:

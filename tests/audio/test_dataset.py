@@ -1,5 +1,7 @@
 """MixtureDataset: wsj0-2mix-style mixtures from a speaker folder."""
 
+import contextlib
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -197,3 +199,46 @@ def test_mixed_corpora_bad_arguments(tmp_path):
         MixedCorpusDataset(MixtureDataset(a, n_sources=3), MixtureDataset(b), (0.5, 0.5, 0.5))
     with pytest.raises(IndexError):
         MixedCorpusDataset(first, MixtureDataset(b), n_mixtures=2)[2]
+
+
+def _speech_like_corpus(root, seconds=(0.9, 2.3, 3.1), rate=8000):
+    """Two speakers, utterances of several lengths (noise bursts: every sample differs)."""
+    g = np.random.default_rng(7)
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+        for k, s in enumerate(seconds):
+            n = int(rate * s)
+            sf.write(root / name / f"u{k}.wav", 0.3 * g.standard_normal(n) * np.hanning(n), rate, subtype="PCM_16")
+    return root
+
+
+@pytest.mark.parametrize("segment, speed", [(0.5, None), (0.5, (0.85, 1.15)), (None, (0.7, 1.3)), (2.9, (0.9, 1.1))])
+def test_segments_read_on_demand_equal_the_whole_utterance_decoded(tmp_path, monkeypatch, segment, speed):
+    """A segment read from its file span (and speed-resampled from that span alone) holds the
+    samples of decoding and resampling the whole utterance, as ``load_audio`` and ``resample`` do."""
+    import domains.audio.dataset as dataset
+    from domains.audio.audio_io import load_audio, resample
+
+    root = _speech_like_corpus(tmp_path)
+    ds = MixtureDataset(root, segment_seconds=segment, n_mixtures=12, speed_range=speed)
+    lazy = [ds[i] for i in range(12)]
+
+    class Whole:  # the reference: the utterance decoded and resampled whole, then sliced
+        def __init__(self, path, rate):
+            self.wave = load_audio(path, rate)[0].double()
+
+        def __len__(self):
+            return len(self.wave)
+
+        def __getitem__(self, span):
+            return self.wave.numpy()[span]
+
+    class WholeSped(Whole):
+        def __init__(self, wave, steps):
+            self.wave = resample(wave.wave, steps, dataset._SPEED_STEPS)
+
+    monkeypatch.setattr(dataset, "_open_wave", lambda path, rate: contextlib.nullcontext(Whole(path, rate)))
+    monkeypatch.setattr(dataset, "_Sped", WholeSped)
+    for i, item in enumerate(lazy):
+        whole = ds[i]
+        assert torch.equal(item["sources"], whole["sources"]) and torch.equal(item["mixture"], whole["mixture"])
