@@ -262,10 +262,10 @@ def _hum(n: int, sr: int, f0: float, phases: np.ndarray, slope: float) -> np.nda
     orders = np.arange(1, len(phases) + 1)
     keep = orders * f0 < min(1000.0, sr / 2)
     orders, phases = orders[keep], phases[keep]
-    # One period of the hum (f0 divides sr for 50/60 Hz at the usual rates), tiled: a
-    # sum of harmonics over the whole signal would cost n * orders sines.
-    period = sr / f0
-    span = int(period) if float(period).is_integer() else n
+    # The shortest whole number of periods that fills whole samples (one period of 50 Hz at
+    # 8 kHz, 160 samples; three of 60 Hz, 400), tiled: a sum of harmonics over the whole
+    # signal would cost n * orders sines.
+    span = sr // math.gcd(int(sr), int(f0)) if float(f0).is_integer() else n
     t = np.arange(min(span, n)) / sr
     one = (np.sin(2 * np.pi * f0 * np.outer(orders, t) + phases[:, None]) / orders[:, None] ** slope).sum(0)
     hum = np.resize(one, n)  # repeats the period

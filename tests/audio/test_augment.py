@@ -186,3 +186,16 @@ def test_bad_parameters(params, error, match):
 def test_bad_input():
     with pytest.raises(ValueError, match="'sources' must have shape \\(n_sources, time\\)"):
         ChannelAugmentation()(np.zeros(100), SR, np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("f0, sr", [(50.0, 8000), (60.0, 8000), (60.0, 16000), (50.0, 11025), (55.5, 8000)])
+def test_hum_tiles_whole_periods_of_the_sum_of_harmonics(f0, sr):
+    from domains.audio.augment import _hum
+
+    g = np.random.default_rng(3)
+    phases, slope, n = g.uniform(0, 2 * np.pi, 20), 1.4, 12345
+    orders = np.arange(1, 21)
+    keep = orders * f0 < min(1000.0, sr / 2)
+    t = np.arange(n) / sr
+    direct = (np.sin(2 * np.pi * f0 * np.outer(orders[keep], t) + phases[keep, None]) / orders[keep, None] ** slope).sum(0)
+    np.testing.assert_allclose(_hum(n, sr, f0, phases, slope), direct / np.sqrt(np.mean(direct**2)), rtol=0, atol=1e-9)
