@@ -199,7 +199,7 @@ class AudioDomain(Domain):
         # An item with no active bin (digital silence) keeps all its valid bins so that the
         # clusterer still has points; separate() rejects such inputs before they get here.
         active = torch.where(active.any(1, keepdim=True), active, valid)
-        features = log_magnitude_features(spec, valid)  # (batch, frames, freqs)
+        features = log_magnitude_features(spec, valid, magnitude=magnitude)  # (batch, frames, freqs)
         labels = weights = None
         context: dict[str, Any] = {
             "mixture_spec": spec, "mixture": mixture, "level": level, "lengths": lengths, "valid": valid, "frames": t,

@@ -155,6 +155,8 @@ def log_magnitude_features(
     spec: torch.Tensor,
     mask: torch.Tensor | None = None,
     floor_db: float = 80.0,
+    *,
+    magnitude: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Log-magnitude features normalized to zero mean, unit variance per utterance.
 
@@ -165,12 +167,14 @@ def log_magnitude_features(
         spec: complex (batch, frames, freqs).
         mask: (batch, frames * freqs) bool valid bins; None = all.
         floor_db: dynamic range kept below each utterance's peak, in dB.
+        magnitude: ``spec.abs()`` when the caller has it already (the complex modulus is
+            one of the costlier steps of encoding a batch).
 
     Returns:
         float (batch, frames, freqs); padding frames are zero.
     """
     b, t, f = spec.shape
-    mag = spec.abs()  # (batch, frames, freqs)
+    mag = spec.abs() if magnitude is None else magnitude.reshape(b, t, f)  # (batch, frames, freqs)
     valid = torch.ones(b, t, f, dtype=torch.bool, device=spec.device) if mask is None else mask.reshape(b, t, f)
     peak = mag.masked_fill(~valid, 0).amax(dim=(1, 2), keepdim=True)  # (batch, 1, 1)
     floor = (peak * 10 ** (-floor_db / 20)).clamp_min(1e-10)
@@ -192,7 +196,17 @@ def ideal_binary_labels(source_specs: torch.Tensor) -> torch.Tensor:
         int64 (batch, frames * freqs).
     """
     b = source_specs.shape[0]
-    return source_specs.abs().argmax(dim=1).reshape(b, -1)  # (batch, frames * freqs)
+    mag = source_specs.abs()  # (batch, n_sources, frames, freqs)
+    # argmax(dim=1) as a running comparison over the few sources: torch's argmax along a short
+    # strided dimension took longer than the STFTs of the batch. Ties go to the first source
+    # and NaN wins, as with argmax.
+    best, labels = mag[:, 0], torch.zeros(mag.shape[:1] + mag.shape[2:], dtype=torch.long, device=mag.device)
+    for c in range(1, mag.shape[1]):
+        m = mag[:, c]
+        take = (m > best) | (m.isnan() & ~best.isnan())
+        labels.masked_fill_(take, c)
+        best = torch.where(take, m, best)
+    return labels.reshape(b, -1)  # (batch, frames * freqs)
 
 
 def ideal_ratio_masks(source_specs: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:

@@ -122,3 +122,13 @@ def test_complementary_masks_resynthesize_the_mixture():
     out = apply_masks(masks, stft(mix, CFG), mix.shape[-1], CFG)
     assert out.shape == (2, 2, 3001)
     torch.testing.assert_close(out.sum(1), mix, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("n_sources", [1, 2, 3, 4])
+def test_ideal_binary_labels_are_the_argmax_of_the_magnitudes(n_sources):
+    g = torch.Generator().manual_seed(n_sources)
+    s = torch.randn(3, n_sources, 40, 129, generator=g, dtype=torch.complex64)
+    s[:, :, :4] = 0  # ties: the first source, as argmax
+    s[1, :, 5] = 1 + 1j
+    s[0, n_sources - 1, 7, 3] = float("nan")  # NaN wins, as with argmax
+    assert torch.equal(ideal_binary_labels(s), s.abs().argmax(dim=1).reshape(3, -1))
