@@ -259,7 +259,14 @@ class AudioDomain(Domain):
         err = ((est[:, :, None] - target[:, None]).abs() * w[:, None]).sum((3, 4))
         per_perm = err[:, torch.arange(c, device=masks.device), perms].sum(-1)  # (batch, P)
         best = per_perm.min(dim=1).values / (w.sum((1, 2, 3)) * c).clamp_min(1)
-        return (best / scale.clamp_min(1e-8)).mean()
+        per_item = best / scale.clamp_min(1e-8)  # (batch,)
+        # C masks cannot hold more than C sources: such mixtures (a 3-talker one for a 2-mask
+        # head) train the embeddings only, instead of a loss against their first C sources.
+        counts = batch.context.get("n_sources")
+        if counts is None:
+            return per_item.mean()
+        fits = counts.to(per_item.device) <= c
+        return per_item[fits].mean() if bool(fits.any()) else per_item.sum() * 0.0
 
     # -- inference ------------------------------------------------------------------------------------
     # Long recordings are embedded CHUNK_FRAMES frames at a time (about 20 s at the default

@@ -102,6 +102,21 @@ def test_compute_loss_with_and_without_mask_head(items):
     assert float(good) < float(d._mask_loss(torch.full_like(ibm, 0.5), enc))
 
 
+def test_mask_loss_leaves_out_mixtures_with_more_sources_than_masks():
+    g = torch.Generator().manual_seed(0)
+    sources = [0.1 * torch.randn(k, 4000, generator=g) for k in (2, 3, 2)]
+    items = [{"mixture": s.sum(0), "sources": s} for s in sources]
+    d = AudioDomain()
+    masks = torch.rand(3, 2, *d.encode(d.collate(items[:1]), "cpu").features.shape[1:], generator=g)
+    together = d._mask_loss(masks, d.encode(d.collate(items), "cpu"))
+    # the 3-talker mixture adds nothing (two masks cannot hold three sources); the others count
+    # as they do in a batch of their own
+    alone = [d._mask_loss(masks[i : i + 1], d.encode(d.collate([items[i]]), "cpu")) for i in (0, 2)]
+    torch.testing.assert_close(together, (alone[0] + alone[1]) / 2)
+    only_three = d._mask_loss(masks[1:2], d.encode(d.collate(items[1:2]), "cpu"))
+    assert float(only_three) == 0.0
+
+
 def test_auto_inference_uses_the_mask_head_where_the_count_matches(items):
     torch.manual_seed(0)
     models = {
