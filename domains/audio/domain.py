@@ -35,6 +35,7 @@ from .features import (
     ideal_binary_labels,
     istft,
     log_magnitude_features,
+    n_frames,
     stft,
 )
 
@@ -199,7 +200,10 @@ class AudioDomain(Domain):
         # An item with no active bin (digital silence) keeps all its valid bins so that the
         # clusterer still has points; separate() rejects such inputs before they get here.
         active = torch.where(active.any(1, keepdim=True), active, valid)
-        features = log_magnitude_features(spec, valid, magnitude=magnitude)  # (batch, frames, freqs)
+        # A batch of mixtures of one length (a training batch) has no padding to mask: told so
+        # from the lengths still on the CPU, without waiting for the device.
+        whole = batch["lengths"].device.type == "cpu" and bool((n_frames(batch["lengths"], cfg) >= t).all())
+        features = log_magnitude_features(spec, None if whole else valid, magnitude=magnitude)  # (batch, frames, freqs)
         labels = weights = None
         context: dict[str, Any] = {
             "mixture_spec": spec, "mixture": mixture, "level": level, "lengths": lengths, "valid": valid, "frames": t,

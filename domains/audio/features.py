@@ -175,15 +175,25 @@ def log_magnitude_features(
     """
     b, t, f = spec.shape
     mag = spec.abs() if magnitude is None else magnitude.reshape(b, t, f)  # (batch, frames, freqs)
-    valid = torch.ones(b, t, f, dtype=torch.bool, device=spec.device) if mask is None else mask.reshape(b, t, f)
-    peak = mag.masked_fill(~valid, 0).amax(dim=(1, 2), keepdim=True)  # (batch, 1, 1)
+    if mask is None:  # every bin counts: the same sums without copying through masks
+        def keep(x: torch.Tensor) -> torch.Tensor:
+            return x
+
+        count: torch.Tensor | int = max(1, t * f)
+    else:
+        padding = ~mask.reshape(b, t, f)
+
+        def keep(x: torch.Tensor) -> torch.Tensor:
+            return x.masked_fill(padding, 0)
+
+        count = (~padding).sum(dim=(1, 2), keepdim=True).clamp_min(1)
+    peak = keep(mag).amax(dim=(1, 2), keepdim=True)  # (batch, 1, 1)
     floor = (peak * 10 ** (-floor_db / 20)).clamp_min(1e-10)
     logmag = torch.log(torch.maximum(mag, floor))  # (batch, frames, freqs)
-    count = valid.sum(dim=(1, 2), keepdim=True).clamp_min(1)
-    mean = logmag.masked_fill(~valid, 0).sum(dim=(1, 2), keepdim=True) / count
-    var = ((logmag - mean) ** 2).masked_fill(~valid, 0).sum(dim=(1, 2), keepdim=True) / count
+    mean = keep(logmag).sum(dim=(1, 2), keepdim=True) / count
+    var = keep((logmag - mean) ** 2).sum(dim=(1, 2), keepdim=True) / count
     out = (logmag - mean) / var.sqrt().clamp_min(1e-5)
-    return out.masked_fill(~valid, 0.0)
+    return keep(out)
 
 
 def ideal_binary_labels(source_specs: torch.Tensor) -> torch.Tensor:
