@@ -15,6 +15,7 @@ it had (the mixture's relative levels are set before), and a random gain on top.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, fields, replace
 from typing import Any, ClassVar
@@ -238,10 +239,20 @@ def _filter(x: np.ndarray, response: np.ndarray) -> np.ndarray:
 def _eq_response(n: int, sr: int, gains_db: np.ndarray) -> np.ndarray:
     """A smooth response: the gains at log-spaced frequencies from 100 Hz to Nyquist, linear in
     dB between them along log-frequency, flat beyond."""
-    freqs = np.fft.rfftfreq(n, 1 / sr)
-    points = np.geomspace(100.0, sr / 2, len(gains_db))
-    db = np.interp(np.log(np.maximum(freqs, 1.0)), np.log(points), gains_db)
+    log_freqs, log_points = _eq_grid(n, sr, len(gains_db))
+    db = np.interp(log_freqs, log_points, gains_db)
     return 10 ** (db / 20)
+
+
+@functools.lru_cache(maxsize=16)
+def _eq_grid(n: int, sr: int, n_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """The log-frequencies of the rfft grid and of the control points of :func:`_eq_response`
+    (the same for every source of a training set's length: computed once)."""
+    log_freqs = np.log(np.maximum(np.fft.rfftfreq(n, 1 / sr), 1.0))
+    log_points = np.log(np.geomspace(100.0, sr / 2, n_points))
+    log_freqs.setflags(write=False)
+    log_points.setflags(write=False)
+    return log_freqs, log_points
 
 
 def _band_response(n: int, sr: int, low: float, high: float, edge: float) -> np.ndarray:
