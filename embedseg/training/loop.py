@@ -711,6 +711,8 @@ class Trainer:
         def time_up() -> bool:
             if budget is None:
                 return False
+            if not self.dist.enabled:  # no tensor to agree on: a device tensor's .item() waits for the device
+                return time.monotonic() - call_start >= budget
             flag = torch.tensor([float(time.monotonic() - call_start >= budget)], device=self.device)
             if not self.dist.is_main:
                 flag.zero_()  # rank 0's clock decides, so every rank stops together
