@@ -73,33 +73,36 @@ def parse_augment(spec: str) -> ChannelAugmentation | None:
     raise SystemExit(f"--augment must be 'none', 'all', 'all-GROUP,...' or 'only-GROUP,...'. Got {spec!r}.")
 
 
-def valid_set(real: Path, n: int, seed: int = 1) -> MixtureDataset:
-    """2-talker mixtures of the validation real speakers, 0-5 dB, as long as the shorter utterance."""
-    return MixtureDataset(real, split="valid", n_sources=2, segment_seconds=None, n_mixtures=n, seed=seed)
+def valid_set(real: Path, n: int, seed: int = 1, talkers: int | tuple[int, ...] = 2) -> MixtureDataset:
+    """Mixtures of the validation speakers of ``real`` (2 talkers by default), 0-5 dB, as long
+    as the shortest utterance."""
+    return MixtureDataset(real, split="valid", n_sources=talkers, segment_seconds=None, n_mixtures=n, seed=seed)
 
 
-def train_set(recipe: dict) -> MixedCorpusDataset:
-    speed = None if recipe["speed"] <= 0 else (1 - recipe["speed"], 1 + recipe["speed"])
-    # a recipe written before "talkers" existed trained on 2-talker mixtures only
-    talkers = tuple(int(k) for k in str(recipe.get("talkers", "2")).split(","))
-    common = {"n_sources": talkers, "segment_seconds": recipe["segment"], "snr_range": (0, 5), "n_mixtures": 1}
-    real = MixtureDataset(_local(recipe["real"]), split="train", seed=recipe["seed"], speed_range=speed,
-                          augment=parse_augment(recipe["augment"]), **common)
-    synthetic = MixtureDataset(_local(recipe["synthetic"]), split="train", seed=recipe["seed"], **common)
-    return MixedCorpusDataset(real, synthetic, tuple(recipe["proportions"]), seed=recipe["seed"], n_mixtures=2_000_000)
+# The validation tables that choose the shipped model: (name, corpus, talkers, n_sources given
+# to separate, seed). Seeds 11-14 are not the trainer's own validation mixtures (seed 1).
+VALIDATION_TABLES = (
+    ("2 real talkers", "real", 2, 2, 11),
+    ("3 real talkers", "real", 3, 3, 12),
+    ("counting, 2 and 3 real talkers", "real", (2, 3), "auto", 13),
+    ("2 synthetic voices", "synthetic", 2, 2, 14),
+)
 
 
-def score_valid(model: embedseg.Model, real: Path, n: int, oracle: bool = False) -> dict:
-    """SDRi / SI-SDRi on ``n`` validation mixtures (seed 11: not the trainer's own validation
-    mixtures), through the audio domain's accumulator, as benchmarks/bench_audio.py scores."""
-    ds = valid_set(real, n, seed=11)
+def score_valid(
+    model: embedseg.Model, real: Path, n: int, oracle: bool = False, *, talkers: int | tuple[int, ...] = 2,
+    n_sources: int | str = 2, seed: int = 11,
+) -> dict:
+    """SDRi / SI-SDRi (and count accuracy) on ``n`` validation mixtures of the speakers of
+    ``real``, through the audio domain's accumulator, as benchmarks/bench_audio.py scores."""
+    ds = valid_set(real, n, seed=seed, talkers=talkers)
     metrics = {"model": AudioMetrics()}
     if oracle:
         metrics["ibm"] = AudioMetrics()
     for i in range(n):
         item = ds[i]
         mix, src = item["mixture"], item["sources"]
-        metrics["model"].update_items([src], [model.separate(mix, n_sources=2)], [mix])
+        metrics["model"].update_items([src], [model.separate(mix, n_sources=n_sources)], [mix])
         if oracle:
             metrics["ibm"].update_items([src], [oracle_separation(mix[None], src[None], "ibm")[0]], [mix])
     return {name: {k: round(float(v), 3) for k, v in m.compute().items()} for name, m in metrics.items()}
@@ -206,13 +209,19 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
-    for i, path in enumerate(args.models):
-        model = embedseg.load(path)
-        res = score_valid(model, args.real, args.n, oracle=i == 0)
-        ibm = res.pop("ibm", None)
-        if ibm:
-            print(f"oracle IBM: SDRi {ibm['sdri']:.2f} dB, SI-SDRi {ibm['si_sdri']:.2f} dB")
-        print(f"{path}: SDRi {res['model']['sdri']:.2f} dB, SI-SDRi {res['model']['si_sdri']:.2f} dB ({args.n} valid mixtures)")
+    tables = VALIDATION_TABLES if args.all else VALIDATION_TABLES[:1]
+    corpora = {"real": args.real, "synthetic": args.synthetic}
+    for name, corpus, talkers, n_sources, seed in tables:
+        print(f"{name}, n_sources={n_sources!r} ({args.n} validation mixtures of {corpora[corpus]}, seed {seed})")
+        for i, path in enumerate(args.models):
+            res = score_valid(embedseg.load(path), corpora[corpus], args.n, oracle=i == 0 and n_sources != "auto",
+                              talkers=talkers, n_sources=n_sources, seed=seed)
+            ibm = res.pop("ibm", None)
+            if ibm:
+                print(f"  oracle IBM: SDRi {ibm['sdri']:.2f} dB, SI-SDRi {ibm['si_sdri']:.2f} dB")
+            m = res["model"]
+            count = f", count right {100 * m['count_accuracy']:.0f}%" if n_sources == "auto" else ""
+            print(f"  {path}: SDRi {m['sdri']:.2f} dB, SI-SDRi {m['si_sdri']:.2f} dB{count}", flush=True)
     return 0
 
 
@@ -270,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("models", nargs="+", type=Path)
     v.add_argument("--real", type=Path, default=REPO / "data" / "speech-real")
     v.add_argument("--n", type=int, default=40)
+    v.add_argument("--all", action="store_true", help="also 3 talkers, counting and synthetic voices")
+    v.add_argument("--synthetic", type=Path, default=REPO / "data" / "speech")
     v.add_argument("--threads", type=int, default=2)
     v.set_defaults(func=cmd_validate)
     b = sub.add_parser("publish", help="copy a run's newest checkpoint (model + optimizer) for a later stage")
