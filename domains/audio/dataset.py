@@ -13,7 +13,6 @@ import torch
 from torch.utils.data import Dataset
 
 from embedseg._validation import check_choice, check_float, check_int
-
 from embedseg.errors import require
 
 from .audio_io import load_audio, resample_span, resampled_length
