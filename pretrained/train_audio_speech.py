@@ -79,6 +79,17 @@ def valid_set(real: Path, n: int, seed: int = 1, talkers: int | tuple[int, ...] 
     return MixtureDataset(real, split="valid", n_sources=talkers, segment_seconds=None, n_mixtures=n, seed=seed)
 
 
+def train_set(recipe: dict) -> MixedCorpusDataset:
+    speed = None if recipe["speed"] <= 0 else (1 - recipe["speed"], 1 + recipe["speed"])
+    # a recipe written before "talkers" existed trained on 2-talker mixtures only
+    talkers = tuple(int(k) for k in str(recipe.get("talkers", "2")).split(","))
+    common = {"n_sources": talkers, "segment_seconds": recipe["segment"], "snr_range": (0, 5), "n_mixtures": 1}
+    real = MixtureDataset(_local(recipe["real"]), split="train", seed=recipe["seed"], speed_range=speed,
+                          augment=parse_augment(recipe["augment"]), **common)
+    synthetic = MixtureDataset(_local(recipe["synthetic"]), split="train", seed=recipe["seed"], **common)
+    return MixedCorpusDataset(real, synthetic, tuple(recipe["proportions"]), seed=recipe["seed"], n_mixtures=2_000_000)
+
+
 # The validation tables that choose the shipped model: (name, corpus, talkers, n_sources given
 # to separate, seed). Seeds 11-14 are not the trainer's own validation mixtures (seed 1).
 VALIDATION_TABLES = (
@@ -168,6 +179,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         network=network,
         network_params=net_params,
         max_minutes=args.minutes,
+        max_steps=args.max_steps,
         batch_size=recipe["batch_size"],
         lr=recipe["lr"],
         loss=recipe["loss"],
@@ -252,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--resume", nargs="?", const="", default=None,
                    help="continue the run folder's own checkpoints, or (with a path) a published checkpoint")
     t.add_argument("--minutes", type=float, required=True, help="wall-clock budget of this stage")
+    t.add_argument("--max-steps", type=int, default=None, help="stop at this many steps in all (the run's, not the stage's)")
     t.add_argument("--threads", type=int, default=1)
     t.add_argument("--network", default="dc_compact")
     t.add_argument("--network-params", default=None, help='JSON, e.g. \'{"hidden": 256, "layers": 3}\'')
