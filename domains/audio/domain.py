@@ -269,8 +269,8 @@ class AudioDomain(Domain):
         counts = batch.context.get("n_sources")
         if counts is None:
             return per_item.mean()
-        fits = counts.to(per_item.device) <= c
-        return per_item[fits].mean() if bool(fits.any()) else per_item.sum() * 0.0
+        fits = (counts.to(per_item.device) <= c).to(per_item.dtype)
+        return (per_item * fits).sum() / fits.sum().clamp_min(1)  # no host sync on a GPU
 
     # -- inference ------------------------------------------------------------------------------------
     # Long recordings are embedded CHUNK_FRAMES frames at a time (about 20 s at the default
