@@ -22,6 +22,8 @@ Commands::
     # copy a run's newest checkpoint (model + optimizer state) to where a later stage finds it
     python pretrained/train_audio_speech.py publish --run runs/NAME --to pretrained/checkpoints/audio-speech-real
 
+Ctrl-C (or SIGTERM) ends a stage after the current step, as its time budget would: the
+checkpoint, the model and the stage's record are written, and ``--resume`` continues it.
 Every stage appends what it did (command, wall and CPU minutes, steps, validation SDRi) to
 ``RUN/stages.json``. A resumed stage must be given the options of the first (the script
 reads them back from ``RUN/stages.json`` or from the checkpoint folder's ``recipe.json``).

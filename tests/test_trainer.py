@@ -775,3 +775,37 @@ def test_an_iterable_that_runs_dry_ends_the_run_instead_of_spinning():
     model = embedseg.fit(OneShot(TRAIN), **BASE, max_steps=1000)
     assert model.config["training"]["stopped"] == "data_exhausted"
     assert model.config["training"]["steps"] == 5  # 20 items in batches of 4, once
+
+
+class Signalling(list):
+    """A dataset that sends this process ``sig`` when item read number ``at`` is made, as a user
+    pressing Ctrl-C (SIGINT) or a scheduler ending the job (SIGTERM) in the middle of a step."""
+
+    def __init__(self, items, at, sig):
+        super().__init__(items)
+        self.reads, self.at, self.sig = 0, at, sig
+
+    def __getitem__(self, i):
+        self.reads += 1
+        if self.reads == self.at:
+            os.kill(os.getpid(), self.sig)
+        return list.__getitem__(self, i)
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_a_stop_signal_ends_training_after_the_step_with_everything_saved(tmp_path, signame, capsys):
+    import signal
+
+    sig = getattr(signal, signame)
+    before = signal.getsignal(sig)
+    straight = embedseg.fit(TRAIN, **BASE, epochs=2, out_dir=str(tmp_path / "a"))
+    # batch 4: the signal comes while step 3's batch is read; step 3 still completes
+    part = embedseg.fit(Signalling(TRAIN, at=4 * 2 + 2, sig=sig), **BASE, epochs=2, out_dir=str(tmp_path / "b"))
+    assert part.config["training"]["stopped"] == "signal" and part.config["training"]["steps"] == 3
+    assert f"{signame}: stopping after this step" in capsys.readouterr().err
+    assert "step-00000003" in (tmp_path / "b" / "checkpoints" / "latest.json").read_text()
+    assert embedseg.load(tmp_path / "b").config["training"]["stopped"] == "signal"
+    assert signal.getsignal(sig) is before  # the handlers are the caller's again
+    resumed = embedseg.fit(TRAIN, **BASE, epochs=2, out_dir=str(tmp_path / "b"), resume=True)
+    assert resumed.config["training"]["steps"] == 10
+    assert weights_equal(straight, resumed)

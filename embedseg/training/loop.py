@@ -14,7 +14,9 @@ import itertools
 import math
 import random
 import shutil
+import signal
 import sys
+import threading
 import time
 import warnings
 from contextlib import nullcontext
@@ -701,22 +703,46 @@ class Trainer:
         finally:
             self.report.close()
 
+    def _on_stop_signal(self, signum: int, frame: Any) -> None:
+        """The first SIGINT / SIGTERM ends training after the current step, with a checkpoint
+        and the model saved as at any other stop; a second one acts as it would have."""
+        self._stop_signal = signal.Signals(signum).name
+        for sig, previous in self._previous_handlers.items():
+            signal.signal(sig, previous)
+        print(f"\n{self._stop_signal}: stopping after this step (checkpoint and model are saved); "
+              "send it again to stop at once.", file=sys.stderr, flush=True)
+
     def _loop(self) -> Model:
+        self._stop_signal: str | None = None
+        self._previous_handlers: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():  # handlers can only be set there
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous_handlers[sig] = signal.signal(sig, self._on_stop_signal)
+        try:
+            return self._steps()
+        finally:
+            for sig, previous in self._previous_handlers.items():
+                signal.signal(sig, previous)
+
+    def _steps(self) -> Model:
         cfg, state = self.config, self.state
         budget = None if cfg.max_minutes is None else cfg.max_minutes * 60.0
         call_start = time.monotonic()
         show = cfg.progress if cfg.progress is not None else sys.stderr.isatty()
         bar = progress_bar(self.planned_steps, state.step, show and self.dist.is_main)
 
-        def time_up() -> bool:
-            if budget is None:
-                return False
-            if not self.dist.enabled:  # no tensor to agree on: a device tensor's .item() waits for the device
-                return time.monotonic() - call_start >= budget
-            flag = torch.tensor([float(time.monotonic() - call_start >= budget)], device=self.device)
-            if not self.dist.is_main:
-                flag.zero_()  # rank 0's clock decides, so every rank stops together
-            return self.dist.all_reduce_sum(flag).item() > 0
+        def time_up() -> str | None:
+            """"max_minutes" when the budget is spent, "signal" when a stop was asked for
+            (SIGINT, SIGTERM), else None."""
+            over = budget is not None and time.monotonic() - call_start >= budget
+            asked = self._stop_signal is not None
+            if self.dist.enabled and (budget is not None or state.step % cfg.log_every == 0):
+                # rank 0's clock decides and any rank's signal counts, so every rank stops together
+                flag = torch.tensor([float(over and self.dist.is_main), float(asked)], device=self.device)
+                over, asked = (bool(v > 0) for v in self.dist.all_reduce_sum(flag).tolist())
+            elif self.dist.enabled:
+                over = asked = False  # agreed on every log_every steps only: no sync per step
+            return "signal" if asked else ("max_minutes" if over else None)
 
         stopped = "epochs"
         done = cfg.max_steps is not None and state.step >= cfg.max_steps
@@ -763,8 +789,8 @@ class Trainer:
                         self._checkpoint()
                     if cfg.max_steps is not None and state.step >= cfg.max_steps:
                         done, stopped = True, "max_steps"
-                    if not done and time_up():
-                        done, stopped = True, "max_minutes"
+                    if not done and (reason := time_up()):
+                        done, stopped = True, reason
                     if done:
                         break
                 else:
@@ -779,8 +805,8 @@ class Trainer:
                     state.batch_in_epoch = 0
                     if cfg.eval_every is None and self._evaluate():
                         done, stopped = True, "early_stopping"
-                    if not done and (cfg.epoch_limit is None or state.epoch < cfg.epoch_limit) and time_up():
-                        done, stopped = True, "max_minutes"
+                    if not done and (cfg.epoch_limit is None or state.epoch < cfg.epoch_limit) and (reason := time_up()):
+                        done, stopped = True, reason
                     if cfg.checkpoint_every is None or done:
                         self._checkpoint()
                     continue
