@@ -426,6 +426,11 @@ def config_by_the_version_1_rule(config):
     return domain.get_config()
 
 
+# The version-1 config files of shipped models that have been retrained (and so saved as
+# version 2) since; their weights have the same shapes, so the shipped weights go with them.
+VERSION_1_CONFIGS = {"audio-speech-8k": REPO / "tests" / "fixtures" / "audio-speech-8k.v1.json"}
+
+
 def copy_model(source, folder, drop=()):
     """A copy of the model folder ``source`` whose config lacks the domain options ``drop``."""
     folder.mkdir()
@@ -452,6 +457,12 @@ def test_version_1_models_load_as_they_did(name, drop, tmp_path, monkeypatch):
     from embedseg.domain import DOMAINS, create_domain
 
     source = REPO / "pretrained" / name
+    if name in VERSION_1_CONFIGS:  # a model shipped as version 1 and saved again since
+        shipped = source
+        source = tmp_path / f"{name}-v1"
+        source.mkdir()
+        shutil.copy(VERSION_1_CONFIGS[name], source / "config.json")
+        shutil.copy(shipped / "model.safetensors", source / "model.safetensors")
     config = json.loads((source / "config.json").read_text())
     assert config["format_version"] == 1  # the shipped models are version-1 files
     folder = copy_model(source, tmp_path / name, drop) if drop else source
