@@ -1,8 +1,8 @@
 """Train, resume, validate and publish the speech separation model for real voices.
 
-The model of ``pretrained/audio-speech-8k`` learnt 19 synthetic voices; this recipe continues
-it (or trains another network) on mixtures of real recorded speakers
-(``data/speech-real``, :func:`domains.audio.build_real_speech_corpus`) and synthetic voices
+The model of ``pretrained/audio-speech-8k`` learnt 19 synthetic voices first (stages A-D of
+pretrained/README.md); this recipe continues it (stage E), or trains another network, on
+mixtures of real recorded speakers (``data/speech-real``, :func:`domains.audio.build_real_speech_corpus`) and synthetic voices
 (``data/speech``), real + real, real + synthetic and synthetic + synthetic in given
 proportions (:class:`domains.audio.dataset.MixedCorpusDataset`), with speed perturbation and
 per-source channel augmentation (:class:`domains.audio.augment.ChannelAugmentation`). The
@@ -103,12 +103,13 @@ VALIDATION_TABLES = (
 
 
 def score_valid(
-    model: embedseg.Model, real: Path, n: int, oracle: bool = False, *, talkers: int | tuple[int, ...] = 2,
+    model: embedseg.Model, corpus: Path, n: int, oracle: bool = False, *, talkers: int | tuple[int, ...] = 2,
     n_sources: int | str = 2, seed: int = 11,
 ) -> dict:
-    """SDRi / SI-SDRi (and count accuracy) on ``n`` validation mixtures of the speakers of
-    ``real``, through the audio domain's accumulator, as benchmarks/bench_audio.py scores."""
-    ds = valid_set(real, n, seed=seed, talkers=talkers)
+    """SDRi / SI-SDRi (and count accuracy) on ``n`` mixtures of the validation speakers of
+    ``corpus`` (real or synthetic), through the audio domain's accumulator, as
+    benchmarks/bench_audio.py scores."""
+    ds = valid_set(corpus, n, seed=seed, talkers=talkers)
     metrics = {"model": AudioMetrics()}
     if oracle:
         metrics["ibm"] = AudioMetrics()

@@ -239,8 +239,8 @@ def missing_real_speech_packages(source_root: str | os.PathLike = "/") -> list[s
 
 
 def _walk(folder: Path, suffix: str | tuple[str, ...]) -> list[Path]:
-    """Files with ``suffix`` (or any of them) under ``folder``, sorted, without following links to other folders
-    and without Asterisk's ``silence`` folders."""
+    """Files with ``suffix`` (or any of them) under ``folder``, sorted, without following links
+    to other folders and without Asterisk's ``silence`` folders."""
     out = []
     for here, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if d != "silence")
@@ -338,7 +338,8 @@ def real_speech_speakers(source_root: str | os.PathLike = "/") -> list[RealSpeak
         code = folder.name
         speakers.append(RealSpeaker(
             name=f"ktuberling-{code.lower().replace('_', '-')}", source="ktuberling", packages=("ktuberling-data",),
-            paths=tuple(f"{base}/{_KTUBERLING}/{code}/*{x}" for x in _KTUBERLING_SUFFIXES), languages=(code.replace("_", "-"),), sex=None,
+            paths=tuple(f"{base}/{_KTUBERLING}/{code}/*{x}" for x in _KTUBERLING_SUFFIXES),
+            languages=(code.replace("_", "-"),), sex=None,
             holdout=False, shares_voices_with=tuple(klettres_by_language.get(_primary_language(code), ())),
             note="reader not credited; training only", clips=tuple(clips),
         ))
