@@ -707,8 +707,7 @@ class Trainer:
         """The first SIGINT / SIGTERM ends training after the current step, with a checkpoint
         and the model saved as at any other stop; a second one acts as it would have."""
         self._stop_signal = signal.Signals(signum).name
-        for sig, previous in self._previous_handlers.items():
-            signal.signal(sig, previous)
+        self._restore_handlers()
         print(f"\n{self._stop_signal}: stopping after this step (checkpoint and model are saved); "
               "send it again to stop at once.", file=sys.stderr, flush=True)
 
@@ -721,8 +720,11 @@ class Trainer:
         try:
             return self._steps()
         finally:
-            for sig, previous in self._previous_handlers.items():
-                signal.signal(sig, previous)
+            self._restore_handlers()
+
+    def _restore_handlers(self) -> None:
+        for sig, previous in self._previous_handlers.items():
+            signal.signal(sig, signal.SIG_DFL if previous is None else previous)  # None: set outside Python
 
     def _steps(self) -> Model:
         cfg, state = self.config, self.state
