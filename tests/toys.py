@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import pytest
 import torch
 
@@ -12,6 +14,18 @@ from embedseg.metrics import adjusted_rand_index
 def item_aris(outputs, batch):
     """Each item's adjusted Rand index of its decoded labels against its true labels."""
     return [{"ari": adjusted_rand_index(y[m].numpy(), o.numpy())} for o, y, m in zip(outputs, batch.labels, batch.mask)]
+
+
+@contextmanager
+def network_inputs(network: torch.nn.Module):
+    """The shapes of the inputs of the forward passes ``network`` makes inside the block, in
+    order (how tests see what tiling, chunking or batching handed the network)."""
+    shapes: list[tuple[int, ...]] = []
+    hook = network.register_forward_hook(lambda module, args, output: shapes.append(tuple(args[0].shape)))
+    try:
+        yield shapes
+    finally:
+        hook.remove()
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -13,6 +13,7 @@ from embedseg.api import build_model
 from domains.audio import AudioDomain, MixtureDataset
 from domains.audio.features import ideal_binary_labels, stft
 from domains.audio.metrics import oracle_separation, separation_scores
+from toys import network_inputs
 
 SMALL_NET = {"hidden": 12, "layers": 1, "dim": 8}
 
@@ -301,13 +302,10 @@ def test_long_recordings_are_embedded_in_chunks_and_separate_as_well(items):
     whole = model.separate(mix, n_sources=2)
     chunked_model = embedseg.load("pretrained/audio-speech-8k")
     chunked_model.domain.CHUNK_FRAMES, chunked_model.domain.CONTEXT_FRAMES = 200, 100
-    seen = []
-    hook = chunked_model.network.register_forward_hook(lambda mod, args, out: seen.append(args[0].shape[1]))
-    try:
+    with network_inputs(chunked_model.network) as shapes:
         chunked = chunked_model.separate(mix, n_sources=2)
-    finally:
-        hook.remove()
-    assert max(seen) <= 200 + 2 * 100 and len(seen) > 2  # no pass saw more than a chunk and its context
+    frames = [s[1] for s in shapes]
+    assert max(frames) <= 200 + 2 * 100 and len(frames) > 2  # no pass saw more than a chunk and its context
     # The clustering saw the whole recording: the speakers do not swap between chunks, and the
     # separation is as good as embedding the recording whole.
     score = {name: float(separation_scores(refs[None].double(), out[None].double(), mix[None].double())["sdri"].mean())

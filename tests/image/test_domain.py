@@ -13,6 +13,7 @@ from embedseg.metrics import matching
 from embedseg.networks import embeddings_of
 from domains.image import ImageDomain, SyntheticScenes
 from domains.image.folder import Augmented
+from toys import network_inputs
 
 
 @pytest.fixture(scope="module")
@@ -301,13 +302,9 @@ def test_large_images_are_segmented_tile_by_tile_like_whole(model):
     whole = trained.segment(scene["image"]).numpy()
     tiled_model = embedseg.load("pretrained/image-shapes")
     tiled_model.domain.tile_size, tiled_model.domain.tile_overlap = 64, 24
-    calls = []
-    hook = tiled_model.network.register_forward_hook(lambda mod, args, out: calls.append(tuple(args[0].shape[-2:])))
-    try:
+    with network_inputs(tiled_model.network) as shapes:
         tiled = tiled_model.segment(scene["image"]).numpy()
-    finally:
-        hook.remove()
-    assert max(max(c) for c in calls) == 64  # no pass saw more than a tile
+    assert max(max(s[-2:]) for s in shapes) == 64  # no pass saw more than a tile
     truth = np.asarray(scene["labels"])
     # Objects cut by tile borders come out whole: as good as the whole-image segmentation.
     assert matching(truth, tiled, 0.5)["f1"] >= matching(truth, whole, 0.5)["f1"] - 0.1
@@ -382,12 +379,9 @@ def test_segment_batch_shares_network_passes_and_matches_segment():
     # and one that is segmented tile by tile.
     shapes = [(24, 24), (24, 30), (24, 24), (40, 40), (24, 24)]
     imgs = [_item(h, w, seed=i)["image"] for i, (h, w) in enumerate(shapes)]
-    calls = []
-    hook = m.network.register_forward_hook(lambda mod, args, out: calls.append(args[0].shape[0]))
-    try:
+    with network_inputs(m.network) as shapes:
         batched = m.segment_batch(imgs, batch_size=2)
-    finally:
-        hook.remove()
+    calls = [s[0] for s in shapes]  # the batch size of every pass
     # Per view: (24, 24) x 3 -> passes of 2 and 1, (24, 30) -> 1, (40, 40) -> its tiles, 1 each.
     views = m.domain.flip_views
     assert sorted(calls).count(2) == views and max(calls) == 2
