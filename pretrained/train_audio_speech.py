@@ -226,10 +226,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     tables = VALIDATION_TABLES if args.all else VALIDATION_TABLES[:1]
     corpora = {"real": args.real, "synthetic": args.synthetic}
+    models = {path: embedseg.load(path) for path in args.models}  # each read once for all tables
     for name, corpus, talkers, n_sources, seed in tables:
         print(f"{name}, n_sources={n_sources!r} ({args.n} validation mixtures of {corpora[corpus]}, seed {seed})")
-        for i, path in enumerate(args.models):
-            res = score_valid(embedseg.load(path), corpora[corpus], args.n, oracle=i == 0 and n_sources != "auto",
+        for i, (path, model) in enumerate(models.items()):
+            res = score_valid(model, corpora[corpus], args.n, oracle=i == 0 and n_sources != "auto",
                               talkers=talkers, n_sources=n_sources, seed=seed)
             ibm = res.pop("ibm", None)
             if ibm:

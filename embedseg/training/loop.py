@@ -733,7 +733,7 @@ class Trainer:
         show = cfg.progress if cfg.progress is not None else sys.stderr.isatty()
         bar = progress_bar(self.planned_steps, state.step, show and self.dist.is_main)
 
-        def time_up() -> str | None:
+        def stop_reason() -> str | None:
             """"max_minutes" when the budget is spent, "signal" when a stop was asked for
             (SIGINT, SIGTERM), else None."""
             over = budget is not None and time.monotonic() - call_start >= budget
@@ -791,7 +791,7 @@ class Trainer:
                         self._checkpoint()
                     if cfg.max_steps is not None and state.step >= cfg.max_steps:
                         done, stopped = True, "max_steps"
-                    if not done and (reason := time_up()):
+                    if not done and (reason := stop_reason()):
                         done, stopped = True, reason
                     if done:
                         break
@@ -807,7 +807,7 @@ class Trainer:
                     state.batch_in_epoch = 0
                     if cfg.eval_every is None and self._evaluate():
                         done, stopped = True, "early_stopping"
-                    if not done and (cfg.epoch_limit is None or state.epoch < cfg.epoch_limit) and (reason := time_up()):
+                    if not done and (cfg.epoch_limit is None or state.epoch < cfg.epoch_limit) and (reason := stop_reason()):
                         done, stopped = True, reason
                     if cfg.checkpoint_every is None or done:
                         self._checkpoint()
