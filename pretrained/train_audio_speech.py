@@ -57,7 +57,7 @@ from domains.audio.metrics import AudioMetrics, oracle_separation  # noqa: E402
 SHIPPED = REPO / "pretrained" / "audio-speech-8k"
 RECIPE_KEYS = (
     "network", "network_params", "init", "real", "synthetic", "segment", "batch_size", "lr", "proportions",
-    "speed", "augment", "seed", "eval_every", "n_valid", "monitor", "loss", "talkers",
+    "speed", "augment", "seed", "eval_every", "n_valid", "monitor", "loss", "talkers", "fill_pauses",
 )
 
 
@@ -85,7 +85,10 @@ def train_set(recipe: dict) -> MixedCorpusDataset:
     speed = None if recipe["speed"] <= 0 else (1 - recipe["speed"], 1 + recipe["speed"])
     # a recipe written before "talkers" existed trained on 2-talker mixtures only
     talkers = tuple(int(k) for k in str(recipe.get("talkers", "2")).split(","))
-    common = {"n_sources": talkers, "segment_seconds": recipe["segment"], "snr_range": (0, 5), "n_mixtures": 1}
+    # ... and before "fill_pauses", with shorter utterances placed in silence
+    fill = recipe.get("fill_pauses")
+    common = {"n_sources": talkers, "segment_seconds": recipe["segment"], "snr_range": (0, 5), "n_mixtures": 1,
+              "fill_pauses": None if fill is None else tuple(fill)}
     real = MixtureDataset(_local(recipe["real"]), split="train", seed=recipe["seed"], speed_range=speed,
                           augment=parse_augment(recipe["augment"]), **common)
     synthetic = MixtureDataset(_local(recipe["synthetic"]), split="train", seed=recipe["seed"], **common)
@@ -140,6 +143,8 @@ def _recipe_of(args: argparse.Namespace) -> dict:
     for k in ("init", "real", "synthetic"):
         recipe[k] = _portable(recipe[k])
     recipe["proportions"] = [float(v) for v in str(args.proportions).split(",")]
+    if args.fill_pauses is not None:
+        recipe["fill_pauses"] = [float(v) for v in str(args.fill_pauses).split(",")]
     return recipe
 
 
@@ -278,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--segment", type=float, default=1.5, help="training segment length in seconds")
     t.add_argument("--talkers", default="2", help="talker counts, one drawn uniformly per mixture: '2,2,2,3' "
                    "makes a quarter of them 3-talker (those train the embeddings only: the mask head has 2 masks)")
+    t.add_argument("--fill-pauses", default=None, help="'LOW,HIGH' seconds: fill each segment with more of a "
+                   "talker's utterances after such pauses (default: a shorter utterance sits in silence)")
     t.add_argument("--batch-size", type=int, default=8)
     t.add_argument("--lr", type=float, default=5e-4)
     t.add_argument("--proportions", default="0.5,0.3,0.2", help="real+real, real+synthetic, synthetic+synthetic")

@@ -62,6 +62,13 @@ class MixtureDataset(Dataset):
             levels are set; the targets are the sources as they sound in the mixture, the
             mixture their sum. Drawn from a generator of its own, so that the utterances,
             offsets and levels are those of the same dataset without it.
+        fill_pauses: (low, high) seconds, or None (off): a drawn utterance shorter than the
+            segment is followed by more of the same speaker's utterances, each after a pause
+            drawn from the range, until the segment is full, and the segment is cut from that
+            stream at a random offset (all at the first utterance's speed). Each voice then
+            stops and comes back within a segment, as in a conversation, so that the network
+            learns to keep a voice on its output across its pauses. None: a shorter utterance
+            is placed at a random offset in silence.
 
     Items are dicts: "mixture" (time,) float32, "sources" (n_sources, time) float32,
     "speakers" (list of str), "index" (int).
@@ -86,6 +93,7 @@ class MixtureDataset(Dataset):
         split: str | None = None,
         speed_range: tuple[float, float] | None = None,
         augment: ChannelAugmentation | bool | None = None,
+        fill_pauses: tuple[float, float] | None = None,
     ) -> None:
         owner = "MixtureDataset"
         self.root = Path(root)
@@ -99,6 +107,7 @@ class MixtureDataset(Dataset):
         self.split = split
         self.speed_range = speed_range
         self.augment = augment
+        self.fill_pauses = fill_pauses
         counts = [n_sources] if isinstance(n_sources, int) else list(n_sources)
         if not counts:
             raise ValueError(f"The 'n_sources' parameter of {owner} must be an int >= 1 or a non-empty sequence of them. Got {n_sources!r} instead.")
@@ -111,6 +120,7 @@ class MixtureDataset(Dataset):
         check_int(n_mixtures, "n_mixtures", owner, 1)
         self._speed = None if speed_range is None else _check_speed_range(speed_range, owner)
         self._augment = _check_augment(augment, owner)
+        self._fill = None if fill_pauses is None else _check_pause_range(fill_pauses, owner)
         if not self.root.is_dir():
             raise FileNotFoundError(f"The 'root' folder of {owner} does not exist: '{self.root}'.")
         if split is not None:
@@ -158,22 +168,46 @@ class MixtureDataset(Dataset):
         files = [self._files[int(s)] for s in who]
         return self._render(rng, files, [self._speakers[int(s)] for s in who], self.seed, int(index))
 
+    def _stream(self, rng: np.random.Generator, speaker_files: list[Path], first: Any, steps: int | None, length: int) -> "_Samples":
+        """``first`` followed by more of the speaker's utterances, each after a pause from
+        ``fill_pauses`` and at the same speed, until at least ``length`` samples."""
+        parts = [first[0 : len(first)]]
+        total = len(parts[0])
+        while total < length:
+            pause = int(round(rng.uniform(*self._fill) * self.sample_rate))
+            with _open_wave(speaker_files[int(rng.integers(len(speaker_files)))], self.sample_rate) as wave:
+                if steps is not None:
+                    wave = _Sped(wave, steps)
+                parts += [np.zeros(pause), wave[0 : len(wave)]]
+            if pause + len(parts[-1]) == 0:  # a speaker of empty files and no pauses: stop growing
+                break
+            total += pause + len(parts[-1])
+        return _Samples(np.concatenate(parts))
+
     def _render(self, rng: np.random.Generator, files: list[list[Path]], names: list[str], seed: int, index: int) -> dict[str, Any]:
         """The item of one utterance from each of ``files`` (one list per speaker), with this
         dataset's length, levels, speed and channel settings."""
         count = len(files)
         with contextlib.ExitStack() as files_open:
             waves = []
+            speeds = []
             for speaker_files in files:
                 wave = files_open.enter_context(_open_wave(speaker_files[int(rng.integers(len(speaker_files)))], self.sample_rate))
+                steps = None
                 if self._speed is not None:  # drawn only when enabled: other datasets stay as they were
                     steps = int(round(rng.uniform(*self._speed) * _SPEED_STEPS))
                     wave = _Sped(wave, steps)  # 1/factor as many samples
                 waves.append(wave)
+                speeds.append(steps)
             if self.segment_seconds is None:
                 length = min(len(w) for w in waves)
             else:
                 length = int(round(self.segment_seconds * self.sample_rate))
+                if self._fill is not None:
+                    waves = [
+                        w if len(w) >= length else self._stream(rng, speaker_files, w, steps, length)
+                        for w, speaker_files, steps in zip(waves, files, speeds)
+                    ]
             # Only the samples a source keeps are read (and speed-resampled): a segment is a
             # fraction of an utterance, and the samples are those of the whole one's.
             sources = np.zeros((count, length))
@@ -213,6 +247,7 @@ class MixtureDataset(Dataset):
             f"n_mixtures={self.n_mixtures}, speakers={len(self._speakers)}"
             + ("" if self.speed_range is None else f", speed_range={self.speed_range!r}")
             + ("" if self._augment is None else f", augment={self._augment!r}")
+            + ("" if self.fill_pauses is None else f", fill_pauses={self.fill_pauses!r}")
             + ")"
         )
 
@@ -386,6 +421,18 @@ class _Sped:
     def __getitem__(self, span: slice) -> np.ndarray:
         start, stop, _ = span.indices(self.length)
         return resample_span(self.wave, self.steps, _SPEED_STEPS, start, stop)
+
+
+def _check_pause_range(value: Any, owner: str) -> tuple[float, float]:
+    """A (low, high) pair of pause lengths in seconds with 0 <= low <= high <= 10."""
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise TypeError(
+            f"The 'fill_pauses' parameter of {owner} must be a (low, high) pair of pause lengths in "
+            f"seconds such as (0.2, 1.0), or None. Got {value!r} instead."
+        )
+    low = check_float(value[0], "fill_pauses", owner, 0.0, 10.0)
+    high = check_float(value[1], "fill_pauses", owner, low, 10.0)
+    return low, high
 
 
 def _check_speed_range(value: Any, owner: str) -> tuple[float, float]:

@@ -119,6 +119,69 @@ def test_bad_speed_range(tmp_path, bad, error, match):
         MixtureDataset(root, speed_range=bad)
 
 
+def _burst_corpus(root, tones, rate=8000, seconds=0.5):
+    """One folder per speaker, one file per tone: a speaker's utterances are its tones."""
+    t = np.arange(int(rate * seconds)) / rate
+    for name, freqs in tones.items():
+        (root / name).mkdir(parents=True)
+        for f in freqs:
+            sf.write(root / name / f"{int(f)}.wav", 0.3 * np.sin(2 * np.pi * f * t), rate)
+    return root
+
+
+def _runs(active):
+    """(value, length) of each run of equal values in a boolean sequence."""
+    edges = np.flatnonzero(np.diff(active.astype(int))) + 1
+    bounds = np.concatenate([[0], edges, [len(active)]])
+    return [(bool(active[a]), int(b - a)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+@pytest.mark.parametrize("speed", [None, (0.8, 0.8)])
+def test_fill_pauses_join_a_speakers_utterances_with_pauses(tmp_path, speed):
+    tones = {"low": (300.0, 400.0, 500.0), "high": (1000.0, 1250.0, 1500.0)}
+    root = _burst_corpus(tmp_path, tones)
+    ds = MixtureDataset(root, segment_seconds=4.0, n_mixtures=6, speed_range=speed, fill_pauses=(0.25, 0.25), seed=2)
+    factor = 1.0 if speed is None else speed[0]
+    burst, pause = 4000 / factor, 2000  # samples: a 0.5 s utterance at the speed, a 0.25 s pause
+    for i in range(6):
+        item = ds[i]
+        assert item["sources"].shape == (2, 32000)
+        for src, who in zip(item["sources"].numpy(), item["speakers"]):
+            frames = src.reshape(-1, 100)  # 12.5 ms frames
+            active = np.abs(frames).max(axis=1) > 1e-3
+            runs = _runs(active)
+            inner = runs[1:-1]  # the first and last runs are cut by the segment
+            assert len(inner) >= 6  # 4 s hold at least 4 utterances and their pauses
+            for on, n in inner:  # every utterance whole, every pause as drawn (to a frame)
+                assert abs(n * 100 - (burst if on else pause)) <= 100, (who, on, n)
+            start = 0
+            for on, n in runs:  # each utterance is one of the speaker's, at the one speed
+                if on and n * 100 >= 0.9 * burst:
+                    peak = _peak_hz(src[start * 100 : (start + n) * 100])
+                    assert min(abs(peak - f * factor) for f in tones[who]) < 20.0, (who, peak)
+                start += n
+    assert torch.equal(ds[3]["mixture"], ds[3]["mixture"])  # still deterministic per index
+
+
+def test_fill_pauses_leave_utterances_that_fill_the_segment_alone(tiny_corpus):
+    kw = {"n_sources": 2, "segment_seconds": 0.5, "seed": 5, "n_mixtures": 5}
+    plain, filled = MixtureDataset(tiny_corpus, **kw), MixtureDataset(tiny_corpus, fill_pauses=(0.1, 0.4), **kw)
+    for i in range(5):
+        assert torch.equal(plain[i]["sources"], filled[i]["sources"])
+    assert "fill_pauses=(0.1, 0.4)" in repr(filled)
+
+
+@pytest.mark.parametrize(
+    "bad, error, match",
+    [((0.2,), TypeError, "pair of pause lengths"), ((1.0, 0.5), ValueError, "fill_pauses"),
+     ((-0.1, 0.5), ValueError, "fill_pauses"), ("long", TypeError, "pair of pause lengths")],
+)
+def test_bad_fill_pauses(tmp_path, bad, error, match):
+    root = _tone_corpus(tmp_path, {"a": 500.0, "b": 700.0})
+    with pytest.raises(error, match=match):
+        MixtureDataset(root, fill_pauses=bad)
+
+
 def test_channel_augmentation_keeps_targets_consistent(tiny_corpus):
     from domains.audio.augment import ChannelAugmentation
 
