@@ -44,6 +44,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,6 +54,7 @@ import embedseg  # noqa: E402
 from domains.audio.augment import ChannelAugmentation  # noqa: E402
 from domains.audio.dataset import MixedCorpusDataset, MixtureDataset  # noqa: E402
 from domains.audio.metrics import AudioMetrics, oracle_separation  # noqa: E402
+from embedseg.inference import embeddings_of  # noqa: E402
 
 SHIPPED = REPO / "pretrained" / "audio-speech-8k"
 RECIPE_KEYS = (
@@ -123,6 +125,45 @@ def score_valid(
         if oracle:
             metrics["ibm"].update_items([src], [oracle_separation(mix[None], src[None], "ibm")[0]], [mix])
     return {name: {k: round(float(v), 3) for k, v in m.compute().items()} for name, m in metrics.items()}
+
+
+def spectrum_of(points: list[np.ndarray]) -> dict:
+    """How many directions a model's embeddings use, from each mixture's (points, dim) rows.
+
+    "variance_shares": eigenvalues of the pooled second-moment matrix over their sum (largest
+    first); "effective_rank": the participation ratio 1 / sum(share**2) (2 when two equal
+    directions hold everything); "plane_overlap": the mean, over pairs of mixtures, of how much
+    their top-2 principal planes coincide (1: every mixture in the same plane, 2/dim for random
+    planes). A network that puts every mixture in one plane codes "first" and "second" talker,
+    not who talks: k-means then cannot find a third talker, nor count them.
+    """
+    pooled = np.concatenate(points)
+    shares = np.linalg.eigvalsh(pooled.T @ pooled)[::-1]
+    shares = shares / shares.sum()
+    planes = [np.linalg.eigh(x.T @ x)[1][:, -2:] for x in points]  # each mixture's top-2 directions
+    overlaps = [np.linalg.norm(a.T @ b) ** 2 / 2 for i, a in enumerate(planes) for b in planes[i + 1 :]]
+    return {
+        "variance_shares": [round(float(v), 3) for v in shares[:6]],
+        "effective_rank": round(float(1 / (shares**2).sum()), 2),
+        "plane_overlap": round(float(np.mean(overlaps)), 3) if overlaps else float("nan"),
+    }
+
+
+def embedding_spectrum(model: embedseg.Model, corpus: Path, n: int, *, talkers: int | tuple[int, ...] = (2, 3),
+                       seed: int = 13, points: int = 1500) -> dict:
+    """:func:`spectrum_of` the embeddings of the active bins (at most ``points`` drawn per
+    mixture) of ``n`` validation mixtures of ``corpus``."""
+    ds = valid_set(corpus, n, seed=seed, talkers=talkers)
+    engine, domain = model.engine(), model.domain
+    rng = np.random.default_rng(seed)
+    rows = []
+    with torch.no_grad():
+        for i in range(n):
+            batch = engine.encode(domain.collate([ds[i]]))
+            output = domain.forward(engine.run, batch)
+            x = embeddings_of(output)[0][domain.cluster_mask(batch, output)[0]].double().numpy()
+            rows.append(x[rng.choice(len(x), size=min(points, len(x)), replace=False)])
+    return spectrum_of(rows)
 
 
 def _portable(path: str | Path | None) -> str | None:
@@ -243,6 +284,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
             m = res["model"]
             count = f", count right {100 * m['count_accuracy']:.0f}%" if n_sources == "auto" else ""
             print(f"  {path}: SDRi {m['sdri']:.2f} dB, SI-SDRi {m['si_sdri']:.2f} dB{count}", flush=True)
+    if args.spectrum:
+        print(f"embedding spectrum ({args.n} validation mixtures of 2 and 3 talkers of {args.real}, seed 13)")
+        for path, model in models.items():
+            spec = embedding_spectrum(model, args.real, args.n)
+            shares = " ".join(f"{v:.3f}" for v in spec["variance_shares"])
+            print(f"  {path}: variance shares {shares}; effective rank {spec['effective_rank']:.2f}; "
+                  f"top-2 plane shared between mixtures {spec['plane_overlap']:.2f}", flush=True)
     return 0
 
 
@@ -305,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("--n", type=int, default=40)
     v.add_argument("--all", action="store_true", help="also 3 talkers, counting and synthetic voices")
     v.add_argument("--synthetic", type=Path, default=REPO / "data" / "speech")
+    v.add_argument("--spectrum", action="store_true",
+                   help="also how many directions the embeddings use (a third talker needs a third)")
     v.add_argument("--threads", type=int, default=2)
     v.set_defaults(func=cmd_validate)
     b = sub.add_parser("publish", help="copy a run's newest checkpoint (model + optimizer) for a later stage")

@@ -63,12 +63,34 @@ def test_stage_resume_validate_publish(recipe, tmp_path, capsys):
     assert [(s["steps_before"], s["steps_after"]) for s in stages] == [(0, 4), (4, 6)]
     assert stages[1]["recipe"] == stages[0]["recipe"]
     capsys.readouterr()
-    assert recipe.main(["validate", str(run / "model"), "--all", "--n", "2", "--threads", "1", *common]) == 0
+    assert recipe.main(["validate", str(run / "model"), "--all", "--spectrum", "--n", "2", "--threads", "1", *common]) == 0
     printed = capsys.readouterr().out
-    for table in ("2 real talkers", "3 real talkers", "counting", "2 synthetic voices"):
+    for table in ("2 real talkers", "3 real talkers", "counting", "2 synthetic voices", "effective rank"):
         assert table in printed
     assert "count right" in printed and "oracle IBM" in printed
     published = tmp_path / "published"
     assert recipe.main(["publish", "--run", str(run), "--to", str(published)]) == 0
     assert (published / "checkpoint.safetensors").is_file()
     assert json.loads((published / "recipe.json").read_text())["talkers"] == "2,3"
+
+
+def test_spectrum_tells_a_shared_plane_from_talker_directions(recipe):
+    g = np.random.default_rng(0)
+    dim = 8
+
+    def mixture(directions):  # unit rows on given directions, a little noise
+        rows = np.concatenate([np.outer(np.ones(200), d) for d in directions])
+        rows += 0.05 * g.standard_normal(rows.shape)
+        return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+    eye = np.eye(dim)
+    plane = recipe.spectrum_of([mixture([eye[0], eye[1]]) for _ in range(6)])  # "first" and "second" talker
+    assert plane["plane_overlap"] > 0.99 and 1.9 < plane["effective_rank"] < 2.2
+    assert sum(plane["variance_shares"][:2]) > 0.98
+    talkers = recipe.spectrum_of([mixture([eye[i], eye[(i + 3) % dim]]) for i in range(6)])  # each talker its own
+    assert talkers["plane_overlap"] < 0.4 and talkers["effective_rank"] > 5
+    # the shares are the eigenvalues of the pooled second moments, as NumPy computes them
+    pooled = np.concatenate([mixture([eye[2], eye[5]]), mixture([eye[1], eye[5]])])
+    ref = np.sort(np.linalg.eigvalsh(pooled.T @ pooled))[::-1]
+    got = recipe.spectrum_of([pooled[:200 * 2], pooled[200 * 2 :]])["variance_shares"]
+    np.testing.assert_allclose(got, (ref / ref.sum())[:6], atol=1e-3)
