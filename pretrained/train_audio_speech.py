@@ -60,6 +60,7 @@ SHIPPED = REPO / "pretrained" / "audio-speech-8k"
 RECIPE_KEYS = (
     "network", "network_params", "init", "real", "synthetic", "segment", "batch_size", "lr", "proportions",
     "speed", "augment", "seed", "eval_every", "n_valid", "monitor", "loss", "talkers", "fill_pauses",
+    "formants",
 )
 
 
@@ -89,10 +90,12 @@ def train_set(recipe: dict) -> MixedCorpusDataset:
     talkers = tuple(int(k) for k in str(recipe.get("talkers", "2")).split(","))
     # ... and before "fill_pauses", with shorter utterances placed in silence
     fill = recipe.get("fill_pauses")
+    formants = recipe.get("formants") or 0  # ... and before "formants", without formant shifts
     common = {"n_sources": talkers, "segment_seconds": recipe["segment"], "snr_range": (0, 5), "n_mixtures": 1,
               "fill_pauses": None if fill is None else tuple(fill)}
     real = MixtureDataset(_local(recipe["real"]), split="train", seed=recipe["seed"], speed_range=speed,
-                          augment=parse_augment(recipe["augment"]), **common)
+                          augment=parse_augment(recipe["augment"]),
+                          formant_range=None if formants <= 0 else (1 - formants, 1 + formants), **common)
     synthetic = MixtureDataset(_local(recipe["synthetic"]), split="train", seed=recipe["seed"], **common)
     return MixedCorpusDataset(real, synthetic, tuple(recipe["proportions"]), seed=recipe["seed"], n_mixtures=2_000_000)
 
@@ -337,6 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--lr", type=float, default=5e-4)
     t.add_argument("--proportions", default="0.5,0.3,0.2", help="real+real, real+synthetic, synthetic+synthetic")
     t.add_argument("--speed", type=float, default=0.15, help="speed perturbation: factors in [1 - S, 1 + S]; 0: off")
+    t.add_argument("--formants", type=float, default=0.0, help="formant shifts: factors in [1 - F, 1 + F], pitch "
+                   "kept; with --speed each speaker stands for many voices; 0: off")
     t.add_argument("--augment", default="all", help="'none', 'all', 'all-GROUP,...' or 'only-GROUP,...' "
                    f"(groups: {', '.join(ChannelAugmentation.GROUPS)})")
     t.add_argument("--seed", type=int, default=0)

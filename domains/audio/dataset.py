@@ -18,6 +18,7 @@ from embedseg.errors import require
 from .audio_io import load_audio, resample_span, resampled_length
 from .augment import ChannelAugmentation, _active_rms
 from .features import check_snr_range
+from .voice import shift_formants
 
 __all__ = ["MixedCorpusDataset", "MixtureDataset"]
 
@@ -62,6 +63,11 @@ class MixtureDataset(Dataset):
             levels are set; the targets are the sources as they sound in the mixture, the
             mixture their sum. Drawn from a generator of its own, so that the utterances,
             offsets and levels are those of the same dataset without it.
+        formant_range: (low, high) formant shift factors for training sets, or None (off):
+            each talker's formants are moved by a factor drawn uniformly from the range, their
+            pitch and timing kept (:func:`~domains.audio.voice.shift_formants`); with speed
+            perturbation, which moves both, each speaker stands for many vocal tracts and
+            pitches. (0.9, 1.1) is a moderate choice.
         fill_pauses: (low, high) seconds, or None (off): a drawn utterance shorter than the
             segment is followed by more of the same speaker's utterances, each after a pause
             drawn from the range, until the segment is full, and the segment is cut from that
@@ -94,6 +100,7 @@ class MixtureDataset(Dataset):
         speed_range: tuple[float, float] | None = None,
         augment: ChannelAugmentation | bool | None = None,
         fill_pauses: tuple[float, float] | None = None,
+        formant_range: tuple[float, float] | None = None,
     ) -> None:
         owner = "MixtureDataset"
         self.root = Path(root)
@@ -108,6 +115,7 @@ class MixtureDataset(Dataset):
         self.speed_range = speed_range
         self.augment = augment
         self.fill_pauses = fill_pauses
+        self.formant_range = formant_range
         counts = [n_sources] if isinstance(n_sources, int) else list(n_sources)
         if not counts:
             raise ValueError(f"The 'n_sources' parameter of {owner} must be an int >= 1 or a non-empty sequence of them. Got {n_sources!r} instead.")
@@ -120,7 +128,9 @@ class MixtureDataset(Dataset):
         check_int(n_mixtures, "n_mixtures", owner, 1)
         self._speed = None if speed_range is None else _check_speed_range(speed_range, owner)
         self._augment = _check_augment(augment, owner)
-        self._fill = None if fill_pauses is None else _check_pause_range(fill_pauses, owner)
+        self._fill = None if fill_pauses is None else _check_factor_range(
+            fill_pauses, "fill_pauses", owner, (0.0, 10.0), "pause lengths in seconds such as (0.2, 1.0)")
+        self._formant = None if formant_range is None else _check_factor_range(formant_range, "formant_range", owner, (0.7, 1.4))
         if not self.root.is_dir():
             raise FileNotFoundError(f"The 'root' folder of {owner} does not exist: '{self.root}'.")
         if split is not None:
@@ -218,6 +228,9 @@ class MixtureDataset(Dataset):
                 else:
                     start = int(rng.integers(length - len(w) + 1))
                     sources[k, start : start + len(w)] = w[0 : len(w)]
+        if self._formant is not None:  # drawn only when enabled: other datasets stay as they were
+            for k, factor in enumerate(rng.uniform(*self._formant, size=count)):
+                sources[k] = shift_formants(sources[k], float(factor), self.sample_rate)
         levels_db = np.concatenate([[0.0], rng.uniform(*self._snr, size=count - 1)])
         levels_db -= levels_db.mean()  # symmetric around 0 dB, as wsj0-2mix's +-snr/2
         for k in range(count):
@@ -248,6 +261,7 @@ class MixtureDataset(Dataset):
             + ("" if self.speed_range is None else f", speed_range={self.speed_range!r}")
             + ("" if self._augment is None else f", augment={self._augment!r}")
             + ("" if self.fill_pauses is None else f", fill_pauses={self.fill_pauses!r}")
+            + ("" if self.formant_range is None else f", formant_range={self.formant_range!r}")
             + ")"
         )
 
@@ -259,8 +273,8 @@ class MixedCorpusDataset(Dataset):
     only, of both corpora (at least one talker of each; how many of each drawn uniformly), or of
     ``second`` only: for instance real + real, real + synthetic and synthetic + synthetic
     speakers. The speakers are those of each dataset (its ``split`` or ``speakers``); everything
-    else (talker counts, length, relative levels, speed perturbation, channel augmentation, sample
-    rate) is ``first``'s. Item ``i`` is the same every time for a given seed.
+    else (talker counts, length, relative levels, speed perturbation, channel augmentation, filling
+    with pauses, sample rate) is ``first``'s. Item ``i`` is the same every time for a given seed.
 
     Args:
         first: the first corpus and the mixing settings.
@@ -423,28 +437,22 @@ class _Sped:
         return resample_span(self.wave, self.steps, _SPEED_STEPS, start, stop)
 
 
-def _check_pause_range(value: Any, owner: str) -> tuple[float, float]:
-    """A (low, high) pair of pause lengths in seconds with 0 <= low <= high <= 10."""
+def _check_factor_range(
+    value: Any, name: str, owner: str, bounds: tuple[float, float], what: str = "factors such as (0.9, 1.1)"
+) -> tuple[float, float]:
+    """A (low, high) pair with bounds[0] <= low <= high <= bounds[1]."""
     if not isinstance(value, (tuple, list)) or len(value) != 2:
         raise TypeError(
-            f"The 'fill_pauses' parameter of {owner} must be a (low, high) pair of pause lengths in "
-            f"seconds such as (0.2, 1.0), or None. Got {value!r} instead."
+            f"The '{name}' parameter of {owner} must be a (low, high) pair of {what}, or None. Got {value!r} instead."
         )
-    low = check_float(value[0], "fill_pauses", owner, 0.0, 10.0)
-    high = check_float(value[1], "fill_pauses", owner, low, 10.0)
+    low = check_float(value[0], name, owner, bounds[0], bounds[1])
+    high = check_float(value[1], name, owner, low, bounds[1])
     return low, high
 
 
 def _check_speed_range(value: Any, owner: str) -> tuple[float, float]:
     """A (low, high) pair of speed factors with 0.5 <= low <= high <= 2."""
-    if not isinstance(value, (tuple, list)) or len(value) != 2:
-        raise TypeError(
-            f"The 'speed_range' parameter of {owner} must be a (low, high) pair of speed factors "
-            f"such as (0.9, 1.1), or None. Got {value!r} instead."
-        )
-    low = check_float(value[0], "speed_range", owner, 0.5, 2.0)
-    high = check_float(value[1], "speed_range", owner, low, 2.0)
-    return low, high
+    return _check_factor_range(value, "speed_range", owner, (0.5, 2.0))
 
 
 def _check_augment(value: Any, owner: str) -> ChannelAugmentation | None:

@@ -110,8 +110,8 @@ def test_speed_factors_vary_within_the_range(tmp_path):
 
 @pytest.mark.parametrize(
     "bad, error, match",
-    [((0.9,), TypeError, "pair of speed factors"), ((1.2, 1.1), ValueError, "speed_range"),
-     ((0.1, 1.0), ValueError, r"\[0.5, 2\]"), ("fast", TypeError, "pair of speed factors")],
+    [((0.9,), TypeError, "pair of factors"), ((1.2, 1.1), ValueError, "speed_range"),
+     ((0.1, 1.0), ValueError, r"\[0.5, 2\]"), ("fast", TypeError, "pair of factors")],
 )
 def test_bad_speed_range(tmp_path, bad, error, match):
     root = _tone_corpus(tmp_path, {"a": 500.0, "b": 700.0})
@@ -180,6 +180,26 @@ def test_bad_fill_pauses(tmp_path, bad, error, match):
     root = _tone_corpus(tmp_path, {"a": 500.0, "b": 700.0})
     with pytest.raises(error, match=match):
         MixtureDataset(root, fill_pauses=bad)
+
+
+def test_formant_range_moves_each_talkers_formants_and_keeps_the_rest(tiny_corpus):
+    from domains.audio.voice import shift_formants
+
+    kw = {"n_sources": 2, "segment_seconds": 1.0, "seed": 7, "n_mixtures": 4, "snr_range": (0, 0)}
+    plain, shifted = MixtureDataset(tiny_corpus, **kw), MixtureDataset(tiny_corpus, formant_range=(1.1, 1.1), **kw)
+    for i in range(4):
+        a, b = plain[i], shifted[i]
+        assert a["speakers"] == b["speakers"]  # the same utterances, offsets and levels
+        for src, ref in zip(b["sources"].double().numpy(), a["sources"].double().numpy()):
+            want = shift_formants(ref, 1.1, 8000)
+            # the same talker, shifted, at the same active level (float32 items)
+            scale = np.dot(src, want) / np.dot(want, want)
+            np.testing.assert_allclose(src, scale * want, atol=2e-4 * np.abs(src).max())
+            assert 0.8 < scale < 1.25
+        torch.testing.assert_close(b["sources"].sum(0), b["mixture"], atol=1e-6, rtol=0)
+    assert "formant_range=(1.1, 1.1)" in repr(shifted)
+    with pytest.raises(ValueError, match="formant_range"):
+        MixtureDataset(tiny_corpus, formant_range=(0.5, 1.0))
 
 
 def test_channel_augmentation_keeps_targets_consistent(tiny_corpus):
