@@ -3,7 +3,8 @@
 Public pieces: :class:`AudioDomain` (the adapter registered as "audio"), :class:`MixtureDataset`
 (wsj0-2mix-style mixtures from any ``root/<speaker>/*.wav`` folder), :func:`build_speech_corpus`
 (a multi-voice speech corpus synthesized from Debian packages), :func:`build_real_speech_corpus`
-(real recorded speech gathered from Debian packages), the networks ("dc_blstm",
+(real recorded speech gathered from Debian packages), :func:`shift_formants` (new voices from a
+corpus's speakers), the networks ("dc_blstm",
 "dc_compact"), the STFT features and the separation metrics.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 from .corpus import SPLITS, VOICES, build_speech_corpus, wordnet_sentences
 from .corpus_real import RealSpeechCorpus, build_real_speech_corpus
 from .augment import ChannelAugmentation
+from .voice import shift_formants
 from .dataset import MixedCorpusDataset, MixtureDataset
 from .domain import AudioDomain
 from .model import AudioModel
@@ -25,6 +27,7 @@ __all__ = [
     "MixtureDataset",
     "MixedCorpusDataset",
     "ChannelAugmentation",
+    "shift_formants",
     "build_speech_corpus",
     "wordnet_sentences",
     "build_real_speech_corpus",
