@@ -25,7 +25,7 @@ import torch
 from embedseg._validation import check_bool, check_choice, check_float, check_int
 from embedseg.domain import Domain, EncodedBatch
 from embedseg.inference import INT8_SCALE
-from embedseg.losses import magnitude_weights, voice_activity_weights
+from embedseg.losses import get_loss, magnitude_weights, voice_activity_weights
 from embedseg.networks import embeddings_of
 
 from .audio_io import as_waveform
@@ -62,6 +62,13 @@ class AudioDomain(Domain):
         max_sources: the largest count "auto" considers.
         mask_weight: weight of the mask-inference loss when the network has a mask head
             (Chimera++); the embedding loss has weight 1.
+        cross_mixture_weight: weight of the embedding loss taken once more over all the
+            batch's mixtures at once, every talker of every mixture a class of its own. The
+            network embeds each mixture alone, so it can keep one mixture's talkers apart from
+            another's only by their voices: the embeddings must say who talks, not which of
+            the two talkers. Per-mixture losses alone let a network put every mixture in one
+            shared plane ("first" and "second" talker), where k-means finds no third talker,
+            cannot count, and a voice can change sides over time. 0: off.
         inference: "clusters" (deep clustering), "masks" (the mask-inference head, a fixed
             number of sources) or "auto": the head's masks for items whose source count (given,
             or found by the clusterer) is the head's, clustering for the others (another
@@ -95,6 +102,7 @@ class AudioDomain(Domain):
         max_sources: int = 4,
         mask_weight: float = 1.0,
         inference: str = "auto",
+        cross_mixture_weight: float = 0.0,
     ) -> None:
         owner = "AudioDomain"
         self.sample_rate = sample_rate
@@ -109,6 +117,7 @@ class AudioDomain(Domain):
         self.max_sources = max_sources
         self.mask_weight = mask_weight
         self.inference = inference
+        self.cross_mixture_weight = cross_mixture_weight
         self.stft_config = STFTConfig(sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length, window=window)
         check_choice(weights, "weights", owner, ("voice_activity", "magnitude", "none"))
         check_float(threshold_db, "threshold_db", owner, 0.0)
@@ -118,6 +127,7 @@ class AudioDomain(Domain):
         check_int(max_sources, "max_sources", owner, 2)
         check_float(mask_weight, "mask_weight", owner, 0.0)
         check_choice(inference, "inference", owner, ("clusters", "masks", "auto"))
+        check_float(cross_mixture_weight, "cross_mixture_weight", owner, 0.0)
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -133,6 +143,7 @@ class AudioDomain(Domain):
             "max_sources": self.max_sources,
             "mask_weight": self.mask_weight,
             "inference": self.inference,
+            "cross_mixture_weight": self.cross_mixture_weight,
         }
 
     # -- data -------------------------------------------------------------------------------------
@@ -239,9 +250,23 @@ class AudioDomain(Domain):
         truncated phase-sensitive magnitudes, over active bins, relative to the mixture's mean
         magnitude."""
         total = super().compute_loss(output, batch, loss)
+        if self.cross_mixture_weight > 0 and batch.batch_size > 1:
+            total = total + self.cross_mixture_weight * self._cross_mixture_loss(output, batch, loss)
         if not isinstance(output, dict) or "masks" not in output or self.mask_weight == 0:
             return total
         return total + self.mask_weight * self._mask_loss(output["masks"], batch)
+
+    def _cross_mixture_loss(self, output: Any, batch: EncodedBatch, loss: str) -> torch.Tensor:
+        """The embedding loss of the batch as one item: bins of all mixtures together, the
+        talkers of mixture i numbered after those of mixtures 0..i-1."""
+        emb = embeddings_of(output)  # (batch, n, dim)
+        b, n, d = emb.shape
+        labels = batch.labels.masked_fill(~batch.mask, -1)  # (batch, n)
+        per_mixture = batch.context["source_specs"].shape[1]  # the most talkers of a mixture
+        offsets = torch.arange(b, device=labels.device)[:, None] * per_mixture
+        labels = torch.where(labels >= 0, labels + offsets, labels)
+        weights = None if batch.weights is None else batch.weights.reshape(1, b * n)
+        return get_loss(loss, "AudioDomain.compute_loss")(emb.reshape(1, b * n, d), labels.reshape(1, b * n), weights)
 
     def _mask_loss(self, masks: torch.Tensor, batch: EncodedBatch) -> torch.Tensor:
         """Permutation-invariant truncated phase-sensitive L1 loss of mask estimates."""

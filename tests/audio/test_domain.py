@@ -103,6 +103,46 @@ def test_compute_loss_with_and_without_mask_head(items):
     assert float(good) < float(d._mask_loss(torch.full_like(ibm, 0.5), enc))
 
 
+def _weighted_affinity_reference(v, y, w):
+    """||W^1/2 (V V^T - Y Y^T) W^1/2||_F^2 / (sum w)^2 on the full N x N matrices, float64."""
+    a = v @ v.T - y @ y.T
+    return float((w[:, None] * a**2 * w[None, :]).sum() / w.sum() ** 2)
+
+
+def test_cross_mixture_loss_is_the_loss_of_the_batch_as_one_mixture(items):
+    plain, cross = AudioDomain(weights="magnitude"), AudioDomain(weights="magnitude", cross_mixture_weight=0.5)
+    enc = cross.encode(cross.collate(items[:3]), "cpu")
+    emb = torch.nn.functional.normalize(torch.randn(*enc.labels.shape, 5, generator=torch.Generator().manual_seed(1)), dim=-1)
+    extra = float(cross.compute_loss(emb, enc, "affinity") - plain.compute_loss(emb, enc, "affinity"))
+    # reference: every bin of the three mixtures in one N x N affinity, mixture i's talkers
+    # numbered 2i and 2i + 1 (each mixture has two), inactive bins left out
+    keep = enc.mask.reshape(-1)
+    labels = (enc.labels + 2 * torch.arange(3)[:, None]).reshape(-1)[keep]
+    v = emb.reshape(-1, 5)[keep].double()
+    y = torch.nn.functional.one_hot(labels, 6).double()
+    ref = _weighted_affinity_reference(v, y, enc.weights.reshape(-1)[keep].double())
+    assert extra == pytest.approx(0.5 * ref, rel=1e-4)
+    assert cross.get_config()["cross_mixture_weight"] == 0.5
+    with pytest.raises(ValueError, match="cross_mixture_weight"):
+        AudioDomain(cross_mixture_weight=-1.0)
+
+
+def test_cross_mixture_loss_tells_voices_from_a_shared_plane(items):
+    """Embeddings that put every mixture's first talker on e0 and second on e1 are perfect for
+    each mixture alone; only the cross-mixture loss prefers a direction per talker."""
+    d = AudioDomain(weights="magnitude")
+    enc = d.encode(d.collate(items[:2]), "cpu")
+    labels = enc.labels.clamp_min(0)
+    eye = torch.eye(4)
+    shared = eye[labels]  # (2, n, 4): talker k of any mixture -> e_k
+    own = eye[labels + 2 * torch.arange(2)[:, None]]  # talker k of mixture i -> e_{2i+k}
+    for loss in ("affinity", "whitened_kmeans"):
+        per_mixture = [float(d.compute_loss(e, enc, loss)) for e in (shared, own)]
+        assert per_mixture[0] == pytest.approx(per_mixture[1], abs=1e-5)
+        across = [float(d._cross_mixture_loss(e, enc, loss)) for e in (shared, own)]
+        assert across[0] > across[1] + 0.1, loss
+
+
 def test_mask_loss_leaves_out_mixtures_with_more_sources_than_masks():
     g = torch.Generator().manual_seed(0)
     sources = [0.1 * torch.randn(k, 4000, generator=g) for k in (2, 3, 2)]

@@ -47,7 +47,7 @@ def test_stage_resume_validate_publish(recipe, tmp_path, capsys):
     common = ["--real", str(real), "--synthetic", str(synthetic)]
     assert recipe.main([
         "train", "--run", str(run), "--minutes", "10", "--max-steps", "4", "--network-params", small,
-        "--segment", "3", "--fill-pauses", "0.1,0.3", "--formants", "0.1", "--batch-size", "2", "--talkers", "2,3", "--eval-every", "2",
+        "--segment", "3", "--fill-pauses", "0.1,0.3", "--formants", "0.1", "--cross-mixture", "0.5", "--batch-size", "2", "--talkers", "2,3", "--eval-every", "2",
         "--n-valid", "2", "--score-n", "2", *common,
     ]) == 0
     stages = json.loads((run / "stages.json").read_text())
@@ -57,6 +57,8 @@ def test_stage_resume_validate_publish(recipe, tmp_path, capsys):
     train = recipe.train_set(stages[0]["recipe"])  # 3 s segments of the 2 s utterances, filled
     assert train.first.fill_pauses == (0.1, 0.3) and train[0]["sources"].shape[1] == 24000
     assert train.first.formant_range == pytest.approx((0.9, 1.1))
+    config = json.loads((run / "model" / "config.json").read_text())
+    assert config["domain"]["options"]["cross_mixture_weight"] == 0.5
     assert math.isfinite(stages[0]["valid_scores"]["model"]["sdri"])  # scored on the validation speakers
     # a resumed stage reads the options back and continues at step 4
     assert recipe.main(["train", "--run", str(run), "--resume", "--minutes", "10", "--max-steps", "6", "--score-n", "0"]) == 0
