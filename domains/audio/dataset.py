@@ -273,8 +273,8 @@ class MixedCorpusDataset(Dataset):
     only, of both corpora (at least one talker of each; how many of each drawn uniformly), or of
     ``second`` only: for instance real + real, real + synthetic and synthetic + synthetic
     speakers. The speakers are those of each dataset (its ``split`` or ``speakers``); everything
-    else (talker counts, length, relative levels, speed perturbation, channel augmentation, filling
-    with pauses, sample rate) is ``first``'s. Item ``i`` is the same every time for a given seed.
+    else (talker counts, length, relative levels, speed perturbation, formant shifts, channel
+    augmentation, filling with pauses, sample rate) is ``first``'s. Item ``i`` is the same every time for a given seed.
 
     Args:
         first: the first corpus and the mixing settings.
