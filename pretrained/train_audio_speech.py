@@ -112,22 +112,40 @@ VALIDATION_TABLES = (
 
 def score_valid(
     model: embedseg.Model, corpus: Path, n: int, oracle: bool = False, *, talkers: int | tuple[int, ...] = 2,
-    n_sources: int | str = 2, seed: int = 11,
+    n_sources: int | str = 2, seed: int = 11, per_mixture: bool = False,
 ) -> dict:
     """SDRi / SI-SDRi (and count accuracy) on ``n`` mixtures of the validation speakers of
     ``corpus`` (real or synthetic), through the audio domain's accumulator, as
-    benchmarks/bench_audio.py scores."""
+    benchmarks/bench_audio.py scores; with ``per_mixture`` also each mixture's model SDRi
+    ("per_mixture_sdri"), for paired comparisons of models on the same mixtures."""
     ds = valid_set(corpus, n, seed=seed, talkers=talkers)
     metrics = {"model": AudioMetrics()}
     if oracle:
         metrics["ibm"] = AudioMetrics()
+    each = []
     for i in range(n):
         item = ds[i]
         mix, src = item["mixture"], item["sources"]
-        metrics["model"].update_items([src], [model.separate(mix, n_sources=n_sources)], [mix])
+        estimate = model.separate(mix, n_sources=n_sources)
+        metrics["model"].update_items([src], [estimate], [mix])
+        if per_mixture:
+            one = AudioMetrics()
+            one.update_items([src], [estimate], [mix])
+            each.append(float(one.compute()["sdri"]))
         if oracle:
             metrics["ibm"].update_items([src], [oracle_separation(mix[None], src[None], "ibm")[0]], [mix])
-    return {name: {k: round(float(v), 3) for k, v in m.compute().items()} for name, m in metrics.items()}
+    scores: dict = {name: {k: round(float(v), 3) for k, v in m.compute().items()} for name, m in metrics.items()}
+    if per_mixture:
+        scores["per_mixture_sdri"] = each
+    return scores
+
+
+def paired_difference(scores: list[float], reference: list[float]) -> tuple[float, float, int]:
+    """Mean per-mixture difference, its standard error, and on how many mixtures ``scores`` is
+    higher: a model against another on the same mixtures."""
+    d = np.asarray(scores) - np.asarray(reference)
+    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+    return float(d.mean()), se, int((d > 0).sum())
 
 
 def spectrum_of(points: list[np.ndarray]) -> dict:
@@ -278,16 +296,25 @@ def cmd_validate(args: argparse.Namespace) -> int:
     corpora = {"real": args.real, "synthetic": args.synthetic}
     models = {path: embedseg.load(path) for path in args.models}  # each read once for all tables
     for name, corpus, talkers, n_sources, seed in tables:
+        seed += args.seed_offset
         print(f"{name}, n_sources={n_sources!r} ({args.n} validation mixtures of {corpora[corpus]}, seed {seed})")
+        first = None
         for i, (path, model) in enumerate(models.items()):
             res = score_valid(model, corpora[corpus], args.n, oracle=i == 0 and n_sources != "auto",
-                              talkers=talkers, n_sources=n_sources, seed=seed)
+                              talkers=talkers, n_sources=n_sources, seed=seed, per_mixture=args.paired)
             ibm = res.pop("ibm", None)
             if ibm:
                 print(f"  oracle IBM: SDRi {ibm['sdri']:.2f} dB, SI-SDRi {ibm['si_sdri']:.2f} dB")
             m = res["model"]
             count = f", count right {100 * m['count_accuracy']:.0f}%" if n_sources == "auto" else ""
-            print(f"  {path}: SDRi {m['sdri']:.2f} dB, SI-SDRi {m['si_sdri']:.2f} dB{count}", flush=True)
+            paired = ""
+            if args.paired:
+                each = res["per_mixture_sdri"]
+                first = each if first is None else first
+                if i > 0:
+                    mean, se, wins = paired_difference(each, first)
+                    paired = f"; against the first, paired: {mean:+.2f} +- {se:.2f} dB, better on {wins}/{len(each)}"
+            print(f"  {path}: SDRi {m['sdri']:.2f} dB, SI-SDRi {m['si_sdri']:.2f} dB{count}{paired}", flush=True)
     if args.spectrum:
         print(f"embedding spectrum ({args.n} validation mixtures of 2 and 3 talkers of {args.real}, seed 13)")
         for path, model in models.items():
@@ -361,6 +388,10 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("--n", type=int, default=40)
     v.add_argument("--all", action="store_true", help="also 3 talkers, counting and synthetic voices")
     v.add_argument("--synthetic", type=Path, default=REPO / "data" / "speech")
+    v.add_argument("--paired", action="store_true",
+                   help="also each model's per-mixture SDRi difference to the first model's (mean, SE, wins)")
+    v.add_argument("--seed-offset", type=int, default=0,
+                   help="add this to every table's seed: another draw of validation mixtures")
     v.add_argument("--spectrum", action="store_true",
                    help="also how many directions the embeddings use (a third talker needs a third)")
     v.add_argument("--threads", type=int, default=2)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -66,8 +67,11 @@ def test_stage_resume_validate_publish(recipe, tmp_path, capsys):
     assert [(s["steps_before"], s["steps_after"]) for s in stages] == [(0, 4), (4, 6)]
     assert stages[1]["recipe"] == stages[0]["recipe"]
     capsys.readouterr()
-    assert recipe.main(["validate", str(run / "model"), "--all", "--spectrum", "--n", "2", "--threads", "1", *common]) == 0
+    shutil.copytree(run / "model", tmp_path / "same-model")
+    assert recipe.main(["validate", str(run / "model"), str(tmp_path / "same-model"), "--all", "--spectrum", "--paired",
+                        "--seed-offset", "4", "--n", "2", "--threads", "1", *common]) == 0
     printed = capsys.readouterr().out
+    assert "seed 15" in printed and "paired: +0.00 +- 0.00 dB, better on 0/2" in printed  # a model against itself
     for table in ("2 real talkers", "3 real talkers", "counting", "2 synthetic voices", "effective rank"):
         assert table in printed
     assert "count right" in printed and "oracle IBM" in printed
@@ -97,3 +101,9 @@ def test_spectrum_tells_a_shared_plane_from_talker_directions(recipe):
     ref = np.sort(np.linalg.eigvalsh(pooled.T @ pooled))[::-1]
     got = recipe.spectrum_of([pooled[:200 * 2], pooled[200 * 2 :]])["variance_shares"]
     np.testing.assert_allclose(got, (ref / ref.sum())[:6], atol=1e-3)
+
+
+def test_paired_difference(recipe):
+    mean, se, wins = recipe.paired_difference([3.0, 5.0, 4.0, 6.0], [2.0, 5.5, 3.0, 4.0])
+    d = np.array([1.0, -0.5, 1.0, 2.0])
+    assert mean == pytest.approx(d.mean()) and se == pytest.approx(d.std(ddof=1) / 2) and wins == 3
