@@ -60,9 +60,10 @@ __all__ = [
 ]
 
 MODEL_FORMAT = "embedseg-model"
-#: The version :meth:`Model.save <embedseg.Model.save>` writes. Version 2 lists every domain
-#: option in the config; version 1 could leave out options added after a model was saved.
-MODEL_FORMAT_VERSION = 2
+#: The version :meth:`Model.save <embedseg.Model.save>` writes. Every version from 2 on lists
+#: every domain option of its time in the config; version 1 could leave out options added after
+#: a model was saved. Version 3 adds the audio domain's ``cross_mixture_weight``.
+MODEL_FORMAT_VERSION = 3
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 
@@ -499,20 +500,38 @@ _V1_DOMAIN_OPTIONS: dict[str, dict[str, Any]] = {
 }
 
 
-def _v1_to_v2(config: dict[str, Any]) -> dict[str, Any]:
-    """Version 1 to 2: the domain options a version-1 file may lack are written out."""
+#: The domain options added in format version 3, with the values version-2 models ran with.
+#: Frozen, as the version-1 table is.
+_V2_DOMAIN_OPTIONS: dict[str, dict[str, Any]] = {
+    "audio": {"cross_mixture_weight": 0.0},  # trained without the cross-mixture loss
+}
+
+
+def _with_options(config: dict[str, Any], added: dict[str, dict[str, Any]], version: int) -> dict[str, Any]:
+    """``config`` as a version-``version`` file: the options of ``added`` for its domain that it
+    lacks are written out with the values it ran with."""
     domain = config["domain"]
     options = dict(domain.get("options") or {})
-    for key, value in _V1_DOMAIN_OPTIONS.get(domain["name"], {}).items():
+    for key, value in added.get(domain["name"], {}).items():
         options.setdefault(key, copy.deepcopy(value))
     domain["options"] = options
-    config["format_version"] = 2
+    config["format_version"] = version
     return config
+
+
+def _v1_to_v2(config: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 to 2: the domain options a version-1 file may lack are written out."""
+    return _with_options(config, _V1_DOMAIN_OPTIONS, 2)
+
+
+def _v2_to_v3(config: dict[str, Any]) -> dict[str, Any]:
+    """Version 2 to 3: the options added since version 2 are written out (their values then)."""
+    return _with_options(config, _V2_DOMAIN_OPTIONS, 3)
 
 
 #: ``_UPGRADES[v]`` turns a version-``v`` config into a version-``v + 1`` one. A new format
 #: version adds one step here (and bumps MODEL_FORMAT_VERSION); earlier steps never change.
-_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
+_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def migrate_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -521,8 +540,8 @@ def migrate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     Each format version has one upgrade step to the next, applied in turn, so a model saved by
     any earlier embedseg loads as it ran then. Version 1 to 2 writes out the domain options a
     version-1 file may lack with the values those models ran with (e.g. an image model saved
-    before mirrored inference views gets ``flip_views=1``); a current config comes back as it
-    is. :func:`read_model_folder` applies this, so a loaded config is always current.
+    before mirrored inference views gets ``flip_views=1``), version 2 to 3 those added since
+    (an audio model gets ``cross_mixture_weight=0.0``); a current config comes back as it is. :func:`read_model_folder` applies this, so a loaded config is always current.
 
     Args:
         config: a model config, as read from a model folder's ``config.json``. It is not
@@ -541,7 +560,7 @@ def migrate_config(config: Mapping[str, Any]) -> dict[str, Any]:
         ...        "network": {"name": "dc_compact"}, "clusterer": {"name": "kmeans"}}
         >>> new = migrate_config(old)
         >>> new["format_version"], new["domain"]["options"]
-        (2, {'n_sources': 2, 'inference': 'clusters'})
+        (3, {'n_sources': 2, 'inference': 'clusters', 'cross_mixture_weight': 0.0})
     """
     if not isinstance(config, Mapping):
         raise TypeError(f"'config' must be a mapping (a model config). Got {type(config).__name__} instead.")

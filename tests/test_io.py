@@ -87,7 +87,7 @@ def test_model_folder_layout_and_round_trip(saved):
     model, path = saved
     assert sorted(os.listdir(path)) == ["config.json", "model.safetensors"]
     config = json.loads((path / "config.json").read_text())
-    assert config["format"] == "embedseg-model" and config["format_version"] == MODEL_FORMAT_VERSION == 2
+    assert config["format"] == "embedseg-model" and config["format_version"] == MODEL_FORMAT_VERSION == 3
     assert config["domain"] == {"name": "toy-io", "options": {"scale": 2.0}}
     assert config["network"] == {"name": "point_mlp", "params": {"in_features": 2}}
     assert config["clusterer"]["name"] == "kmeans" and config["clusterer"]["params"]["n_clusters"] == 2
@@ -475,9 +475,9 @@ def test_version_1_models_load_as_they_did(name, drop, tmp_path, monkeypatch):
     assert model.domain.get_config() == expected
     _, read = read_model_folder(folder)
     assert read["format_version"] == MODEL_FORMAT_VERSION
-    assert read["domain"]["options"] == expected  # version 2 lists every option
+    assert read["domain"]["options"] == expected  # versions 2 and later list every option
     assert {k: read[k] for k in ("network", "clusterer", "training")} == {k: config[k] for k in ("network", "clusterer", "training")}
-    # Saved again, it is a version-2 file that loads the same.
+    # Saved again, it is a current file that loads the same.
     model.save(tmp_path / "again")
     again = json.loads((tmp_path / "again" / "config.json").read_text())
     assert again["format_version"] == MODEL_FORMAT_VERSION and again["domain"]["options"] == expected
@@ -499,6 +499,9 @@ def test_migrate_config_upgrades_step_by_step_and_leaves_its_input_alone():
     assert new["domain"]["options"]["split_threshold"] == OLDER_MODEL_OPTIONS["image"]["split_threshold"]
     assert {k: new[k] for k in ("format", "network", "clusterer")} == {k: old[k] for k in ("format", "network", "clusterer")}
     assert migrate_config(new) == new  # a current config comes back as it is
+    # A version-2 audio file gets the option added in version 3 with the value it ran with.
+    v2 = {**before, "format_version": 2, "domain": {"name": "audio", "options": {"inference": "auto"}}}
+    assert migrate_config(v2)["domain"]["options"] == {"inference": "auto", "cross_mixture_weight": 0.0}
     # A domain without a version-1 history (a user's) only changes version.
     user = {**before, "domain": {"name": "toy-io"}}
     assert migrate_config(user) == {**user, "format_version": MODEL_FORMAT_VERSION, "domain": {"name": "toy-io", "options": {}}}
