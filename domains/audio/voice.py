@@ -24,6 +24,7 @@ from embedseg._validation import check_float, check_int
 __all__ = ["shift_formants"]
 
 _TRUE_ENVELOPE_ITERATIONS = 8
+_MAX_GAIN_DB = 20.0  # the most a bin is raised: a formant moved onto it, not a hole filled
 
 
 def shift_formants(
@@ -48,9 +49,11 @@ def shift_formants(
     check_float(factor, "factor", owner, 0.5, 2.0)
     check_int(sample_rate, "sample_rate", owner, 1000)
     check_float(lifter_ms, "lifter_ms", owner, 0.0, None, closed="neither")
-    wave = np.asarray(wave, dtype=np.float64)
+    wave = np.ascontiguousarray(wave, dtype=np.float64)  # torch takes no negative strides
     if wave.ndim != 1:
         raise ValueError(f"The 'wave' parameter of {owner} must be a (time,) array. Got shape {wave.shape} instead.")
+    if not np.isfinite(wave).all():
+        raise ValueError(f"The 'wave' parameter of {owner} must hold finite samples. Got NaN or infinite values.")
     if n_fft is None:
         n_fft = 1 << int(round(np.log2(0.032 * sample_rate)))
     check_int(n_fft, "n_fft", owner, 16)
@@ -85,6 +88,9 @@ def shift_formants(
     high = (low + 1).clamp(max=envelope.shape[0] - 1)
     frac = (source - low)[:, None]
     moved = envelope[low] * (1 - frac) + envelope[high] * frac
-    shifted = spec * (moved - envelope).exp()
+    # Where the input has no energy (above a resampled corpus's band edge, say) the moved
+    # envelope of a neighbouring band would raise leakage and noise by tens of dB: no bin
+    # gains more than _MAX_GAIN_DB.
+    shifted = spec * (moved - envelope).clamp(max=_MAX_GAIN_DB * np.log(10) / 20).exp()
     out = torch.istft(shifted, n_fft, hop, window=window, center=True, length=len(wave))
     return out.numpy()
