@@ -67,14 +67,16 @@ class MixtureDataset(Dataset):
             each talker's formants are moved by a factor drawn uniformly from the range, their
             pitch and timing kept (:func:`~domains.audio.voice.shift_formants`); with speed
             perturbation, which moves both, each speaker stands for many vocal tracts and
-            pitches. (0.9, 1.1) is a moderate choice.
+            pitches. (0.9, 1.1) is a moderate choice. Drawn from a generator of its own, as
+            the channel is.
         fill_pauses: (low, high) seconds, or None (off): a drawn utterance shorter than the
             segment is followed by more of the same speaker's utterances, each after a pause
             drawn from the range, until the segment is full, and the segment is cut from that
             stream at a random offset (all at the first utterance's speed). Each voice then
             stops and comes back within a segment, as in a conversation, so that the network
             learns to keep a voice on its output across its pauses. None: a shorter utterance
-            is placed at a random offset in silence.
+            is placed at a random offset in silence. Mixtures as long as their shortest
+            utterance (``segment_seconds=None``) need no filling and ignore it.
 
     Items are dicts: "mixture" (time,) float32, "sources" (n_sources, time) float32,
     "speakers" (list of str), "index" (int).
@@ -128,9 +130,9 @@ class MixtureDataset(Dataset):
         check_int(n_mixtures, "n_mixtures", owner, 1)
         self._speed = None if speed_range is None else _check_speed_range(speed_range, owner)
         self._augment = _check_augment(augment, owner)
-        self._fill = None if fill_pauses is None else _check_factor_range(
+        self._fill = None if fill_pauses is None else _check_range(
             fill_pauses, "fill_pauses", owner, (0.0, 10.0), "pause lengths in seconds such as (0.2, 1.0)")
-        self._formant = None if formant_range is None else _check_factor_range(formant_range, "formant_range", owner, (0.7, 1.4))
+        self._formant = None if formant_range is None else _check_range(formant_range, "formant_range", owner, (0.7, 1.4))
         if not self.root.is_dir():
             raise FileNotFoundError(f"The 'root' folder of {owner} does not exist: '{self.root}'.")
         if split is not None:
@@ -183,15 +185,19 @@ class MixtureDataset(Dataset):
         ``fill_pauses`` and at the same speed, until at least ``length`` samples."""
         parts = [first[0 : len(first)]]
         total = len(parts[0])
-        while total < length:
-            pause = int(round(rng.uniform(*self._fill) * self.sample_rate))
+        empty = 0  # empty files drawn in a row: a speaker with nothing more to say stops the stream
+        while total < length and empty < 2 * len(speaker_files):
             with _open_wave(speaker_files[int(rng.integers(len(speaker_files)))], self.sample_rate) as wave:
                 if steps is not None:
                     wave = _Sped(wave, steps)
-                parts += [np.zeros(pause), wave[0 : len(wave)]]
-            if pause + len(parts[-1]) == 0:  # a speaker of empty files and no pauses: stop growing
-                break
-            total += pause + len(parts[-1])
+                utterance = wave[0 : len(wave)]
+            if len(utterance) == 0:  # an empty file adds neither speech nor a second pause
+                empty += 1
+                continue
+            empty = 0
+            pause = int(round(rng.uniform(*self._fill) * self.sample_rate))
+            parts += [np.zeros(pause), utterance]
+            total += pause + len(utterance)
         return _Samples(np.concatenate(parts))
 
     def _render(self, rng: np.random.Generator, files: list[list[Path]], names: list[str], seed: int, index: int) -> dict[str, Any]:
@@ -219,7 +225,8 @@ class MixtureDataset(Dataset):
                         for w, speaker_files, steps in zip(waves, files, speeds)
                     ]
             # Only the samples a source keeps are read (and speed-resampled): a segment is a
-            # fraction of an utterance, and the samples are those of the whole one's.
+            # fraction of an utterance, and the samples are those of the whole one's (a stream
+            # filled with pauses holds its later utterances whole).
             sources = np.zeros((count, length))
             for k, w in enumerate(waves):
                 if len(w) >= length:
@@ -228,8 +235,11 @@ class MixtureDataset(Dataset):
                 else:
                     start = int(rng.integers(length - len(w) + 1))
                     sources[k, start : start + len(w)] = w[0 : len(w)]
-        if self._formant is not None:  # drawn only when enabled: other datasets stay as they were
-            for k, factor in enumerate(rng.uniform(*self._formant, size=count)):
+        if self._formant is not None:
+            # A generator of its own, as the channel's: the same utterances, offsets and levels
+            # with or without the shifts.
+            factors = np.random.default_rng([seed, index, 2]).uniform(*self._formant, size=count)
+            for k, factor in enumerate(factors):
                 sources[k] = shift_formants(sources[k], float(factor), self.sample_rate)
         levels_db = np.concatenate([[0.0], rng.uniform(*self._snr, size=count - 1)])
         levels_db -= levels_db.mean()  # symmetric around 0 dB, as wsj0-2mix's +-snr/2
@@ -437,10 +447,10 @@ class _Sped:
         return resample_span(self.wave, self.steps, _SPEED_STEPS, start, stop)
 
 
-def _check_factor_range(
+def _check_range(
     value: Any, name: str, owner: str, bounds: tuple[float, float], what: str = "factors such as (0.9, 1.1)"
 ) -> tuple[float, float]:
-    """A (low, high) pair with bounds[0] <= low <= high <= bounds[1]."""
+    """A (low, high) pair of ``what`` with bounds[0] <= low <= high <= bounds[1]."""
     if not isinstance(value, (tuple, list)) or len(value) != 2:
         raise TypeError(
             f"The '{name}' parameter of {owner} must be a (low, high) pair of {what}, or None. Got {value!r} instead."
@@ -452,7 +462,7 @@ def _check_factor_range(
 
 def _check_speed_range(value: Any, owner: str) -> tuple[float, float]:
     """A (low, high) pair of speed factors with 0.5 <= low <= high <= 2."""
-    return _check_factor_range(value, "speed_range", owner, (0.5, 2.0))
+    return _check_range(value, "speed_range", owner, (0.5, 2.0), "speed factors such as (0.9, 1.1)")
 
 
 def _check_augment(value: Any, owner: str) -> ChannelAugmentation | None:

@@ -110,8 +110,8 @@ def test_speed_factors_vary_within_the_range(tmp_path):
 
 @pytest.mark.parametrize(
     "bad, error, match",
-    [((0.9,), TypeError, "pair of factors"), ((1.2, 1.1), ValueError, "speed_range"),
-     ((0.1, 1.0), ValueError, r"\[0.5, 2\]"), ("fast", TypeError, "pair of factors")],
+    [((0.9,), TypeError, "pair of speed factors"), ((1.2, 1.1), ValueError, "speed_range"),
+     ((0.1, 1.0), ValueError, r"\[0.5, 2\]"), ("fast", TypeError, "pair of speed factors")],
 )
 def test_bad_speed_range(tmp_path, bad, error, match):
     root = _tone_corpus(tmp_path, {"a": 500.0, "b": 700.0})
@@ -163,6 +163,17 @@ def test_fill_pauses_join_a_speakers_utterances_with_pauses(tmp_path, speed):
     assert torch.equal(ds[3]["mixture"], ds[3]["mixture"])  # still deterministic per index
 
 
+def test_fill_pauses_skip_empty_files(tmp_path):
+    root = _burst_corpus(tmp_path, {"low": (300.0, 400.0), "high": (1000.0, 1250.0)})
+    for name in ("low", "high"):
+        sf.write(root / name / "empty.wav", np.zeros(0), 8000)
+    ds = MixtureDataset(root, segment_seconds=3.0, n_mixtures=5, fill_pauses=(0.0, 0.0), seed=1)
+    for i in range(5):
+        frames = ds[i]["sources"].numpy().reshape(2, -1, 100)
+        # back-to-back utterances, no gap from an empty file: active nearly throughout
+        assert (np.abs(frames).max(axis=2) > 1e-3).mean() > 0.95
+
+
 def test_fill_pauses_leave_utterances_that_fill_the_segment_alone(tiny_corpus):
     kw = {"n_sources": 2, "segment_seconds": 0.5, "seed": 5, "n_mixtures": 5}
     plain, filled = MixtureDataset(tiny_corpus, **kw), MixtureDataset(tiny_corpus, fill_pauses=(0.1, 0.4), **kw)
@@ -185,7 +196,7 @@ def test_bad_fill_pauses(tmp_path, bad, error, match):
 def test_formant_range_moves_each_talkers_formants_and_keeps_the_rest(tiny_corpus):
     from domains.audio.voice import shift_formants
 
-    kw = {"n_sources": 2, "segment_seconds": 1.0, "seed": 7, "n_mixtures": 4, "snr_range": (0, 0)}
+    kw = {"n_sources": 2, "segment_seconds": 1.0, "seed": 7, "n_mixtures": 4, "snr_range": (0, 5)}
     plain, shifted = MixtureDataset(tiny_corpus, **kw), MixtureDataset(tiny_corpus, formant_range=(1.1, 1.1), **kw)
     for i in range(4):
         a, b = plain[i], shifted[i]
