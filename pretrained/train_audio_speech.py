@@ -316,9 +316,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
                     paired = f"; against the first, paired: {mean:+.2f} +- {se:.2f} dB, better on {wins}/{len(each)}"
             print(f"  {path}: SDRi {m['sdri']:.2f} dB, SI-SDRi {m['si_sdri']:.2f} dB{count}{paired}", flush=True)
     if args.spectrum:
-        print(f"embedding spectrum ({args.n} validation mixtures of 2 and 3 talkers of {args.real}, seed 13)")
+        seed = 13 + args.seed_offset
+        print(f"embedding spectrum ({args.n} validation mixtures of 2 and 3 talkers of {args.real}, seed {seed})")
         for path, model in models.items():
-            spec = embedding_spectrum(model, args.real, args.n)
+            spec = embedding_spectrum(model, args.real, args.n, seed=seed)
             shares = " ".join(f"{v:.3f}" for v in spec["variance_shares"])
             print(f"  {path}: variance shares {shares}; effective rank {spec['effective_rank']:.2f}; "
                   f"top-2 plane shared between mixtures {spec['plane_overlap']:.2f}", flush=True)

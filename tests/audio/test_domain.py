@@ -109,17 +109,20 @@ def _weighted_affinity_reference(v, y, w):
     return float((w[:, None] * a**2 * w[None, :]).sum() / w.sum() ** 2)
 
 
-def test_cross_mixture_loss_is_the_loss_of_the_batch_as_one_mixture(items):
+def test_cross_mixture_loss_is_the_loss_of_the_batch_as_one_mixture(items, tiny_corpus):
     plain, cross = AudioDomain(weights="magnitude"), AudioDomain(weights="magnitude", cross_mixture_weight=0.5)
-    enc = cross.encode(cross.collate(items[:3]), "cpu")
+    # two 2-talker mixtures and a 3-talker one of another length (padded, with a padded source)
+    three = MixtureDataset(tiny_corpus, n_sources=3, segment_seconds=None, n_mixtures=1, seed=9)[0]
+    enc = cross.encode(cross.collate([*items[:2], three]), "cpu")
     emb = torch.nn.functional.normalize(torch.randn(*enc.labels.shape, 5, generator=torch.Generator().manual_seed(1)), dim=-1)
     extra = float(cross.compute_loss(emb, enc, "affinity") - plain.compute_loss(emb, enc, "affinity"))
     # reference: every bin of the three mixtures in one N x N affinity, mixture i's talkers
-    # numbered 2i and 2i + 1 (each mixture has two), inactive bins left out
+    # numbered from 3i (the most talkers of a mixture is 3), inactive and padded bins left out
     keep = enc.mask.reshape(-1)
-    labels = (enc.labels + 2 * torch.arange(3)[:, None]).reshape(-1)[keep]
+    labels = (enc.labels + 3 * torch.arange(3)[:, None]).reshape(-1)[keep]
+    assert set(labels.tolist()) == {0, 1, 3, 4, 6, 7, 8}
     v = emb.reshape(-1, 5)[keep].double()
-    y = torch.nn.functional.one_hot(labels, 6).double()
+    y = torch.nn.functional.one_hot(labels, 9).double()
     ref = _weighted_affinity_reference(v, y, enc.weights.reshape(-1)[keep].double())
     assert extra == pytest.approx(0.5 * ref, rel=1e-4)
     assert cross.get_config()["cross_mixture_weight"] == 0.5
