@@ -100,11 +100,14 @@ def test_spectrum_tells_a_shared_plane_from_talker_directions(recipe):
     assert sum(plane["variance_shares"][:2]) > 0.98
     talkers = recipe.spectrum_of([mixture([eye[i], eye[(i + 3) % dim]]) for i in range(6)])  # each talker its own
     assert talkers["plane_overlap"] < 0.4 and talkers["effective_rank"] > 5
-    # the shares are the eigenvalues of the pooled second moments, as NumPy computes them
-    pooled = np.concatenate([mixture([eye[2], eye[5]]), mixture([eye[1], eye[5]])])
-    ref = np.sort(np.linalg.eigvalsh(pooled.T @ pooled))[::-1]
-    got = recipe.spectrum_of([pooled[:200 * 2], pooled[200 * 2 :]])["variance_shares"]
-    np.testing.assert_allclose(got, (ref / ref.sum())[:6], atol=1e-3)
+    # worked by hand: noise-free mixtures in the planes (e0, e1) and (e0, e2), 200 rows per
+    # direction, share one direction of two: overlap 1/2; the pooled variance is 400 rows on
+    # e0 and 200 on each of e1 and e2 of 800: shares 1/2, 1/4, 1/4, rank 1 / (1/4 + 2/16) = 8/3
+    halves = [np.repeat(np.stack([eye[0], eye[k]]), 200, axis=0) for k in (1, 2)]
+    worked = recipe.spectrum_of(halves)
+    assert worked["plane_overlap"] == pytest.approx(0.5, abs=1e-3)
+    np.testing.assert_allclose(worked["variance_shares"][:4], [0.5, 0.25, 0.25, 0.0], atol=1e-3)
+    assert worked["effective_rank"] == pytest.approx(8 / 3, abs=0.01)
 
 
 def test_paired_difference(recipe):
