@@ -541,7 +541,8 @@ def migrate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     any earlier embedseg loads as it ran then. Version 1 to 2 writes out the domain options a
     version-1 file may lack with the values those models ran with (e.g. an image model saved
     before mirrored inference views gets ``flip_views=1``), version 2 to 3 those added since
-    (an audio model gets ``cross_mixture_weight=0.0``); a current config comes back as it is. :func:`read_model_folder` applies this, so a loaded config is always current.
+    (an audio model gets ``cross_mixture_weight=0.0``); a current config comes back as it is.
+    :func:`read_model_folder` applies this, so a loaded config is always current.
 
     Args:
         config: a model config, as read from a model folder's ``config.json``. It is not

@@ -1,9 +1,9 @@
 """Train, resume, validate and publish the speech separation model for real voices.
 
 The model of ``pretrained/audio-speech-8k`` learnt 19 synthetic voices first (stages A-D of
-pretrained/README.md); this recipe continues it (stage E), or trains another network, on
-mixtures of real recorded speakers (``data/speech-real``, :func:`domains.audio.build_real_speech_corpus`) and synthetic voices
-(``data/speech``), real + real, real + synthetic and synthetic + synthetic in given
+pretrained/README.md); this recipe continues it (stages E and F), or trains another network,
+on mixtures of real recorded speakers (``data/speech-real``,
+:func:`domains.audio.build_real_speech_corpus`) and synthetic voices (``data/speech``), real + real, real + synthetic and synthetic + synthetic in given
 proportions (:class:`domains.audio.dataset.MixedCorpusDataset`), with speed perturbation and
 per-source channel augmentation (:class:`domains.audio.augment.ChannelAugmentation`). The
 model is chosen on the VALIDATION real speakers only; the test speakers are for
@@ -126,12 +126,11 @@ def score_valid(
     for i in range(n):
         item = ds[i]
         mix, src = item["mixture"], item["sources"]
-        estimate = model.separate(mix, n_sources=n_sources)
-        metrics["model"].update_items([src], [estimate], [mix])
+        one = AudioMetrics()  # this mixture's scores, then pooled: each mixture is scored once
+        one.update_items([src], [model.separate(mix, n_sources=n_sources)], [mix])
         if per_mixture:
-            one = AudioMetrics()
-            one.update_items([src], [estimate], [mix])
             each.append(float(one.compute()["sdri"]))
+        metrics["model"].merge(one)
         if oracle:
             metrics["ibm"].update_items([src], [oracle_separation(mix[None], src[None], "ibm")[0]], [mix])
     scores: dict = {name: {k: round(float(v), 3) for k, v in m.compute().items()} for name, m in metrics.items()}
@@ -178,12 +177,11 @@ def embedding_spectrum(model: embedseg.Model, corpus: Path, n: int, *, talkers: 
     engine, domain = model.engine(), model.domain
     rng = np.random.default_rng(seed)
     rows = []
-    with torch.no_grad():
-        for i in range(n):
-            batch = engine.encode(domain.collate([ds[i]]))
-            output = domain.forward(engine.run, batch)
-            x = embeddings_of(output)[0][domain.cluster_mask(batch, output)[0]].double().numpy()
-            rows.append(x[rng.choice(len(x), size=min(points, len(x)), replace=False)])
+    for i in range(n):
+        batch = engine.encode(domain.collate([ds[i]]))
+        output = model.embed(batch)
+        x = embeddings_of(output)[0][domain.cluster_mask(batch, output)[0]].double().numpy()
+        rows.append(x[rng.choice(len(x), size=min(points, len(x)), replace=False)])
     return spectrum_of(rows)
 
 

@@ -16,6 +16,7 @@ encoded ``mask`` is valid-and-active) and then handled explicitly by ``silent_bi
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
@@ -25,7 +26,7 @@ import torch
 from embedseg._validation import check_bool, check_choice, check_float, check_int
 from embedseg.domain import Domain, EncodedBatch
 from embedseg.inference import INT8_SCALE
-from embedseg.losses import get_loss, magnitude_weights, voice_activity_weights
+from embedseg.losses import magnitude_weights, voice_activity_weights
 from embedseg.networks import embeddings_of
 
 from .audio_io import as_waveform
@@ -266,12 +267,14 @@ class AudioDomain(Domain):
         talkers of mixture i numbered after those of mixtures 0..i-1."""
         emb = embeddings_of(output)  # (batch, n, dim)
         b, n, d = emb.shape
-        labels = batch.labels.masked_fill(~batch.mask, -1)  # (batch, n)
         per_mixture = batch.context["source_specs"].shape[1]  # the most talkers of a mixture
-        offsets = torch.arange(b, device=labels.device)[:, None] * per_mixture
-        labels = torch.where(labels >= 0, labels + offsets, labels)
-        weights = None if batch.weights is None else batch.weights.reshape(1, b * n)
-        return get_loss(loss, "AudioDomain.compute_loss")(emb.reshape(1, b * n, d), labels.reshape(1, b * n), weights)
+        offsets = torch.arange(b, device=emb.device)[:, None] * per_mixture
+        labels = torch.where(batch.labels >= 0, batch.labels + offsets, batch.labels)
+        as_one = replace(
+            batch, mask=batch.mask.reshape(1, b * n), labels=labels.reshape(1, b * n),
+            weights=None if batch.weights is None else batch.weights.reshape(1, b * n),
+        )
+        return Domain.compute_loss(self, emb.reshape(1, b * n, d), as_one, loss)
 
     def _mask_loss(self, masks: torch.Tensor, batch: EncodedBatch) -> torch.Tensor:
         """Permutation-invariant truncated phase-sensitive L1 loss of mask estimates."""
