@@ -128,11 +128,13 @@ class MixtureDataset(Dataset):
         self._snr = check_snr_range(snr_range, "snr_range", owner)
         check_int(seed, "seed", owner, 0)
         check_int(n_mixtures, "n_mixtures", owner, 1)
-        self._speed = None if speed_range is None else _check_speed_range(speed_range, owner)
+        self._speed = None if speed_range is None else _check_range(
+            speed_range, "speed_range", owner, (0.5, 2.0), "speed factors such as (0.9, 1.1)")
         self._augment = _check_augment(augment, owner)
         self._fill = None if fill_pauses is None else _check_range(
             fill_pauses, "fill_pauses", owner, (0.0, 10.0), "pause lengths in seconds such as (0.2, 1.0)")
-        self._formant = None if formant_range is None else _check_range(formant_range, "formant_range", owner, (0.7, 1.4))
+        self._formant = None if formant_range is None else _check_range(
+            formant_range, "formant_range", owner, (0.7, 1.4))
         if not self.root.is_dir():
             raise FileNotFoundError(f"The 'root' folder of {owner} does not exist: '{self.root}'.")
         if split is not None:
@@ -284,7 +286,8 @@ class MixedCorpusDataset(Dataset):
     ``second`` only: for instance real + real, real + synthetic and synthetic + synthetic
     speakers. The speakers are those of each dataset (its ``split`` or ``speakers``); everything
     else (talker counts, length, relative levels, speed perturbation, formant shifts, channel
-    augmentation, filling with pauses, sample rate) is ``first``'s. Item ``i`` is the same every time for a given seed.
+    augmentation, filling with pauses, sample rate) is ``first``'s. Item ``i`` is the same
+    every time for a given seed.
 
     Args:
         first: the first corpus and the mixing settings.
@@ -459,10 +462,6 @@ def _check_range(
     high = check_float(value[1], name, owner, low, bounds[1])
     return low, high
 
-
-def _check_speed_range(value: Any, owner: str) -> tuple[float, float]:
-    """A (low, high) pair of speed factors with 0.5 <= low <= high <= 2."""
-    return _check_range(value, "speed_range", owner, (0.5, 2.0), "speed factors such as (0.9, 1.1)")
 
 
 def _check_augment(value: Any, owner: str) -> ChannelAugmentation | None:
