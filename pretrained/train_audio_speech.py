@@ -60,7 +60,7 @@ SHIPPED = REPO / "pretrained" / "audio-speech-8k"
 RECIPE_KEYS = (
     "network", "network_params", "init", "real", "synthetic", "segment", "batch_size", "lr", "proportions",
     "speed", "augment", "seed", "eval_every", "n_valid", "monitor", "loss", "talkers", "fill_pauses",
-    "formants", "cross_mixture",
+    "formants", "cross_mixture", "train_speakers", "speaker_weighting",
 )
 
 
@@ -84,6 +84,29 @@ def valid_set(real: Path, n: int, seed: int = 1, talkers: int | tuple[int, ...] 
     return MixtureDataset(real, split="valid", n_sources=talkers, segment_seconds=None, n_mixtures=n, seed=seed)
 
 
+def speaker_subset(names: list[str], n: int, seed: int) -> list[str]:
+    """``n`` of the speakers ``names``, as evenly spread over their sources as they allow.
+
+    A speaker's source is its name up to the first '-' (``asterisk-allison``: ``asterisk``).
+    Each source's speakers are shuffled by ``seed``, then the sources are taken in turn, so that
+    a subset keeps the variety of recordings of the whole list and differs from it only in how
+    many voices it has (the question it answers: how held-out SDRi grows with real voices).
+    """
+    if not 2 <= n <= len(names):
+        raise ValueError(f"'train_speakers' must be between 2 and the {len(names)} training speakers. Got {n}.")
+    rng = np.random.default_rng(seed)
+    by_source: dict[str, list[str]] = {}
+    for name in sorted(names):
+        by_source.setdefault(name.split("-")[0], []).append(name)
+    queues = [list(rng.permutation(group)) for _, group in sorted(by_source.items())]
+    chosen: list[str] = []
+    while len(chosen) < n:
+        for queue in queues:
+            if queue and len(chosen) < n:
+                chosen.append(str(queue.pop(0)))
+    return sorted(chosen)
+
+
 def train_set(recipe: dict) -> MixedCorpusDataset:
     speed = None if recipe["speed"] <= 0 else (1 - recipe["speed"], 1 + recipe["speed"])
     # a recipe written before "talkers" existed trained on 2-talker mixtures only
@@ -93,7 +116,15 @@ def train_set(recipe: dict) -> MixedCorpusDataset:
     formants = recipe.get("formants") or 0  # ... and before "formants", without formant shifts
     common = {"n_sources": talkers, "segment_seconds": recipe["segment"], "snr_range": (0, 5), "n_mixtures": 1,
               "fill_pauses": None if fill is None else tuple(fill)}
-    real = MixtureDataset(_local(recipe["real"]), split="train", seed=recipe["seed"], speed_range=speed,
+    # ... and before "train_speakers", on all the real training speakers
+    subset = recipe.get("train_speakers")
+    where: dict = {"split": "train"}
+    if subset:
+        splits = json.loads((_local(recipe["real"]) / "splits.json").read_text())
+        where = {"speakers": speaker_subset(splits["train"], int(subset), recipe["seed"])}
+    # ... and before "speaker_weighting", with every real speaker drawn equally often
+    real = MixtureDataset(_local(recipe["real"]), seed=recipe["seed"], speed_range=speed, **where,
+                          speaker_weighting=recipe.get("speaker_weighting") or 0.0,
                           augment=parse_augment(recipe["augment"]),
                           formant_range=None if formants <= 0 else (1 - formants, 1 + formants), **common)
     synthetic = MixtureDataset(_local(recipe["synthetic"]), split="train", seed=recipe["seed"], **common)
@@ -371,6 +402,11 @@ def main(argv: list[str] | None = None) -> int:
                    "kept; with --speed each speaker stands for many voices; 0: off")
     t.add_argument("--augment", default="all", help="'none', 'all', 'all-GROUP,...' or 'only-GROUP,...' "
                    f"(groups: {', '.join(ChannelAugmentation.GROUPS)})")
+    t.add_argument("--train-speakers", type=int, default=None,
+                   help="train on this many of the real training speakers (spread over their sources); default all")
+    t.add_argument("--speaker-weighting", type=float, default=0.0,
+                   help="draw real speakers in proportion to their seconds of audio to this power "
+                        "(0: equally often; 1: by amount of audio)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--eval-every", type=int, default=300)
     t.add_argument("--n-valid", type=int, default=24, help="validation mixtures the trainer monitors")

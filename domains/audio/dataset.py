@@ -77,6 +77,12 @@ class MixtureDataset(Dataset):
             learns to keep a voice on its output across its pauses. None: a shorter utterance
             is placed at a random offset in silence. Mixtures as long as their shortest
             utterance (``segment_seconds=None``) need no filling and ignore it.
+        speaker_weighting: how often each speaker is drawn: in proportion to the seconds of
+            audio in the speaker's folder raised to this power. 0 (the default): every speaker
+            equally often. 1: every second of audio equally often, so that a speaker with a few
+            seconds of speech (a corpus of short clips) is not replayed over and over, which
+            teaches the network those clips rather than voices; 0.5 lies in between. The
+            seconds are read from the files' headers once, when the dataset is made.
 
     Items are dicts: "mixture" (time,) float32, "sources" (n_sources, time) float32,
     "speakers" (list of str), "index" (int).
@@ -103,6 +109,7 @@ class MixtureDataset(Dataset):
         augment: ChannelAugmentation | bool | None = None,
         fill_pauses: tuple[float, float] | None = None,
         formant_range: tuple[float, float] | None = None,
+        speaker_weighting: float = 0.0,
     ) -> None:
         owner = "MixtureDataset"
         self.root = Path(root)
@@ -118,6 +125,7 @@ class MixtureDataset(Dataset):
         self.augment = augment
         self.fill_pauses = fill_pauses
         self.formant_range = formant_range
+        self.speaker_weighting = speaker_weighting
         counts = [n_sources] if isinstance(n_sources, int) else list(n_sources)
         if not counts:
             raise ValueError(f"The 'n_sources' parameter of {owner} must be an int >= 1 or a non-empty sequence of them. Got {n_sources!r} instead.")
@@ -135,6 +143,7 @@ class MixtureDataset(Dataset):
             fill_pauses, "fill_pauses", owner, (0.0, 10.0), "pause lengths in seconds such as (0.2, 1.0)")
         self._formant = None if formant_range is None else _check_range(
             formant_range, "formant_range", owner, (0.7, 1.4))
+        check_float(speaker_weighting, "speaker_weighting", owner, 0.0, 2.0)
         if not self.root.is_dir():
             raise FileNotFoundError(f"The 'root' folder of {owner} does not exist: '{self.root}'.")
         if split is not None:
@@ -164,6 +173,12 @@ class MixtureDataset(Dataset):
                 f"{owner} needs at least {max(self._counts)} speakers with audio files (*.wav, *.flac) "
                 f"under '{self.root}' to mix different speakers. Got {len(self._speakers)}: {self._speakers}."
             )
+        # None keeps the uniform draw exactly as it always was (the same items for a seed)
+        self._speaker_p: np.ndarray | None = None
+        if speaker_weighting > 0:
+            seconds = np.array([sum(_seconds_of(f) for f in files) for files in self._files])
+            weights = np.maximum(seconds, 1e-3) ** float(speaker_weighting)
+            self._speaker_p = weights / weights.sum()
 
     @property
     def speaker_names(self) -> list[str]:
@@ -178,7 +193,7 @@ class MixtureDataset(Dataset):
             raise IndexError(f"MixtureDataset index {index} out of range [0, {self.n_mixtures}).")
         rng = np.random.default_rng([self.seed, int(index)])
         count = self._counts[int(rng.integers(len(self._counts)))]
-        who = rng.choice(len(self._speakers), size=count, replace=False)
+        who = rng.choice(len(self._speakers), size=count, replace=False, p=self._speaker_p)
         files = [self._files[int(s)] for s in who]
         return self._render(rng, files, [self._speakers[int(s)] for s in who], self.seed, int(index))
 
@@ -411,6 +426,17 @@ class _FileSamples:
         self.handle.seek(start)
         data = self.handle.read(max(0, stop - start), dtype="float32", always_2d=True)
         return data[:, 0].astype(np.float64)
+
+
+def _seconds_of(path: Path) -> float:
+    """The duration of an audio file from its header; 0 for a file that cannot be read (such a
+    file weighs nothing here; drawn, it is read by ``load_audio``, which says what is wrong)."""
+    sf = require("soundfile", "audio")
+    try:
+        info = sf.info(str(path))
+    except Exception:
+        return 0.0
+    return info.frames / info.samplerate if info.samplerate else 0.0
 
 
 @contextlib.contextmanager

@@ -193,6 +193,42 @@ def test_bad_fill_pauses(tmp_path, bad, error, match):
         MixtureDataset(root, fill_pauses=bad)
 
 
+@pytest.mark.parametrize("power", [0.0, 0.5, 1.0])
+def test_speaker_weighting_draws_speakers_by_their_seconds_of_audio(tmp_path, power):
+    rate = 8000
+    seconds = {"short": 1.0, "middle": 4.0, "long": 16.0}
+    for name, total in seconds.items():  # the seconds spread over files of different lengths
+        (tmp_path / name).mkdir()
+        for j, part in enumerate((0.25, 0.75)):
+            sf.write(tmp_path / name / f"{j}.wav", 0.1 * np.ones(int(rate * total * part)), rate)
+    ds = MixtureDataset(tmp_path, n_sources=1, segment_seconds=0.05, n_mixtures=3000, seed=4,
+                        speaker_weighting=power)
+    drawn = [ds[i]["speakers"][0] for i in range(len(ds))]
+    weights = {n: s ** power for n, s in seconds.items()}
+    for name in seconds:
+        expected = weights[name] / sum(weights.values())
+        share = drawn.count(name) / len(drawn)
+        assert share == pytest.approx(expected, abs=4 * np.sqrt(expected * (1 - expected) / len(drawn)))
+    # two talkers: each mixture still has different speakers
+    pairs = MixtureDataset(tmp_path, segment_seconds=0.05, n_mixtures=50, speaker_weighting=power)
+    assert all(len(set(pairs[i]["speakers"])) == 2 for i in range(len(pairs)))
+
+
+def test_uniform_speaker_weighting_keeps_the_items(tiny_corpus):
+    # weighting 0 is the draw of every dataset made before the option existed
+    a = MixtureDataset(tiny_corpus, n_mixtures=6, seed=3)
+    b = MixtureDataset(tiny_corpus, n_mixtures=6, seed=3, speaker_weighting=0)
+    for i in range(6):
+        assert a[i]["speakers"] == b[i]["speakers"]
+        torch.testing.assert_close(a[i]["mixture"], b[i]["mixture"], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("bad", [-0.5, 3.0, float("nan")])
+def test_bad_speaker_weighting(tiny_corpus, bad):
+    with pytest.raises(ValueError, match="'speaker_weighting' parameter of MixtureDataset"):
+        MixtureDataset(tiny_corpus, speaker_weighting=bad)
+
+
 def test_formant_range_moves_each_talkers_formants_and_keeps_the_rest(tiny_corpus):
     from domains.audio.voice import shift_formants
 

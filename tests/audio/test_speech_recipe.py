@@ -62,6 +62,12 @@ def test_stage_resume_validate_publish(recipe, tmp_path, capsys):
         frames = sources.reshape(len(sources), -1, 80)
         assert frames.shape[1] == 300 and (np.abs(frames).max(axis=2) > 1e-3).mean() > 0.85
     assert train.first.formant_range == pytest.approx((0.9, 1.1))
+    fewer = recipe.train_set({**stages[0]["recipe"], "talkers": "2", "train_speakers": 2})
+    assert len(fewer.first.speaker_names) == 2 and set(fewer.first.speaker_names) < {"r0", "r1", "r2"}
+    assert fewer.second.speaker_names == ["s0", "s1", "s2"]  # the synthetic voices are all kept
+    assert fewer.first.speaker_weighting == 0.0 and fewer.second.speaker_weighting == 0.0
+    weighted = recipe.train_set({**stages[0]["recipe"], "speaker_weighting": 0.5})
+    assert weighted.first.speaker_weighting == 0.5 and weighted.second.speaker_weighting == 0.0
     config = json.loads((run / "model" / "config.json").read_text())
     assert config["domain"]["options"]["cross_mixture_weight"] == 0.5
     assert math.isfinite(stages[0]["valid_scores"]["model"]["sdri"])  # scored on the validation speakers
@@ -114,3 +120,20 @@ def test_paired_difference(recipe):
     mean, se, wins = recipe.paired_difference([3.0, 5.0, 4.0, 6.0], [2.0, 5.5, 3.0, 4.0])
     d = np.array([1.0, -0.5, 1.0, 2.0])
     assert mean == pytest.approx(d.mean()) and se == pytest.approx(d.std(ddof=1) / 2) and wins == 3
+
+
+def test_speaker_subset_spreads_over_sources(recipe):
+    names = [f"asterisk-{i}" for i in range(3)] + [f"klettres-{i}" for i in range(10)] + ["fillets-a", "fillets-b"]
+    subset = recipe.speaker_subset(names, 6, seed=0)
+    assert len(subset) == len(set(subset)) == 6 and set(subset) <= set(names)
+    sources = [n.split("-")[0] for n in subset]
+    # two of each of the three sources: the subset keeps the variety of recordings
+    assert sorted(sources) == ["asterisk"] * 2 + ["fillets"] * 2 + ["klettres"] * 2
+    assert subset == recipe.speaker_subset(list(reversed(names)), 6, seed=0)  # given order does not matter
+    # a small source runs out: the others fill the subset
+    subset = recipe.speaker_subset(names, 11, seed=3)
+    assert sum(n.startswith("fillets") for n in subset) == 2 and sum(n.startswith("asterisk") for n in subset) == 3
+    assert set(recipe.speaker_subset(names, len(names), seed=0)) == set(names)
+    for bad in (1, len(names) + 1):
+        with pytest.raises(ValueError, match="'train_speakers'.*Got"):
+            recipe.speaker_subset(names, bad, seed=0)
