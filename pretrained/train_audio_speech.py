@@ -54,13 +54,14 @@ import embedseg  # noqa: E402
 from domains.audio.augment import ChannelAugmentation  # noqa: E402
 from domains.audio.dataset import MixedCorpusDataset, MixtureDataset  # noqa: E402
 from domains.audio.metrics import AudioMetrics, oracle_separation  # noqa: E402
+from domains.audio.networks import widen_blstm  # noqa: E402
 from embedseg.inference import embeddings_of  # noqa: E402
 
 SHIPPED = REPO / "pretrained" / "audio-speech-8k"
 RECIPE_KEYS = (
     "network", "network_params", "init", "real", "synthetic", "segment", "batch_size", "lr", "proportions",
     "speed", "augment", "seed", "eval_every", "n_valid", "monitor", "loss", "talkers", "fill_pauses",
-    "formants", "cross_mixture", "train_speakers", "speaker_weighting",
+    "formants", "cross_mixture", "train_speakers", "speaker_weighting", "widen",
 )
 
 
@@ -264,6 +265,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if recipe["init"]:  # continue a saved model's network (its architecture and weights)
         network = embedseg.load(_local(recipe["init"])).network
         net_params = None
+        if recipe.get("widen"):  # more units, the same function to start from
+            network = widen_blstm(network, int(recipe["widen"]), seed=recipe["seed"])
     else:
         net_params.setdefault("mask_sources", 2)
     train = train_set(recipe)
@@ -387,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--network", default="dc_compact")
     t.add_argument("--network-params", default=None, help='JSON, e.g. \'{"hidden": 256, "layers": 3}\'')
     t.add_argument("--init", default=None, help="start from this saved model's network (architecture and weights)")
+    t.add_argument("--widen", type=int, default=None,
+                   help="with --init: widen its BLSTM to this many units per direction, outputs unchanged")
     t.add_argument("--real", type=Path, default=REPO / "data" / "speech-real")
     t.add_argument("--synthetic", type=Path, default=REPO / "data" / "speech")
     t.add_argument("--segment", type=float, default=1.5, help="training segment length in seconds")

@@ -193,9 +193,13 @@ class MixtureDataset(Dataset):
             raise IndexError(f"MixtureDataset index {index} out of range [0, {self.n_mixtures}).")
         rng = np.random.default_rng([self.seed, int(index)])
         count = self._counts[int(rng.integers(len(self._counts)))]
+        files, names = self._draw_speakers(rng, count)
+        return self._render(rng, files, names, self.seed, int(index))
+
+    def _draw_speakers(self, rng: np.random.Generator, count: int) -> tuple[list[list[Path]], list[str]]:
+        """``count`` different speakers (their files and names), drawn as ``speaker_weighting`` says."""
         who = rng.choice(len(self._speakers), size=count, replace=False, p=self._speaker_p)
-        files = [self._files[int(s)] for s in who]
-        return self._render(rng, files, [self._speakers[int(s)] for s in who], self.seed, int(index))
+        return [self._files[int(s)] for s in who], [self._speakers[int(s)] for s in who]
 
     def _stream(self, rng: np.random.Generator, speaker_files: list[Path], first: Any, steps: int | None, length: int) -> "_Samples":
         """``first`` followed by more of the speaker's utterances, each after a pause from
@@ -385,9 +389,9 @@ class MixedCorpusDataset(Dataset):
         files: list[list[Path]] = []
         names: list[str] = []
         for ds, n in ((first, n_first), (second, count - n_first)):
-            for s in rng.choice(len(ds._speakers), size=n, replace=False):
-                files.append(ds._files[int(s)])
-                names.append(ds._speakers[int(s)])
+            drawn_files, drawn_names = ds._draw_speakers(rng, n)  # each corpus by its own weighting
+            files += drawn_files
+            names += drawn_names
         order = rng.permutation(count)  # the first source is not always the first corpus's
         return first._render(rng, [files[i] for i in order], [names[i] for i in order], self.seed, int(index))
 

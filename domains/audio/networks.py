@@ -17,7 +17,7 @@ from torch import nn
 from embedseg._validation import check_float, check_int
 from embedseg.networks import normalize_embeddings, register_network
 
-__all__ = ["BLSTMEmbedding", "CompactBLSTMEmbedding", "ConvBLSTMEmbedding", "DilatedConvEmbedding"]
+__all__ = ["BLSTMEmbedding", "CompactBLSTMEmbedding", "ConvBLSTMEmbedding", "DilatedConvEmbedding", "widen_blstm"]
 
 
 def _check_features(features: torch.Tensor, n_freqs: int) -> None:
@@ -103,6 +103,72 @@ class BLSTMEmbedding(nn.Module):
         h = self.drop(h)
         masks = None if self.mask_head is None else self.mask_head(h)
         return _heads_output(self.embed(h), masks, self.dim, self.mask_sources)
+
+
+def widen_blstm(network: BLSTMEmbedding, hidden: int, *, seed: int = 0, scale: float = 0.01) -> BLSTMEmbedding:
+    """A copy of ``network`` with ``hidden`` LSTM units per direction that computes the same
+    outputs (Net2Net-style widening, Chen et al. 2016), so a trained model can grow in capacity
+    and go on training from where it is instead of from random weights.
+
+    The old units keep their weights. Each new unit has zero input, recurrent and bias weights:
+    its gates sit at 0.5 and its candidate at 0, so its cell and output stay exactly 0 on any
+    input, and whatever reads it (the old units' recurrent weights, the next layer, the heads)
+    gets random weights of standard deviation ``scale`` that change no output but let the
+    gradient reach the new unit from the first step; the random values differ per unit, which
+    breaks the symmetry between new units.
+
+    Args:
+        network: a :class:`BLSTMEmbedding` (or subclass, such as ``dc_compact``).
+        hidden: LSTM units per direction of the copy, at least the network's.
+        seed: seed of the new reading weights.
+        scale: their standard deviation.
+
+    Raises:
+        TypeError: ``network`` is not a BLSTMEmbedding.
+        ValueError: ``hidden`` is smaller than the network's.
+    """
+    if not isinstance(network, BLSTMEmbedding):
+        raise TypeError(f"'network' must be a BLSTMEmbedding (dc_blstm, dc_compact). Got {type(network).__name__}.")
+    old = network.hidden
+    check_int(hidden, "hidden", "widen_blstm", old)
+    check_float(scale, "scale", "widen_blstm", 0.0)
+    wide = type(network)(n_freqs=network.n_freqs, dim=network.dim, hidden=hidden, layers=network.layers,
+                         dropout=network.dropout, mask_sources=network.mask_sources)
+    like = next(network.parameters())
+    wide = wide.to(device=like.device, dtype=like.dtype)
+    gen = torch.Generator().manual_seed(int(seed))
+
+    def fresh(shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        return (torch.randn(shape, generator=gen, dtype=torch.float32) * scale).to(like)
+
+    # position of each old hidden value in the wide one: forward units first, then backward
+    keep = torch.cat([torch.arange(old), hidden + torch.arange(old)])
+    rows = torch.cat([g * hidden + torch.arange(old) for g in range(4)])  # gates i, f, g, o
+    wide_state, state = wide.state_dict(), network.state_dict()
+    for name, value in state.items():
+        target = wide_state[name]
+        if name.startswith("blstm.weight_ih") and not name.startswith("blstm.weight_ih_l0"):
+            new = torch.zeros_like(target)
+            new[rows] = fresh((len(rows), target.shape[1]), target)
+            new[rows[:, None], keep[None, :]] = value
+        elif name.startswith("blstm.weight_ih"):  # the first layer reads the features
+            new = torch.zeros_like(target)
+            new[rows] = value
+        elif name.startswith("blstm.weight_hh"):
+            new = torch.zeros_like(target)
+            new[rows] = fresh((len(rows), hidden), target)
+            new[rows[:, None], torch.arange(old)[None, :]] = value
+        elif name.startswith("blstm.bias"):
+            new = torch.zeros_like(target)
+            new[rows] = value
+        elif name.endswith(".weight"):  # a head: Linear(2 * hidden -> ...)
+            new = fresh(tuple(target.shape), target)
+            new[:, keep] = value
+        else:  # a head's bias
+            new = value.clone()
+        wide_state[name] = new
+    wide.load_state_dict(wide_state)
+    return wide
 
 
 @register_network("dc_compact")

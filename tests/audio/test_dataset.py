@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from domains.audio.dataset import MixtureDataset
+from domains.audio.dataset import MixedCorpusDataset, MixtureDataset
 
 
 def test_items_are_deterministic_and_well_formed(tiny_corpus):
@@ -203,12 +203,15 @@ def test_speaker_weighting_draws_speakers_by_their_seconds_of_audio(tmp_path, po
             sf.write(tmp_path / name / f"{j}.wav", 0.1 * np.ones(int(rate * total * part)), rate)
     ds = MixtureDataset(tmp_path, n_sources=1, segment_seconds=0.05, n_mixtures=3000, seed=4,
                         speaker_weighting=power)
-    drawn = [ds[i]["speakers"][0] for i in range(len(ds))]
+    # a corpus mixed with another one draws its speakers the same way
+    mixed = MixedCorpusDataset(ds, ds, (1, 0, 0), seed=5, n_mixtures=3000)
     weights = {n: s ** power for n, s in seconds.items()}
-    for name in seconds:
-        expected = weights[name] / sum(weights.values())
-        share = drawn.count(name) / len(drawn)
-        assert share == pytest.approx(expected, abs=4 * np.sqrt(expected * (1 - expected) / len(drawn)))
+    for data in (ds, mixed):
+        drawn = [data[i]["speakers"][0] for i in range(len(data))]
+        for name in seconds:
+            expected = weights[name] / sum(weights.values())
+            share = drawn.count(name) / len(drawn)
+            assert share == pytest.approx(expected, abs=4 * np.sqrt(expected * (1 - expected) / len(drawn)))
     # two talkers: each mixture still has different speakers
     pairs = MixtureDataset(tmp_path, segment_seconds=0.05, n_mixtures=50, speaker_weighting=power)
     assert all(len(set(pairs[i]["speakers"])) == 2 for i in range(len(pairs)))

@@ -88,3 +88,34 @@ def test_bad_parameters_and_input():
     net = embedseg.create_network("dc_compact", **SMALL)
     with pytest.raises(ValueError, match="must have 17 frequency bins"):
         net(torch.zeros(1, 3, 16))
+
+
+@pytest.mark.parametrize("name, layers, mask_sources", [("dc_compact", 2, 2), ("dc_blstm", 3, 0), ("dc_compact", 1, 3)])
+def test_widen_blstm_keeps_the_outputs_and_trains_the_new_units(name, layers, mask_sources):
+    torch.manual_seed(0)
+    net = embedseg.create_network(name, n_freqs=17, dim=5, hidden=6, layers=layers, mask_sources=mask_sources).eval()
+    wide = networks.widen_blstm(net, 10, seed=3).eval()
+    assert type(wide) is type(net) and wide.hidden == 10 and wide.blstm.hidden_size == 10
+    features = torch.randn(2, 23, 17, dtype=torch.float64)
+    before, after = net.double()(features), wide.double()(features)
+    before = before if isinstance(before, dict) else {"embeddings": before}
+    after = after if isinstance(after, dict) else {"embeddings": after}
+    for key in before:
+        torch.testing.assert_close(after[key], before[key], rtol=0, atol=1e-12)
+    # the new units start silent, but the gradient reaches their weights from the first step
+    wide.train()
+    out = wide(features)
+    loss = sum((v.sum() if k == "embeddings" else v.square().sum()) for k, v in (out.items() if isinstance(out, dict) else [("embeddings", out)]))
+    loss.backward()
+    grad = wide.blstm.weight_hh_l0.grad
+    new_rows = torch.cat([g * 10 + torch.arange(6, 10) for g in range(4)])
+    assert grad[new_rows].abs().sum() > 0
+    assert networks.widen_blstm(net, 6).hidden == 6  # same width: a copy
+
+
+def test_widen_blstm_bad_arguments():
+    net = networks.CompactBLSTMEmbedding(hidden=8)
+    with pytest.raises(ValueError, match="'hidden' parameter of widen_blstm"):
+        networks.widen_blstm(net, 4)
+    with pytest.raises(TypeError, match="'network' must be a BLSTMEmbedding"):
+        networks.widen_blstm(networks.DilatedConvEmbedding(), 16)
