@@ -54,7 +54,7 @@ import embedseg  # noqa: E402
 from domains.audio.augment import ChannelAugmentation  # noqa: E402
 from domains.audio.dataset import MixedCorpusDataset, MixtureDataset  # noqa: E402
 from domains.audio.metrics import AudioMetrics, oracle_separation  # noqa: E402
-from domains.audio.networks import widen_blstm  # noqa: E402
+from domains.audio import widen_blstm  # noqa: E402
 from embedseg.inference import embeddings_of  # noqa: E402
 
 SHIPPED = REPO / "pretrained" / "audio-speech-8k"

@@ -4,8 +4,9 @@ Public pieces: :class:`AudioDomain` (the adapter registered as "audio"), :class:
 (wsj0-2mix-style mixtures from any ``root/<speaker>/*.wav`` folder), :func:`build_speech_corpus`
 (a multi-voice speech corpus synthesized from Debian packages), :func:`build_real_speech_corpus`
 (real recorded speech gathered from Debian packages), :func:`shift_formants` (new voices from a
-corpus's speakers), the networks ("dc_blstm",
-"dc_compact"), the STFT features and the separation metrics.
+corpus's speakers), the networks ("dc_blstm", "dc_compact", "dc_tcn", "dc_conv_blstm") and
+:func:`widen_blstm` (more units for a trained BLSTM, its outputs unchanged), the STFT features
+and the separation metrics.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from .domain import AudioDomain
 from .model import AudioModel
 from .features import STFTConfig, istft, stft
 from .metrics import AudioMetrics, bss_eval_sources, oracle_separation, sdr, separation_scores, si_sdr
-from .networks import BLSTMEmbedding, CompactBLSTMEmbedding, ConvBLSTMEmbedding, DilatedConvEmbedding
+from .networks import BLSTMEmbedding, CompactBLSTMEmbedding, ConvBLSTMEmbedding, DilatedConvEmbedding, widen_blstm
 
 __all__ = [
     "AudioDomain",
@@ -38,6 +39,7 @@ __all__ = [
     "CompactBLSTMEmbedding",
     "DilatedConvEmbedding",
     "ConvBLSTMEmbedding",
+    "widen_blstm",
     "STFTConfig",
     "stft",
     "istft",

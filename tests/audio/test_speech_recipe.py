@@ -89,6 +89,13 @@ def test_stage_resume_validate_publish(recipe, tmp_path, capsys):
     assert recipe.main(["publish", "--run", str(run), "--to", str(published)]) == 0
     assert (published / "checkpoint.safetensors").is_file()
     assert json.loads((published / "recipe.json").read_text())["talkers"] == "2,3"
+    # a wider copy of the trained network goes on training from it
+    wide = tmp_path / "wide"
+    assert recipe.main(["train", "--run", str(wide), "--init", str(run / "model"), "--widen", "12", "--minutes", "10",
+                        "--max-steps", "2", "--segment", "1", "--batch-size", "2", "--score-n", "0", "--n-valid", "2",
+                        *common]) == 0
+    config = json.loads((wide / "model" / "config.json").read_text())
+    assert config["network"]["params"]["hidden"] == 12 and config["network"]["params"]["dim"] == 6
 
 
 def test_spectrum_tells_a_shared_plane_from_talker_directions(recipe):
