@@ -259,6 +259,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise SystemExit(f"--resume needs {log_file} or {recipe_file} to know the run's options.")
     else:
         recipe = _recipe_of(args)
+        if recipe.get("widen") and not recipe["init"]:
+            raise SystemExit("--widen grows the network of --init: give both (a new network takes --network-params).")
     net_params = json.loads(recipe["network_params"]) if recipe["network_params"] else {}
     network: str | torch.nn.Module = recipe["network"]
     recipe = {**recipe, **{k: _portable(_local(recipe[k])) for k in ("init", "real", "synthetic")}}

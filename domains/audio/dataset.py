@@ -293,6 +293,7 @@ class MixtureDataset(Dataset):
             + ("" if self._augment is None else f", augment={self._augment!r}")
             + ("" if self.fill_pauses is None else f", fill_pauses={self.fill_pauses!r}")
             + ("" if self.formant_range is None else f", formant_range={self.formant_range!r}")
+            + ("" if not self.speaker_weighting else f", speaker_weighting={self.speaker_weighting!r}")
             + ")"
         )
 

@@ -203,6 +203,7 @@ def test_speaker_weighting_draws_speakers_by_their_seconds_of_audio(tmp_path, po
             sf.write(tmp_path / name / f"{j}.wav", 0.1 * np.ones(int(rate * total * part)), rate)
     ds = MixtureDataset(tmp_path, n_sources=1, segment_seconds=0.05, n_mixtures=3000, seed=4,
                         speaker_weighting=power)
+    assert ("speaker_weighting=" in repr(ds)) == (power > 0)
     # a corpus mixed with another one draws its speakers the same way
     mixed = MixedCorpusDataset(ds, ds, (1, 0, 0), seed=5, n_mixtures=3000)
     weights = {n: s ** power for n, s in seconds.items()}

@@ -96,6 +96,8 @@ def test_stage_resume_validate_publish(recipe, tmp_path, capsys):
                         *common]) == 0
     config = json.loads((wide / "model" / "config.json").read_text())
     assert config["network"]["params"]["hidden"] == 12 and config["network"]["params"]["dim"] == 6
+    with pytest.raises(SystemExit, match="--widen grows the network of --init"):
+        recipe.main(["train", "--run", str(tmp_path / "nothing"), "--widen", "12", "--minutes", "1", *common])
 
 
 def test_spectrum_tells_a_shared_plane_from_talker_directions(recipe):
