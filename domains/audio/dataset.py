@@ -494,7 +494,6 @@ def _check_range(
     return low, high
 
 
-
 def _check_augment(value: Any, owner: str) -> ChannelAugmentation | None:
     """A ChannelAugmentation, True for its defaults, or None/False for none."""
     if value is None or value is False:

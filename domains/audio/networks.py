@@ -138,8 +138,8 @@ def widen_blstm(network: BLSTMEmbedding, hidden: int, *, seed: int = 0, scale: f
     wide = wide.to(device=like.device, dtype=like.dtype)
     gen = torch.Generator().manual_seed(int(seed))
 
-    def fresh(shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
-        return (torch.randn(shape, generator=gen, dtype=torch.float32) * scale).to(like)
+    def fresh(shape: tuple[int, ...], target: torch.Tensor) -> torch.Tensor:
+        return (torch.randn(shape, generator=gen, dtype=torch.float32) * scale).to(target)
 
     # position of each old hidden value in the wide one: forward units first, then backward
     keep = torch.cat([torch.arange(old), hidden + torch.arange(old)])
@@ -147,13 +147,13 @@ def widen_blstm(network: BLSTMEmbedding, hidden: int, *, seed: int = 0, scale: f
     wide_state, state = wide.state_dict(), network.state_dict()
     for name, value in state.items():
         target = wide_state[name]
-        if name.startswith("blstm.weight_ih") and not name.startswith("blstm.weight_ih_l0"):
+        if name.startswith("blstm.weight_ih_l0"):  # the first layer reads the features
+            new = torch.zeros_like(target)
+            new[rows] = value
+        elif name.startswith("blstm.weight_ih"):  # a later layer reads both directions below
             new = torch.zeros_like(target)
             new[rows] = fresh((len(rows), target.shape[1]), target)
             new[rows[:, None], keep[None, :]] = value
-        elif name.startswith("blstm.weight_ih"):  # the first layer reads the features
-            new = torch.zeros_like(target)
-            new[rows] = value
         elif name.startswith("blstm.weight_hh"):
             new = torch.zeros_like(target)
             new[rows] = fresh((len(rows), hidden), target)

@@ -97,15 +97,17 @@ def test_widen_blstm_keeps_the_outputs_and_trains_the_new_units(name, layers, ma
     wide = networks.widen_blstm(net, 10, seed=3).eval()
     assert type(wide) is type(net) and wide.hidden == 10 and wide.blstm.hidden_size == 10
     features = torch.randn(2, 23, 17, dtype=torch.float64)
-    before, after = net.double()(features), wide.double()(features)
-    before = before if isinstance(before, dict) else {"embeddings": before}
-    after = after if isinstance(after, dict) else {"embeddings": after}
+
+    def outputs(network):  # {"embeddings": ..., "masks": ...} with or without a mask head
+        out = network(features)
+        return out if isinstance(out, dict) else {"embeddings": out}
+
+    before, after = outputs(net.double()), outputs(wide.double())
     for key in before:
         torch.testing.assert_close(after[key], before[key], rtol=0, atol=1e-12)
     # the new units start silent, but the gradient reaches their weights from the first step
-    wide.train()
-    out = wide(features)
-    loss = sum((v.sum() if k == "embeddings" else v.square().sum()) for k, v in (out.items() if isinstance(out, dict) else [("embeddings", out)]))
+    out = outputs(wide.train())
+    loss = out["embeddings"].sum() + sum(v.square().sum() for k, v in out.items() if k != "embeddings")
     loss.backward()
     grad = wide.blstm.weight_hh_l0.grad
     new_rows = torch.cat([g * 10 + torch.arange(6, 10) for g in range(4)])
