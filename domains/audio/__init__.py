@@ -11,7 +11,7 @@ and the separation metrics.
 
 from __future__ import annotations
 
-from .corpus import SPLITS, VOICES, build_speech_corpus, wordnet_sentences
+from .corpus import SPLITS, VOICE_SETS, VOICES, build_speech_corpus, wordnet_sentences
 from .corpus_real import RealSpeechCorpus, build_real_speech_corpus
 from .augment import ChannelAugmentation
 from .voice import shift_formants
@@ -34,6 +34,7 @@ __all__ = [
     "build_real_speech_corpus",
     "RealSpeechCorpus",
     "VOICES",
+    "VOICE_SETS",
     "SPLITS",
     "BLSTMEmbedding",
     "CompactBLSTMEmbedding",

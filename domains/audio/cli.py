@@ -147,9 +147,11 @@ def _cmd_separate(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_speech(args: argparse.Namespace) -> int:
-    from .corpus import build_speech_corpus
+    from .corpus import VOICE_SETS, build_speech_corpus
 
-    voices = args.voices.split(",") if args.voices else None
+    voices = None
+    if args.voices:
+        voices = args.voices if args.voices in VOICE_SETS else args.voices.split(",")
     root = build_speech_corpus(
         args.out, voices=voices, n_sentences=args.n_sentences, sample_rate=args.sample_rate,
         seed=args.seed, workers=args.workers, overwrite=args.overwrite,
@@ -209,11 +211,14 @@ def add_commands(subparsers: Any) -> None:
     sub = _subparsers_of(data)
     q = sub.add_parser(
         "speech", help="synthesize the multi-voice speech corpus (needs scripts/install_speech_voices.sh)",
-        description="27 synthetic voices reading WordNet sentences, in root/<voice>/*.wav with a fixed train/valid/test split.",
+        description="27 synthetic voices (57 with --voices all) reading WordNet sentences, in root/<voice>/*.wav "
+        "with a fixed train/valid/test split.",
     )
     q.add_argument("--out", required=True, metavar="DIR")
     q.add_argument("--n-sentences", type=int, default=50, help="sentences per voice (default 50)")
-    q.add_argument("--voices", default=None, help="comma-separated voice names (default: all 27)")
+    q.add_argument("--voices", default=None, help="comma-separated voice names, or 'standard' (the default: the 27 "
+                   "voices of the fixed split) or 'all' (57: 30 more MBROLA voices for training, after "
+                   "scripts/install_speech_voices.sh --extended)")
     q.add_argument("--sample-rate", type=int, default=8000)
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--workers", type=int, default=2)

@@ -1,7 +1,9 @@
 """A built-in multi-voice speech corpus, synthesized from Debian packages only.
 
-Twenty-seven voices read English sentences: espeak-ng driving the 20 MBROLA diphone voices of
-real speakers, flite's four voices and three festival diphone voices. The text is WordNet's
+Twenty-seven voices (the standard set) read English sentences: espeak-ng driving 20 MBROLA
+diphone voices of real speakers, flite's four voices and three festival diphone voices; the
+extended set adds 30 more MBROLA voices (``voices="all"``, installed by
+``scripts/install_speech_voices.sh --extended``), for training only. The text is WordNet's
 usage examples (about 21,000 clean sentences of 6 to 14 words). Pitch and rate vary per
 utterance and each utterance gets random leading and trailing silence. Everything is
 deterministic given the seed. ``scripts/install_speech_voices.sh`` installs the packages (as
@@ -42,6 +44,7 @@ from .audio_io import load_audio, resample, save_audio
 
 __all__ = [
     "VOICES",
+    "VOICE_SETS",
     "SPLITS",
     "Voice",
     "available_voices",
@@ -77,9 +80,33 @@ _MBROLA = {
     "sw1": "Swedish, male", "sw2": "Swedish, female",
 }
 
-#: All built-in voices, in a fixed order (the order seeds each voice's choices).
+# More MBROLA voices, each the diphones of one more real speaker: the voices of Debian's
+# mbrola-* packages that espeak-ng drives and that read English text with at most about one
+# diphone in ten missing from their database (replaced by a short silence). Left out: ar1-2,
+# cz1, de8, es1-4, hb1-2, in1-2, jp1-3, ma1, mx1-2, nl1, nz1, tl1, vz1 (more missing diphones),
+# bz1, cn1, hn1 (no espeak-ng voice).
+_MBROLA_EXTENDED = {
+    "br1": "Brazilian Portuguese, male", "br2": "Brazilian Portuguese, female",
+    "br3": "Brazilian Portuguese, male", "br4": "Brazilian Portuguese, female",
+    "ca1": "Canadian French, male", "ca2": "Canadian French, male", "cr1": "Croatian, male",
+    "cz2": "Czech, male", "de7": "German, female", "ee1": "Estonian, male", "fr2": "French, female",
+    "fr3": "French, male", "fr5": "Belgian French, male", "fr6": "French, male",
+    "fr7": "Belgian French, male", "gr1": "Greek, male", "ic1": "Icelandic, male",
+    "id1": "Indonesian, male", "ir1": "Farsi, male", "it1": "Italian, male", "it2": "Italian, female",
+    "it3": "Italian, male", "it4": "Italian, female", "la1": "Latin, male", "lt1": "Lithuanian, male",
+    "lt2": "Lithuanian, male", "nl3": "Dutch, female", "pt1": "European Portuguese, female",
+    "tr1": "Turkish, male", "tr2": "Turkish, female",
+}
+
+
+def _mbrola_voice(code: str, description: str) -> Voice:
+    return Voice(f"mb-{code}", "espeak-mbrola", f"mb-{code}", f"MBROLA {code}: {description}")
+
+
+#: All built-in voices, in a fixed order (a voice's place seeds its choices and picks its
+#: sentences, so voices are only ever added at the end).
 VOICES: dict[str, Voice] = {
-    **{f"mb-{k}": Voice(f"mb-{k}", "espeak-mbrola", f"mb-{k}", f"MBROLA {k}: {d}") for k, d in _MBROLA.items()},
+    **{f"mb-{k}": _mbrola_voice(k, d) for k, d in _MBROLA.items()},
     "flite-kal": Voice("flite-kal", "flite", "kal", "flite kal: American English, male"),
     "flite-awb": Voice("flite-awb", "flite", "awb", "flite awb: Scottish English, male"),
     "flite-rms": Voice("flite-rms", "flite", "rms", "flite rms: American English, male"),
@@ -87,6 +114,14 @@ VOICES: dict[str, Voice] = {
     "fest-ked": Voice("fest-ked", "festival", "ked_diphone", "festival ked: American English, male"),
     "fest-rab": Voice("fest-rab", "festival", "rab_diphone", "festival rab: British English, male"),
     "fest-don": Voice("fest-don", "festival", "don_diphone", "festival don: British English, male"),
+    **{f"mb-{k}": _mbrola_voice(k, d) for k, d in _MBROLA_EXTENDED.items()},
+}
+
+#: Named sets of voices: "standard", the 27 of every corpus this project has built (the default),
+#: and "all", which adds the 30 extended MBROLA voices as more training voices.
+VOICE_SETS: dict[str, list[str]] = {
+    "standard": [n for n in VOICES if n[3:] not in _MBROLA_EXTENDED],
+    "all": list(VOICES),
 }
 
 #: The fixed split of the voices. Test and validation voices are never heard in training and
@@ -97,7 +132,7 @@ SPLITS: dict[str, list[str]] = {
     "train": [
         "mb-us1", "mb-us2", "mb-en1", "mb-af1", "mb-de1", "mb-de2", "mb-de4", "mb-de6", "mb-fr1",
         "mb-fr4", "mb-gr2", "mb-nl2", "mb-pl1", "mb-ro1", "mb-sw2", "flite-rms", "flite-slt",
-        "fest-ked", "fest-don",
+        "fest-ked", "fest-don", *(f"mb-{k}" for k in _MBROLA_EXTENDED),
     ],
 }
 
@@ -229,10 +264,30 @@ def _finish(raw: Path, job: dict, sample_rate: int, out: Path) -> None:
     save_audio(out, torch.cat([lead, wave, trail]), sample_rate)
 
 
+def _voice_names(voices: Iterable[str] | str | None) -> list[str]:
+    """The voice names that ``voices`` (names, a set's name or None) stands for, checked."""
+    if voices is None:
+        return list(VOICE_SETS["standard"])
+    if isinstance(voices, str):
+        if voices not in VOICE_SETS:
+            raise ValueError(
+                f"The 'voices' parameter of build_speech_corpus must be a list of voice names or a set's "
+                f"name ({', '.join(map(repr, VOICE_SETS))}). Got {voices!r} instead."
+            )
+        return list(VOICE_SETS[voices])
+    names = list(voices)
+    unknown = [n for n in names if n not in VOICES]
+    if unknown:
+        raise ValueError(f"The 'voices' parameter of build_speech_corpus must name built-in voices ({', '.join(VOICES)}). Got unknown {unknown}.")
+    if not names:
+        raise ValueError("The 'voices' parameter of build_speech_corpus must name at least one voice. Got none.")
+    return names
+
+
 def build_speech_corpus(
     out_dir: str | os.PathLike,
     *,
-    voices: Iterable[str] | None = None,
+    voices: Iterable[str] | str | None = None,
     n_sentences: int = 50,
     sample_rate: int = 8000,
     seed: int = 0,
@@ -247,7 +302,9 @@ def build_speech_corpus(
 
     Args:
         out_dir: the corpus folder.
-        voices: names from :data:`VOICES`; None means all 27.
+        voices: names from :data:`VOICES`, or the name of a set in :data:`VOICE_SETS`
+            ("standard": the 27 voices with the fixed validation and test split, "all": 57,
+            the 30 extended MBROLA voices as more training voices); None means "standard".
         n_sentences: sentences per voice.
         sample_rate: output rate in Hz.
         seed: the seed of every random choice.
@@ -268,20 +325,22 @@ def build_speech_corpus(
     n_sentences = check_int(n_sentences, "n_sentences", "build_speech_corpus", 1)
     sample_rate = check_int(sample_rate, "sample_rate", "build_speech_corpus", 4000)
     workers = check_int(workers, "workers", "build_speech_corpus", 1)
-    names = list(VOICES) if voices is None else list(voices)
-    unknown = [n for n in names if n not in VOICES]
-    if unknown:
-        raise ValueError(f"The 'voices' parameter of build_speech_corpus must name built-in voices ({', '.join(VOICES)}). Got unknown {unknown}.")
+    names = _voice_names(voices)
     have = set(available_voices())
     absent = [n for n in names if n not in have]
     if absent:
-        raise EmbedsegError(f"These voices are not installed: {absent}; {_INSTALL_HINT}.")
+        hint = _INSTALL_HINT
+        if any(n[3:] in _MBROLA_EXTENDED for n in absent):
+            hint = hint.replace(".sh as root", ".sh --extended as root")
+        raise EmbedsegError(f"These voices are not installed: {absent}; {hint}.")
     sentences = wordnet_sentences()
     order = list(VOICES)
-    if len(order) * n_sentences > len(sentences):
+    # Voice k reads sentences [k n, (k + 1) n) of one shuffle, so the last voice asked for bounds n.
+    slots = 1 + max(order.index(n) for n in names)
+    if slots * n_sentences > len(sentences):
         raise ValueError(
-            f"The 'n_sentences' parameter of build_speech_corpus must be at most {len(sentences) // len(order)} "
-            f"(distinct sentences per voice). Got {n_sentences} instead."
+            f"The 'n_sentences' parameter of build_speech_corpus must be at most {len(sentences) // slots} "
+            f"(distinct sentences per voice for these voices). Got {n_sentences} instead."
         )
     shuffled = np.random.default_rng(seed).permutation(len(sentences))
     out = Path(out_dir)

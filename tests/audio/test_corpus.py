@@ -6,15 +6,67 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from domains.audio.corpus import SPLITS, VOICES, build_speech_corpus, wordnet_sentences
+from domains.audio import corpus as corpus_module
+from domains.audio.corpus import SPLITS, VOICE_SETS, VOICES, available_voices, build_speech_corpus, wordnet_sentences
+from embedseg.errors import EmbedsegError
+
 TINY_VOICES = ["mb-us1", "mb-us3", "mb-de5", "flite-slt", "fest-rab"]  # as in conftest.py
 
 
 def test_voice_table_and_splits_are_consistent():
-    assert len(VOICES) == 27
+    assert len(VOICES) == 57
     split_voices = [v for vs in SPLITS.values() for v in vs]
     assert sorted(split_voices) == sorted(VOICES)  # every voice in exactly one split
     assert len(set(split_voices)) == len(split_voices)
+
+
+def test_voice_sets_keep_the_standard_voices_first_and_the_extended_ones_for_training():
+    standard, every = VOICE_SETS["standard"], VOICE_SETS["all"]
+    assert len(standard) == 27 and every == list(VOICES)
+    # A voice's place in VOICES picks its sentences: the standard 27 keep the first places, so
+    # corpora built before the extension are rebuilt the same.
+    assert every[:27] == standard
+    extended = every[27:]
+    assert len(extended) == 30 and all(VOICES[v].engine == "espeak-mbrola" for v in extended)
+    assert set(extended) <= set(SPLITS["train"])
+    held_out = set(SPLITS["valid"]) | set(SPLITS["test"])
+    assert held_out <= set(standard)
+    assert all(("female" in VOICES[v].description) != ("male" in VOICES[v].description.replace("female", "")) for v in every)
+
+
+def test_voices_name_a_set_or_a_list(monkeypatch, tmp_path):
+    assert corpus_module._voice_names(None) == VOICE_SETS["standard"]
+    assert corpus_module._voice_names("all") == list(VOICES)
+    assert corpus_module._voice_names(["mb-br2", "mb-us1"]) == ["mb-br2", "mb-us1"]
+    with pytest.raises(ValueError, match="'voices' parameter of build_speech_corpus must be a list of voice names or a set's name .*Got 'everything'"):
+        build_speech_corpus(tmp_path, voices="everything")
+    with pytest.raises(ValueError, match="at least one voice"):
+        build_speech_corpus(tmp_path, voices=[])
+    # Missing extended voices: the message names them and the install option that brings them.
+    monkeypatch.setattr(corpus_module, "available_voices", lambda: list(VOICE_SETS["standard"]))
+    with pytest.raises(EmbedsegError, match=r"not installed: \['mb-br1'.*install_speech_voices.sh --extended"):
+        build_speech_corpus(tmp_path, voices="all")
+
+
+def test_sentence_budget_depends_on_the_last_voice_asked_for(monkeypatch, tmp_path):
+    # Voice k reads sentences [k n, (k + 1) n): the standard voices alone may read more each.
+    monkeypatch.setattr(corpus_module, "available_voices", lambda: list(VOICES))
+    n_total = len(wordnet_sentences())
+    with pytest.raises(ValueError, match=f"must be at most {n_total // 57} "):
+        build_speech_corpus(tmp_path, voices=["mb-us1", "mb-tr2"], n_sentences=n_total // 57 + 1)
+    with pytest.raises(ValueError, match=f"must be at most {n_total // 27} "):
+        build_speech_corpus(tmp_path, voices=["mb-us1", "fest-don"], n_sentences=n_total // 27 + 1)
+    assert not any(tmp_path.iterdir())  # refused before anything was written
+
+
+@pytest.mark.skipif("mb-br2" not in available_voices(), reason="needs scripts/install_speech_voices.sh --extended")
+def test_an_extended_voice_reads_its_own_sentences(tmp_path):
+    root = build_speech_corpus(tmp_path, voices=["mb-us1", "mb-br2"], n_sentences=3, seed=0)
+    data, rate = sf.read(min((root / "mb-br2").glob("*.wav")))
+    assert rate == 8000 and len(data) > rate and 0.4 < np.abs(data).max() <= 0.51
+    texts = [ln.split("\t")[1] for v in ("mb-us1", "mb-br2") for ln in (root / v / "transcripts.txt").read_text().splitlines()]
+    assert len(set(texts)) == 6
+    assert json.loads((root / "splits.json").read_text())["train"] == ["mb-us1", "mb-br2"]
 
 
 def test_wordnet_sentences_are_clean():
@@ -54,3 +106,19 @@ def test_corpus_rejects_bad_arguments(tmp_path):
         build_speech_corpus(tmp_path, voices=["mb-xx9"])
     with pytest.raises(ValueError, match="'n_sentences'"):
         build_speech_corpus(tmp_path, n_sentences=0)
+
+
+@pytest.mark.parametrize("arg, expected", [(None, None), ("all", "all"), ("standard", "standard"), ("mb-us1,flite-slt", ["mb-us1", "flite-slt"])])
+def test_command_line_passes_a_set_name_or_the_listed_voices(arg, expected, monkeypatch, tmp_path):
+    from embedseg.cli import main
+
+    seen = {}
+
+    def fake_build(out, **kwargs):
+        seen.update(kwargs)
+        return tmp_path
+
+    monkeypatch.setattr(corpus_module, "build_speech_corpus", fake_build)
+    argv = ["data", "speech", "--out", str(tmp_path)] + ([] if arg is None else ["--voices", arg])
+    assert main(argv) == 0
+    assert seen["voices"] == expected
