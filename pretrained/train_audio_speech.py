@@ -61,7 +61,7 @@ SHIPPED = REPO / "pretrained" / "audio-speech-8k"
 RECIPE_KEYS = (
     "network", "network_params", "init", "real", "synthetic", "segment", "batch_size", "lr", "proportions",
     "speed", "augment", "seed", "eval_every", "n_valid", "monitor", "loss", "talkers", "fill_pauses",
-    "formants", "cross_mixture", "train_speakers", "speaker_weighting", "widen",
+    "formants", "cross_mixture", "train_speakers", "speaker_weighting", "widen", "ema_decay",
 )
 
 
@@ -290,6 +290,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         # a recipe written before "cross_mixture" had none
         domain_options={"weights": "magnitude", "cross_mixture_weight": recipe.get("cross_mixture") or 0.0},
         warmup_steps=50,
+        ema_decay=recipe.get("ema_decay"),  # a recipe written before "ema_decay" had none
         eval_every=recipe["eval_every"],
         monitor=recipe["monitor"],
         plateau_patience=3,
@@ -419,6 +420,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--n-valid", type=int, default=24, help="validation mixtures the trainer monitors")
     t.add_argument("--cross-mixture", type=float, default=0.0, help="weight of the embedding loss over the whole "
                    "batch, each mixture's talkers their own classes: embeddings that say who talks (0: off)")
+    t.add_argument("--ema-decay", type=float, default=None, help="validate, keep and publish a moving average of "
+                   "the weights with this decay (e.g. 0.998); default: the weights themselves")
     t.add_argument("--monitor", default="sdri", help="what picks the best weights and decays the lr")
     t.add_argument("--loss", default="whitened_kmeans")
     t.add_argument("--score-n", type=int, default=40, help="validation mixtures scored after the stage (0: none)")

@@ -296,6 +296,113 @@ def test_resume_uses_a_checkpoint_left_aside_by_an_interrupted_rewrite(tmp_path)
     assert weights_equal(straight, resumed)
 
 
+# -- moving average of the weights ----------------------------------------------------------------
+def _toy_network() -> torch.nn.Module:
+    from embedseg.networks import create_network
+
+    spec = BlobsDomain().network_spec()
+    torch.manual_seed(0)
+    return create_network(spec["name"], **dict(spec.get("params") or {}))
+
+
+def _weights(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _last_checkpoint(run):
+    from embedseg.training.state import latest_checkpoint, read_checkpoint
+
+    return read_checkpoint(latest_checkpoint(run))[1]
+
+
+@pytest.mark.parametrize("value", [0.0, 1.0, -0.5, float("nan")])
+def test_ema_decay_must_lie_strictly_between_0_and_1(value):
+    with pytest.raises(ValueError, match="'ema_decay' parameter of fit must be a float in \\(0, 1\\)"):
+        embedseg.fit(TRAIN, **BASE, ema_decay=value)
+
+
+def test_the_average_follows_a_float64_reference_of_the_raw_weights():
+    import copy
+
+    from embedseg.training.averaging import average_decay
+
+    start = _toy_network()
+    n_steps, decay = 6, 0.8
+    # The raw weights after each step: runs of 1..n steps from the same start, without averaging.
+    raw = [_weights(start)] + [
+        _weights(embedseg.fit(TRAIN, **BASE, network=copy.deepcopy(start), max_steps=k).network)
+        for k in range(1, n_steps + 1)
+    ]
+    assert not all(torch.equal(raw[0][k], raw[-1][k]) for k in raw[0])  # training moved them
+    averaged = embedseg.fit(TRAIN, **BASE, network=copy.deepcopy(start), max_steps=n_steps, ema_decay=decay)
+    got = averaged.network.state_dict()
+    for key, first in raw[0].items():
+        if not first.is_floating_point():
+            continue
+        reference = first.double()
+        for step in range(1, n_steps + 1):
+            d = average_decay(decay, step)
+            reference = d * reference + (1 - d) * raw[step][key].double()
+        torch.testing.assert_close(got[key].double(), reference, rtol=1e-5, atol=1e-6)
+    # The warm-up: the first update keeps 2/11 of the start, later ones `decay` at most.
+    assert average_decay(decay, 1) == pytest.approx(2 / 11) and average_decay(decay, 10**6) == decay
+
+
+def test_validation_keeps_and_saves_the_average_while_training_goes_on_with_the_weights(tmp_path, monkeypatch):
+    from embedseg.training.loop import Trainer
+
+    seen = []
+    original = Trainer._validate
+
+    def spy(self):
+        seen.append((_weights(self.network), {k: v.clone() for k, v in self.average.shadow.items()}))
+        return original(self)
+
+    opts = dict(BASE, valid=VALID, epochs=2, eval_every=2, checkpoint_every=2)
+    torch.manual_seed(0)  # the same starting weights for both runs
+    plain = embedseg.fit(TRAIN, **opts, out_dir=str(tmp_path / "plain"))
+    monkeypatch.setattr(Trainer, "_validate", spy)
+    torch.manual_seed(0)
+    averaged = embedseg.fit(TRAIN, **opts, ema_decay=0.9, out_dir=str(tmp_path / "ema"))
+    assert len(seen) == 5  # steps 2, 4, 6, 8, 10
+    for validated, shadow in seen:
+        assert all(torch.equal(validated[k], shadow[k]) for k in shadow)
+    # The optimizer saw only the weights themselves: the last raw weights are the plain run's.
+    raw_plain, raw_ema = _last_checkpoint(tmp_path / "plain"), _last_checkpoint(tmp_path / "ema")
+    model_keys = [k for k in raw_plain if k.startswith("model.")]
+    assert model_keys and all(torch.equal(raw_plain[k], raw_ema[k]) for k in model_keys)
+    assert any(k.startswith("average.") for k in raw_ema) and not any(k.startswith("average.") for k in raw_plain)
+    # The model returned and saved is the average of the best evaluation, not a raw step.
+    best = averaged.config["training"]["best_step"]
+    best_shadow = seen[best // 2 - 1][1]
+    saved = embedseg.load(tmp_path / "ema").network.state_dict()
+    assert all(torch.equal(saved[k], best_shadow[k]) for k in best_shadow)
+    assert weights_equal(averaged, embedseg.load(tmp_path / "ema"))
+    assert not weights_equal(averaged, plain)
+
+
+def test_resume_continues_the_average_exactly(tmp_path):
+    opts = dict(BASE, epochs=2, ema_decay=0.7)
+    straight = embedseg.fit(TRAIN, **opts, out_dir=str(tmp_path / "a"))
+    embedseg.fit(TRAIN, **opts, max_steps=7, out_dir=str(tmp_path / "b"))
+    resumed = embedseg.fit(TRAIN, **opts, out_dir=str(tmp_path / "b"), resume=True)
+    assert weights_equal(straight, resumed)
+    a, b = _last_checkpoint(tmp_path / "a"), _last_checkpoint(tmp_path / "b")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a if not k.startswith("rng."))
+
+
+def test_resuming_across_a_change_of_averaging_says_what_happens(tmp_path):
+    embedseg.fit(TRAIN, **BASE, max_steps=3, out_dir=str(tmp_path / "plain"))
+    with pytest.warns(UserWarning, match="holds no moving average.*starts at the checkpoint's weights"):
+        model = embedseg.fit(TRAIN, **BASE, max_steps=3, ema_decay=0.9, out_dir=str(tmp_path / "plain"), resume=True)
+    # No step was taken after the resume: the average is the checkpoint's weights.
+    raw = _last_checkpoint(tmp_path / "plain")
+    assert all(torch.equal(v, raw[f"model.{k}"]) for k, v in model.network.state_dict().items())
+    embedseg.fit(TRAIN, **BASE, max_steps=3, ema_decay=0.9, out_dir=str(tmp_path / "ema"))
+    with pytest.warns(UserWarning, match="holds a moving average.*no ema_decay"):
+        embedseg.fit(TRAIN, **BASE, max_steps=4, out_dir=str(tmp_path / "ema"), resume=True)
+
+
 def test_resume_from_an_explicit_checkpoint_folder_and_bad_paths(tmp_path):
     embedseg.fit(TRAIN, **BASE, epochs=2, out_dir=str(tmp_path / "a"))
     ckpt = tmp_path / "a" / "checkpoints" / "step-00000005"

@@ -7,11 +7,13 @@ mixed precision on CUDA (bf16 where supported, else fp16 with loss scaling; the 
 always computed in fp32), optional ``torch.compile``, early stopping on the validation loss or a
 domain metric, atomic checkpoints every N steps with exact resume, checks that skip steps with a
 non-finite loss, gradient or buffer (and never save NaN or infinity), a tqdm progress bar, a CSV
-log, optional TensorBoard, a PNG of the training curves, and DistributedDataParallel when
-launched under ``torchrun``.
+log, optional TensorBoard, a PNG of the training curves, an optional moving average of the
+weights (``ema_decay``: validated, kept and saved in place of the weights themselves), and
+DistributedDataParallel when launched under ``torchrun``.
 
 The package's rooms: :mod:`~embedseg.training.config` (the options), :mod:`~.loop` (the
-:class:`Trainer`), :mod:`~.state` (checkpoint state and the run folder) and :mod:`~.logging`
+:class:`Trainer`), :mod:`~.state` (checkpoint state and the run folder), :mod:`~.averaging`
+(the moving average of the weights) and :mod:`~.logging`
 (log, progress bar, TensorBoard, curves); what counts as a dataset is :mod:`embedseg.datasets`'s,
 since evaluation checks datasets too.
 
@@ -33,14 +35,16 @@ written: the best weights are kept in memory, and the run cannot be resumed.
 Resume reproduces the uninterrupted run exactly on CPU with ``num_workers=0``: each epoch's
 order comes from a generator seeded with ``seed + epoch``, a resumed epoch skips the batches
 already seen without loading them, and the checkpoint holds the model, optimizer, schedule,
-early-stopping state and every RNG state (torch, CUDA, numpy, Python).
+early-stopping state, the moving average of the weights and every RNG state (torch, CUDA,
+numpy, Python).
 """
 
 from __future__ import annotations
 
 from ..device import resolve_device
+from .averaging import WeightAverage
 from .config import TrainerConfig
 from .loop import Trainer
 from .state import TrainingError, TrainingState
 
-__all__ = ["TrainerConfig", "Trainer", "TrainingError", "TrainingState", "resolve_device"]
+__all__ = ["TrainerConfig", "Trainer", "TrainingError", "TrainingState", "WeightAverage", "resolve_device"]

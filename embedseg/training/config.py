@@ -40,6 +40,7 @@ class TrainerConfig:
     plateau_factor: float = 0.5  # lr multiplier at each plateau
     min_lr: float = 1e-6  # the lr never decays below this
     grad_clip: float | None = 5.0  # max global gradient norm (None: no clipping)
+    ema_decay: float | None = None  # validate, keep and save a moving average of the weights with this decay (e.g. 0.999); None: the weights themselves
     loss: str | None = None  # "affinity" or "whitened_kmeans" (None: the domain's default)
     # -- hardware -------------------------------------------------------------------------------
     device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ...
@@ -95,6 +96,8 @@ class TrainerConfig:
         check_float(self.min_lr, "min_lr", owner, 0.0)
         if self.grad_clip is not None:
             check_float(self.grad_clip, "grad_clip", owner, 0.0, None, closed="neither")
+        if self.ema_decay is not None:
+            check_float(self.ema_decay, "ema_decay", owner, 0.0, 1.0, closed="neither")
         if self.loss is not None:
             check_choice(self.loss, "loss", owner, list_losses())
         if not isinstance(self.device, (str, torch.device)):

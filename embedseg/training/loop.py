@@ -36,6 +36,7 @@ from ..errors import ModelFileError
 from ..inference import InferenceEngine
 from ..model import Model
 from ..networks import float_output
+from .averaging import WeightAverage
 from .config import DEFAULT_EPOCHS, TrainerConfig
 from .logging import Reporter, finite_or_none, progress_bar
 from .state import (
@@ -220,6 +221,8 @@ class Trainer:
         np.random.seed(seed % 2**32)
         random.seed(seed)
 
+        # The moving average of the weights starts at the weights training starts from.
+        self.average = WeightAverage(self.network, cfg.ema_decay) if cfg.ema_decay is not None else None
         checkpoint = find_checkpoint(cfg.resume, self.out_dir)
         rng = None
         if checkpoint is not None:
@@ -366,6 +369,8 @@ class Trainer:
                 self.scaler.step(self.optimizer)
             else:
                 self.optimizer.step()
+            if self.average is not None:
+                self.average.update(self.network, self.state.step + 1)  # the step being taken
         else:
             self.bad_reason = self._nonfinite(bool(finite), n_bad_loss > 0, bad_grad, n_bad_buffers > 0)
         if self.scaler is not None:
@@ -451,11 +456,20 @@ class Trainer:
             record.update({k: float(v) for k, v in metric.compute().items()})
         return record
 
+    def _evaluated_weights(self) -> Any:
+        """A context in which the network holds the weights that are validated, kept as the best
+        and saved: the moving average with ``ema_decay``, else its own."""
+        return self.average.applied(self.network) if self.average is not None else nullcontext()
+
     def _evaluate(self) -> bool:
         """Validate (or use the train loss of the round), update plateau and early stopping.
 
         Returns True when early stopping says stop.
         """
+        with self._evaluated_weights():
+            return self._evaluate_weights()
+
+    def _evaluate_weights(self) -> bool:
         cfg, state = self.config, self.state
         state.last_eval_step = state.step
         train_loss = state.round_loss[0] / state.round_loss[1] if state.round_loss[1] else None
@@ -494,6 +508,10 @@ class Trainer:
 
     def _consider_final(self) -> None:
         """Validate the last weights as a candidate for the best model, changing nothing else."""
+        with self._evaluated_weights():
+            self._consider_final_weights()
+
+    def _consider_final_weights(self) -> None:
         record = self._validate()
         try:
             value = self._monitored(record)
@@ -600,6 +618,8 @@ class Trainer:
         tensors: dict[str, torch.Tensor] = {f"model.{k}": v for k, v in self.network.state_dict().items()}
         if self.best_state is not None:
             tensors.update({f"best.{k}": v for k, v in self.best_state.items()})
+        if self.average is not None:
+            tensors.update({f"average.{k}": v for k, v in self.average.state_tensors().items()})
         optimizer, optimizer_tensors = split_optimizer_state(self.optimizer.state_dict())
         tensors.update(optimizer_tensors)
         rng, rng_tensors = capture_rng(torch_states, self.device)
@@ -641,6 +661,24 @@ class Trainer:
             ) from None
         best = {k[len("best.") :]: v for k, v in tensors.items() if k.startswith("best.")}
         self.best_state = best or None
+        average = {k[len("average.") :]: v for k, v in tensors.items() if k.startswith("average.")}
+        if self.average is not None:
+            if average:
+                try:
+                    self.average.load(average)
+                except KeyError as exc:
+                    raise ModelFileError(f"The checkpoint '{path}' does not match this network: {exc.args[0]}") from None
+            else:
+                warnings.warn(
+                    f"The checkpoint '{path}' holds no moving average of the weights (its run had no "
+                    f"ema_decay): the average starts at the checkpoint's weights."
+                )
+                self.average = WeightAverage(self.network, self.average.decay)
+        elif average:
+            warnings.warn(
+                f"The checkpoint '{path}' holds a moving average of the weights, but this run has no "
+                f"ema_decay: the average is dropped and the weights themselves are validated and saved."
+            )
         if saved.get("optimizer", self.config.optimizer) != self.config.optimizer:
             raise ModelFileError(
                 f"The optimizer state in '{path}' does not fit this run's {type(self.optimizer).__name__}: "
@@ -823,6 +861,8 @@ class Trainer:
             bar.close()
         if self.valid_set is not None and self.best_state is not None:
             self.network.load_state_dict(self.best_state)
+        elif self.average is not None:  # the last weights are the model: their average
+            self.average.copy_to(self.network)
         self.network.eval()
         self.model.config["training"] = self._summary(stopped)
         if self.dist.is_main and self.out_dir is not None:

@@ -5,7 +5,8 @@ A checkpoint is a folder ``checkpoints/step-NNNNNNNN/`` of two files::
     checkpoint.json           {"format": "embedseg-checkpoint", "format_version": 1, ...}:
                               a TrainingState as JSON
     checkpoint.safetensors    the tensors: "model.<name>" (the network), "best.<name>" (the best
-                              weights so far, when validating), "optim.<param id>.<name>" (the
+                              weights so far, when validating), "average.<name>" (the moving
+                              average of the weights, with ema_decay), "optim.<param id>.<name>" (the
                               optimizer's per-parameter state), "rng.torch" (one row per process),
                               "rng.cuda", "rng.numpy"
 

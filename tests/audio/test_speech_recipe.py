@@ -93,9 +93,13 @@ def test_stage_resume_validate_publish(recipe, tmp_path, capsys):
     wide = tmp_path / "wide"
     assert recipe.main(["train", "--run", str(wide), "--init", str(run / "model"), "--widen", "12", "--minutes", "10",
                         "--max-steps", "2", "--segment", "1", "--batch-size", "2", "--score-n", "0", "--n-valid", "2",
-                        *common]) == 0
+                        "--ema-decay", "0.9", *common]) == 0
     config = json.loads((wide / "model" / "config.json").read_text())
     assert config["network"]["params"]["hidden"] == 12 and config["network"]["params"]["dim"] == 6
+    # the moving average is the run's option and its checkpoint's, and a resumed stage keeps it
+    assert config["training"]["trainer"]["ema_decay"] == 0.9
+    assert json.loads((wide / "stages.json").read_text())[0]["recipe"]["ema_decay"] == 0.9
+    assert stages[0]["recipe"]["ema_decay"] is None
     with pytest.raises(SystemExit, match="--widen grows the network of --init"):
         recipe.main(["train", "--run", str(tmp_path / "nothing"), "--widen", "12", "--minutes", "1", *common])
 
