@@ -21,6 +21,9 @@ Commands::
     python pretrained/train_audio_speech.py validate pretrained/audio-speech-8k runs/NAME/model
     # copy a run's newest checkpoint (model + optimizer state) to where a later stage finds it
     python pretrained/train_audio_speech.py publish --run runs/NAME --to pretrained/checkpoints/audio-speech-real
+    # the newest checkpoint's weights as a model folder (its moving average with --ema-decay),
+    # to validate a run's last step next to its best one (runs/NAME/model)
+    python pretrained/train_audio_speech.py export --run runs/NAME --to runs/NAME/last
 
 Ctrl-C (or SIGTERM) ends a stage after the current step, as its time budget would: the
 checkpoint, the model and the stage's record are written, and ``--resume`` continues it.
@@ -56,6 +59,7 @@ from domains.audio.dataset import MixedCorpusDataset, MixtureDataset  # noqa: E4
 from domains.audio.metrics import AudioMetrics, oracle_separation  # noqa: E402
 from domains.audio import widen_blstm  # noqa: E402
 from embedseg.inference import embeddings_of  # noqa: E402
+from embedseg.training.state import latest_checkpoint, read_checkpoint  # noqa: E402
 
 SHIPPED = REPO / "pretrained" / "audio-speech-8k"
 RECIPE_KEYS = (
@@ -380,6 +384,24 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    run = Path(args.run)
+    checkpoint = latest_checkpoint(run)
+    if checkpoint is None:
+        raise SystemExit(f"--run: '{run}' holds no checkpoint to export.")
+    state, tensors = read_checkpoint(checkpoint)
+    prefix = "average." if not args.raw and any(k.startswith("average.") for k in tensors) else "model."
+    model = embedseg.load(run / "model")  # the run's architecture, domain and clusterer
+    model.network.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
+    model.config["training"] = {
+        **model.config.get("training", {}),
+        "exported": {"checkpoint": checkpoint.name, "step": state.step, "weights": prefix.rstrip(".")},
+    }
+    model.save(args.to)
+    print(f"step {state.step} of {run} ({'its moving average' if prefix == 'average.' else 'its weights'}) -> {args.to}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -445,6 +467,11 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--run", required=True)
     b.add_argument("--to", required=True)
     b.set_defaults(func=cmd_publish)
+    e = sub.add_parser("export", help="a run's newest checkpoint as a model folder (its moving average with --ema-decay)")
+    e.add_argument("--run", required=True)
+    e.add_argument("--to", required=True)
+    e.add_argument("--raw", action="store_true", help="the weights themselves, not their moving average")
+    e.set_defaults(func=cmd_export)
     args = p.parse_args(argv)
     return args.func(args)
 

@@ -11,6 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+
+import embedseg
 
 sf = pytest.importorskip("soundfile")
 
@@ -100,6 +103,18 @@ def test_stage_resume_validate_publish(recipe, tmp_path, capsys):
     assert config["training"]["trainer"]["ema_decay"] == 0.9
     assert json.loads((wide / "stages.json").read_text())[0]["recipe"]["ema_decay"] == 0.9
     assert stages[0]["recipe"]["ema_decay"] is None
+    # the last step as a model: its moving average, or with --raw its weights
+    from embedseg.training.state import latest_checkpoint, read_checkpoint
+
+    _, tensors = read_checkpoint(latest_checkpoint(wide))
+    for raw, prefix in ((False, "average."), (True, "model.")):
+        out = tmp_path / f"last-{prefix}"
+        assert recipe.main(["export", "--run", str(wide), "--to", str(out)] + ["--raw"] * raw) == 0
+        exported = embedseg.load(out).network.state_dict()
+        assert all(torch.equal(v, tensors[prefix + k]) for k, v in exported.items())
+    assert not all(torch.equal(tensors["average." + k], tensors["model." + k]) for k in exported)
+    with pytest.raises(SystemExit, match="holds no checkpoint"):
+        recipe.main(["export", "--run", str(tmp_path), "--to", str(tmp_path / "x")])
     with pytest.raises(SystemExit, match="--widen grows the network of --init"):
         recipe.main(["train", "--run", str(tmp_path / "nothing"), "--widen", "12", "--minutes", "1", *common])
 
