@@ -122,3 +122,14 @@ def test_command_line_passes_a_set_name_or_the_listed_voices(arg, expected, monk
     argv = ["data", "speech", "--out", str(tmp_path)] + ([] if arg is None else ["--voices", arg])
     assert main(argv) == 0
     assert seen["voices"] == expected
+
+
+def test_the_install_script_installs_exactly_the_voices_of_each_set():
+    import re
+    from pathlib import Path
+
+    script = (Path(__file__).resolve().parents[2] / "scripts" / "install_speech_voices.sh").read_text()
+    listed = {name: set(re.search(rf'^{name}="([^"]*)"', script, re.M).group(1).split()) for name in ("MBROLA_VOICES", "MBROLA_EXTENDED")}
+    mbrola = [v for v in VOICES if VOICES[v].engine == "espeak-mbrola"]
+    assert listed["MBROLA_VOICES"] == {v[3:] for v in mbrola if v in VOICE_SETS["standard"]}
+    assert listed["MBROLA_EXTENDED"] == {v[3:] for v in mbrola if v not in VOICE_SETS["standard"]}
