@@ -117,10 +117,12 @@ VOICES: dict[str, Voice] = {
     **{f"mb-{k}": _mbrola_voice(k, d) for k, d in _MBROLA_EXTENDED.items()},
 }
 
+_EXTENDED = {f"mb-{k}" for k in _MBROLA_EXTENDED}  # their names in VOICES
+
 #: Named sets of voices: "standard", the 27 of every corpus this project has built (the default),
 #: and "all", which adds the 30 extended MBROLA voices as more training voices.
 VOICE_SETS: dict[str, list[str]] = {
-    "standard": [n for n in VOICES if n[3:] not in _MBROLA_EXTENDED],
+    "standard": [n for n in VOICES if n not in _EXTENDED],
     "all": list(VOICES),
 }
 
@@ -132,7 +134,7 @@ SPLITS: dict[str, list[str]] = {
     "train": [
         "mb-us1", "mb-us2", "mb-en1", "mb-af1", "mb-de1", "mb-de2", "mb-de4", "mb-de6", "mb-fr1",
         "mb-fr4", "mb-gr2", "mb-nl2", "mb-pl1", "mb-ro1", "mb-sw2", "flite-rms", "flite-slt",
-        "fest-ked", "fest-don", *(f"mb-{k}" for k in _MBROLA_EXTENDED),
+        "fest-ked", "fest-don", *(n for n in VOICES if n in _EXTENDED),
     ],
 }
 
@@ -330,7 +332,7 @@ def build_speech_corpus(
     absent = [n for n in names if n not in have]
     if absent:
         hint = _INSTALL_HINT
-        if any(n[3:] in _MBROLA_EXTENDED for n in absent):
+        if _EXTENDED.intersection(absent):
             hint = hint.replace(".sh as root", ".sh --extended as root")
         raise EmbedsegError(f"These voices are not installed: {absent}; {hint}.")
     sentences = wordnet_sentences()
