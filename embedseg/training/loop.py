@@ -673,7 +673,7 @@ class Trainer:
                     f"The checkpoint '{path}' holds no moving average of the weights (its run had no "
                     f"ema_decay): the average starts at the checkpoint's weights."
                 )
-                self.average = WeightAverage(self.network, self.average.decay)
+                self.average.load(self.network.state_dict())
         elif average:
             warnings.warn(
                 f"The checkpoint '{path}' holds a moving average of the weights, but this run has no "
