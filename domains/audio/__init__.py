@@ -5,7 +5,8 @@ Public pieces: :class:`AudioDomain` (the adapter registered as "audio"), :class:
 (a multi-voice speech corpus synthesized from Debian packages), :func:`build_real_speech_corpus`
 (real recorded speech gathered from Debian packages), :func:`shift_formants` (new voices from a
 corpus's speakers), the networks ("dc_blstm", "dc_compact", "dc_tcn", "dc_conv_blstm") and
-:func:`widen_blstm` (more units for a trained BLSTM, its outputs unchanged), the STFT features
+:func:`widen_blstm` (more units for a trained BLSTM, its outputs unchanged), :class:`CountHead`
+and :func:`with_count_head` (a trained network that learns to count talkers), the STFT features
 and the separation metrics.
 """
 
@@ -20,7 +21,10 @@ from .domain import AudioDomain
 from .model import AudioModel
 from .features import STFTConfig, istft, stft
 from .metrics import AudioMetrics, bss_eval_sources, oracle_separation, sdr, separation_scores, si_sdr
-from .networks import BLSTMEmbedding, CompactBLSTMEmbedding, ConvBLSTMEmbedding, DilatedConvEmbedding, widen_blstm
+from .networks import (
+    BLSTMEmbedding, CompactBLSTMEmbedding, ConvBLSTMEmbedding, CountHead, DilatedConvEmbedding, widen_blstm,
+    with_count_head,
+)
 
 __all__ = [
     "AudioDomain",
@@ -41,6 +45,8 @@ __all__ = [
     "DilatedConvEmbedding",
     "ConvBLSTMEmbedding",
     "widen_blstm",
+    "CountHead",
+    "with_count_head",
     "STFTConfig",
     "stft",
     "istft",

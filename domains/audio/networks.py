@@ -1,10 +1,12 @@
 """Embedding networks for spectrograms: the paper's BLSTM and a compact CPU-friendly variant,
 a dilated temporal convolutional network, and a convolutional front-end before a small BLSTM,
-each optionally with a Chimera++ mask-inference head (Wang, Le Roux, Hershey 2018).
+each optionally with a Chimera++ mask-inference head (Wang, Le Roux, Hershey 2018) and a
+source-counting head (:class:`CountHead`).
 
 Input: features (batch, frames, freqs). Output: unit-norm embeddings (batch, frames * freqs,
-dim) for bin index ``frame * freqs + freq``; with a mask head, a dict
-``{"embeddings": ..., "masks": (batch, n_masks, frames, freqs)}``.
+dim) for bin index ``frame * freqs + freq``; with a mask or count head, a dict
+``{"embeddings": ..., "masks": (batch, n_masks, frames, freqs), "counts": (batch, max_count)}``
+holding the heads the network has.
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ from torch import nn
 from embedseg._validation import check_float, check_int
 from embedseg.networks import normalize_embeddings, register_network
 
-__all__ = ["BLSTMEmbedding", "CompactBLSTMEmbedding", "ConvBLSTMEmbedding", "DilatedConvEmbedding", "widen_blstm"]
+__all__ = [
+    "BLSTMEmbedding", "CompactBLSTMEmbedding", "ConvBLSTMEmbedding", "CountHead", "DilatedConvEmbedding",
+    "widen_blstm", "with_count_head",
+]
 
 
 def _check_features(features: torch.Tensor, n_freqs: int) -> None:
@@ -29,20 +34,83 @@ def _check_features(features: torch.Tensor, n_freqs: int) -> None:
         )
 
 
-def _heads_output(embed: torch.Tensor, mask_logits: torch.Tensor | None, dim: int, mask_sources: int) -> Any:
-    """Unit-norm embeddings (tanh, then norm), plus Chimera++ masks when there is a mask head.
+def _heads_output(
+    embed: torch.Tensor, mask_logits: torch.Tensor | None, dim: int, mask_sources: int,
+    count_logits: torch.Tensor | None = None,
+) -> Any:
+    """Unit-norm embeddings (tanh, then norm), plus Chimera++ masks when there is a mask head
+    and count logits when there is a count head.
 
     Shape:
-        embed (batch, frames, freqs * dim), mask_logits (batch, frames, freqs * C) ->
-        embeddings (batch, frames * freqs, dim), masks (batch, C, frames, freqs).
+        embed (batch, frames, freqs * dim), mask_logits (batch, frames, freqs * C),
+        count_logits (batch, K) -> embeddings (batch, frames * freqs, dim), masks (batch, C,
+        frames, freqs), counts (batch, K).
     """
     b, t, _ = embed.shape
     v = normalize_embeddings(torch.tanh(embed).reshape(b, -1, dim))  # (batch, frames * freqs, dim)
-    if mask_logits is None:
+    if mask_logits is None and count_logits is None:
         return v
-    logits = mask_logits.reshape(b, t, -1, mask_sources)  # (batch, frames, freqs, C)
-    masks = torch.softmax(logits.float(), dim=-1).permute(0, 3, 1, 2)  # (batch, C, frames, freqs)
-    return {"embeddings": v, "masks": masks}
+    out: dict[str, torch.Tensor] = {"embeddings": v}
+    if mask_logits is not None:
+        logits = mask_logits.reshape(b, t, -1, mask_sources)  # (batch, frames, freqs, C)
+        out["masks"] = torch.softmax(logits.float(), dim=-1).permute(0, 3, 1, 2)  # (batch, C, frames, freqs)
+    if count_logits is not None:
+        out["counts"] = count_logits.float()
+    return out
+
+
+class CountHead(nn.Module):
+    """How many talkers a mixture holds, from a network's per-frame features: a per-frame
+    projection, attentive statistics pooling over frames (Okabe et al. 2018: an attention-
+    weighted mean and standard deviation, so that silent frames can weigh nothing), and a
+    linear classifier over 1..``max_count`` sources.
+
+    Deep clustering's own way of counting, choosing the k whose clustering of the embeddings
+    fits best, needs embeddings in which every talker takes its own direction; a network trained
+    on 2-talker mixtures with a 2-mask head codes "first" and "second" talker in one shared
+    plane instead, so that no clustering criterion sees a third (benchmarks/RESULTS.md). The
+    network's frames still hold what tells 2 talkers from 3, and this head reads it; the
+    embeddings are then clustered into that many sources.
+
+    Args:
+        in_features: features per frame.
+        max_count: the largest count told apart (class ``i`` is ``i + 1`` sources).
+        hidden: width of the per-frame projection.
+
+    Shape:
+        (batch, frames, in_features) -> logits (batch, max_count).
+    """
+
+    def __init__(self, in_features: int, max_count: int, hidden: int = 64) -> None:
+        super().__init__()
+        owner = type(self).__name__
+        self.max_count = check_int(max_count, "max_count", owner, 2)
+        check_int(in_features, "in_features", owner, 1)
+        check_int(hidden, "hidden", owner, 1)
+        self.frame = nn.Linear(in_features, hidden)
+        self.attention = nn.Linear(in_features, 1)
+        self.classify = nn.Linear(2 * hidden, max_count)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        z = torch.relu(self.frame(h))  # (batch, frames, hidden)
+        dtype = torch.promote_types(z.dtype, torch.float32)  # statistics at least in float32
+        z = z.to(dtype)
+        weights = torch.softmax(self.attention(h).to(dtype), dim=1)  # (batch, frames, 1)
+        mean = (weights * z).sum(1)
+        var = (weights * z * z).sum(1) - mean * mean
+        std = var.clamp_min(1e-6).sqrt()  # floored: the gradient of sqrt at 0 is infinite
+        stats = torch.cat([mean, std], dim=-1).to(self.classify.weight.dtype)
+        return self.classify(stats)  # (batch, max_count)
+
+
+def _count_head(net: nn.Module, in_features: int, count_sources: int) -> CountHead | None:
+    """Check ``count_sources`` (0: no head) and build the count head for ``in_features``."""
+    net.count_sources = check_int(count_sources, "count_sources", type(net).__name__, 0)
+    if count_sources == 1:
+        raise ValueError(
+            f"The 'count_sources' parameter of {type(net).__name__} must be 0 (no count head) or at least 2. Got 1."
+        )
+    return CountHead(in_features, count_sources) if count_sources else None
 
 
 @register_network("dc_blstm")
@@ -61,6 +129,8 @@ class BLSTMEmbedding(nn.Module):
         dropout: dropout between layers (training only).
         mask_sources: with > 0, a Chimera++ mask-inference head giving that many softmax
             masks per bin, trained jointly with the embeddings.
+        count_sources: with > 0, a :class:`CountHead` over the BLSTM's frames that tells
+            1..count_sources talkers apart.
 
     Shape:
         features (batch, frames, n_freqs) -> embeddings (batch, frames * n_freqs, dim).
@@ -80,6 +150,7 @@ class BLSTMEmbedding(nn.Module):
         layers: int = 2,
         dropout: float = 0.3,
         mask_sources: int = 0,
+        count_sources: int = 0,
     ) -> None:
         super().__init__()
         owner = type(self).__name__
@@ -96,13 +167,15 @@ class BLSTMEmbedding(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.embed = nn.Linear(2 * hidden, n_freqs * dim)
         self.mask_head = nn.Linear(2 * hidden, n_freqs * mask_sources) if mask_sources else None
+        self.count_head = _count_head(self, 2 * hidden, count_sources)
 
     def forward(self, features: torch.Tensor) -> Any:
         _check_features(features, self.n_freqs)
         h, _ = self.blstm(features)  # (batch, frames, 2 * hidden)
+        counts = None if self.count_head is None else self.count_head(h)
         h = self.drop(h)
         masks = None if self.mask_head is None else self.mask_head(h)
-        return _heads_output(self.embed(h), masks, self.dim, self.mask_sources)
+        return _heads_output(self.embed(h), masks, self.dim, self.mask_sources, counts)
 
 
 def widen_blstm(network: BLSTMEmbedding, hidden: int, *, seed: int = 0, scale: float = 0.01) -> BLSTMEmbedding:
@@ -132,6 +205,11 @@ def widen_blstm(network: BLSTMEmbedding, hidden: int, *, seed: int = 0, scale: f
     old = network.hidden
     check_int(hidden, "hidden", "widen_blstm", old)
     check_float(scale, "scale", "widen_blstm", 0.0)
+    if getattr(network, "count_head", None) is not None:
+        raise ValueError(
+            "'network' has a count head, which reads the BLSTM's frames and would not keep its outputs "
+            "when they widen: widen the network first, then add the head (with_count_head)."
+        )
     wide = type(network)(n_freqs=network.n_freqs, dim=network.dim, hidden=hidden, layers=network.layers,
                          dropout=network.dropout, mask_sources=network.mask_sources)
     like = next(network.parameters())
@@ -188,8 +266,12 @@ class CompactBLSTMEmbedding(BLSTMEmbedding):
         layers: int = 2,
         dropout: float = 0.2,
         mask_sources: int = 0,
+        count_sources: int = 0,
     ) -> None:
-        super().__init__(n_freqs=n_freqs, dim=dim, hidden=hidden, layers=layers, dropout=dropout, mask_sources=mask_sources)
+        super().__init__(
+            n_freqs=n_freqs, dim=dim, hidden=hidden, layers=layers, dropout=dropout, mask_sources=mask_sources,
+            count_sources=count_sources,
+        )
 
 
 class _ConvBlock(nn.Module):
@@ -243,6 +325,7 @@ class DilatedConvEmbedding(nn.Module):
         repeats: repeats of the dilation cycle.
         kernel: temporal kernel size (odd).
         mask_sources: with > 0, a Chimera++ mask-inference head with that many masks.
+        count_sources: with > 0, a :class:`CountHead` over the residual stream.
 
     Shape:
         features (batch, frames, n_freqs) -> embeddings (batch, frames * n_freqs, dim).
@@ -263,6 +346,7 @@ class DilatedConvEmbedding(nn.Module):
         repeats: int = 2,
         kernel: int = 3,
         mask_sources: int = 0,
+        count_sources: int = 0,
     ) -> None:
         super().__init__()
         self.repeats = check_int(repeats, "repeats", type(self).__name__, 1)
@@ -272,12 +356,14 @@ class DilatedConvEmbedding(nn.Module):
         )
         self.embed = nn.Conv1d(channels, n_freqs * dim, 1)
         self.mask_head = nn.Conv1d(channels, n_freqs * mask_sources, 1) if mask_sources else None
+        self.count_head = _count_head(self, channels, count_sources)
 
     def forward(self, features: torch.Tensor) -> Any:
         _check_features(features, self.n_freqs)
         h = self.body(self.inp(features.transpose(1, 2)))  # (batch, channels, frames)
         masks = None if self.mask_head is None else self.mask_head(h).transpose(1, 2)
-        return _heads_output(self.embed(h).transpose(1, 2), masks, self.dim, self.mask_sources)
+        counts = None if self.count_head is None else self.count_head(h.transpose(1, 2))
+        return _heads_output(self.embed(h).transpose(1, 2), masks, self.dim, self.mask_sources, counts)
 
 
 @register_network("dc_conv_blstm")
@@ -300,6 +386,7 @@ class ConvBLSTMEmbedding(nn.Module):
         layers: stacked BLSTM layers.
         dropout: dropout after the BLSTM (training only).
         mask_sources: with > 0, a Chimera++ mask-inference head with that many masks.
+        count_sources: with > 0, a :class:`CountHead` over the BLSTM's frames.
 
     Shape:
         features (batch, frames, n_freqs) -> embeddings (batch, frames * n_freqs, dim).
@@ -322,6 +409,7 @@ class ConvBLSTMEmbedding(nn.Module):
         layers: int = 1,
         dropout: float = 0.1,
         mask_sources: int = 0,
+        count_sources: int = 0,
     ) -> None:
         super().__init__()
         owner = type(self).__name__
@@ -336,11 +424,43 @@ class ConvBLSTMEmbedding(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.embed = nn.Linear(2 * hidden, n_freqs * dim)
         self.mask_head = nn.Linear(2 * hidden, n_freqs * mask_sources) if mask_sources else None
+        self.count_head = _count_head(self, 2 * hidden, count_sources)
 
     def forward(self, features: torch.Tensor) -> Any:
         _check_features(features, self.n_freqs)
         c = self.body(self.inp(features.transpose(1, 2)))  # (batch, channels, frames)
         h, _ = self.blstm(c.transpose(1, 2))  # (batch, frames, 2 * hidden)
+        counts = None if self.count_head is None else self.count_head(h)
         h = self.drop(h)
         masks = None if self.mask_head is None else self.mask_head(h)
-        return _heads_output(self.embed(h), masks, self.dim, self.mask_sources)
+        return _heads_output(self.embed(h), masks, self.dim, self.mask_sources, counts)
+
+
+def with_count_head(network: nn.Module, max_count: int, *, seed: int = 0) -> nn.Module:
+    """A copy of an audio ``network`` with a new :class:`CountHead` (1..``max_count`` sources,
+    weights drawn from ``seed``) and every other weight of ``network``: the embeddings and
+    masks are unchanged, so a trained model learns to count without separating any worse
+    (train the head alone by freezing the rest).
+
+    Raises:
+        TypeError: ``network`` is not one of this module's networks.
+        ValueError: ``network`` already has a count head, or ``max_count`` is below 2.
+    """
+    from embedseg.model import network_config
+    from embedseg.networks import create_network
+
+    known = (BLSTMEmbedding, DilatedConvEmbedding, ConvBLSTMEmbedding)
+    if not isinstance(network, known):
+        raise TypeError(
+            f"'network' must be one of {[c.__name__ for c in known]}. Got {type(network).__name__}."
+        )
+    if getattr(network, "count_head", None) is not None:
+        raise ValueError("'network' already has a count head.")
+    check_int(max_count, "max_count", "with_count_head", 2)
+    config = network_config(network)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        counted = create_network(config["name"], **{**config["params"], "count_sources": max_count})
+    missing, unexpected = counted.load_state_dict(network.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith("count_head.") for k in missing), (missing, unexpected)
+    return counted.to(next(network.parameters()).device).train(network.training)

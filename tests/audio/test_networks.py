@@ -121,3 +121,79 @@ def test_widen_blstm_bad_arguments():
         networks.widen_blstm(net, 4)
     with pytest.raises(TypeError, match="'network' must be a BLSTMEmbedding"):
         networks.widen_blstm(networks.DilatedConvEmbedding(), 16)
+
+
+@pytest.mark.parametrize("name", AUDIO_NETWORKS)
+def test_count_head_gives_logits_and_leaves_the_other_heads(name):
+    torch.manual_seed(0)
+    net = embedseg.create_network(name, mask_sources=2, count_sources=4, **SMALL_PARAMS[name]).eval()
+    x = torch.randn(3, 7, 17)
+    out = net(x)
+    assert set(out) == {"embeddings", "masks", "counts"} and out["counts"].shape == (3, 4)
+    # without the mask head: embeddings and counts
+    alone = embedseg.create_network(name, count_sources=3, **SMALL_PARAMS[name]).eval()
+    assert set(alone(x)) == {"embeddings", "counts"}
+    # a network with the same other weights gives the same embeddings and masks
+    plain = embedseg.create_network(name, mask_sources=2, **SMALL_PARAMS[name]).eval()
+    plain.load_state_dict({k: v for k, v in net.state_dict().items() if not k.startswith("count_head.")})
+    torch.testing.assert_close(plain(x)["embeddings"], out["embeddings"])
+    torch.testing.assert_close(plain(x)["masks"], out["masks"])
+    # each item is counted from its own frames only
+    torch.testing.assert_close(net(x[1:2])["counts"], out["counts"][1:2], rtol=1e-4, atol=1e-5)
+
+
+def test_count_head_pools_like_a_float64_reference():
+    torch.manual_seed(1)
+    head = networks.CountHead(5, 3, hidden=4).double()
+    h = torch.randn(2, 9, 5, dtype=torch.float64)
+    # reference: per-frame ReLU projection, softmax attention over frames, weighted mean and std
+    z = torch.relu(h @ head.frame.weight.T + head.frame.bias)
+    scores = (h @ head.attention.weight.T + head.attention.bias)[..., 0]
+    w = torch.exp(scores - scores.max(1, keepdim=True).values)
+    w = w / w.sum(1, keepdim=True)
+    mean = torch.einsum("bt,btk->bk", w, z)
+    std = torch.einsum("bt,btk->bk", w, (z - mean[:, None]) ** 2).clamp_min(1e-6).sqrt()
+    expected = torch.cat([mean, std], -1) @ head.classify.weight.T + head.classify.bias
+    torch.testing.assert_close(head(h).double(), expected, rtol=1e-5, atol=1e-6)
+    # frames the attention ignores do not count
+    with torch.no_grad():
+        head.attention.weight.zero_()
+        head.attention.bias.zero_()
+    doubled = torch.cat([h, h], dim=1)  # uniform weights: the same statistics twice over
+    torch.testing.assert_close(head(doubled), head(h))
+
+
+def test_with_count_head_keeps_the_network_and_adds_a_seeded_head():
+    torch.manual_seed(2)
+    net = embedseg.create_network("dc_compact", mask_sources=2, **SMALL).eval()
+    counted = networks.with_count_head(net, 4, seed=3)
+    x = torch.randn(2, 6, 17)
+    assert counted.count_sources == 4 and not counted.training
+    torch.testing.assert_close(counted(x)["embeddings"], net(x)["embeddings"])
+    torch.testing.assert_close(counted(x)["masks"], net(x)["masks"])
+    again = networks.with_count_head(net, 4, seed=3)
+    assert all(torch.equal(a, b) for a, b in zip(counted.count_head.parameters(), again.count_head.parameters()))
+    other = networks.with_count_head(net, 4, seed=4)
+    assert not torch.equal(counted.count_head.frame.weight, other.count_head.frame.weight)
+    assert net.count_head is None  # the original is left alone
+    for name in ("dc_tcn", "dc_conv_blstm"):
+        small = embedseg.create_network(name, **SMALL_PARAMS[name])
+        assert networks.with_count_head(small, 2).count_head.max_count == 2
+
+
+def test_count_head_bad_arguments():
+    with pytest.raises(ValueError, match="'count_sources' parameter of CompactBLSTMEmbedding must be 0"):
+        networks.CompactBLSTMEmbedding(count_sources=1, **SMALL)
+    with pytest.raises(ValueError, match="'count_sources' parameter"):
+        networks.DilatedConvEmbedding(count_sources=-1)
+    with pytest.raises(ValueError, match="'max_count' parameter of CountHead"):
+        networks.CountHead(8, 1)
+    counted = networks.CompactBLSTMEmbedding(count_sources=3, **SMALL)
+    with pytest.raises(ValueError, match="already has a count head"):
+        networks.with_count_head(counted, 3)
+    with pytest.raises(ValueError, match="'max_count' parameter of with_count_head"):
+        networks.with_count_head(networks.CompactBLSTMEmbedding(**SMALL), 1)
+    with pytest.raises(TypeError, match="'network' must be one of"):
+        networks.with_count_head(torch.nn.Linear(2, 2), 3)
+    with pytest.raises(ValueError, match="widen the network first"):
+        networks.widen_blstm(counted, 16)
