@@ -156,10 +156,10 @@ class Domain:
         Every point is still assigned a label."""
         return batch.mask
 
-    def cluster_counts(self, batch: EncodedBatch, mask: torch.Tensor, n_clusters: Any) -> Any:
+    def cluster_counts(self, batch: EncodedBatch, mask: torch.Tensor, n_clusters: Any, output: Any = None) -> Any:
         """The number of clusters per item: ``n_clusters`` as the caller gave it (None: the
         clusterer's own), which a domain may adapt to the input (e.g. no more groups than
-        points)."""
+        points) or to the network's ``output`` (e.g. a head that counts)."""
         return n_clusters
 
     def tiles(self, batch: EncodedBatch) -> Iterator[EncodedBatch] | None:

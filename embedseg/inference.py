@@ -305,7 +305,7 @@ class InferenceEngine:
         mask = self.domain.cluster_mask(batch, output)  # (batch, n_points)
         if n_clusters is None:  # the domain adapts the clusterer's own count
             n_clusters = self.clusterer.get_params().get("n_clusters")
-        counts = self.domain.cluster_counts(batch, mask, n_clusters)
+        counts = self.domain.cluster_counts(batch, mask, n_clusters, output=output)
         labels, proba = cluster_embeddings(
             self.clusterer, embeddings_of(output), mask, counts,
             want_proba=self.domain.uses_proba, label_all=self.domain.labels_every_point,

@@ -79,6 +79,11 @@ class AudioDomain(Domain):
             or found by the clusterer) is the head's, clustering for the others (another
             count, or a network without a head). Chimera++ networks separate better through
             their head (Wang et al. 2018); the embeddings still count and serve other counts.
+        count_weight: weight of the cross-entropy of the network's count head (when it has
+            one, :class:`~domains.audio.networks.CountHead`) against each mixture's number of
+            talkers. With a count head, ``n_sources="auto"`` takes the head's count (between 2
+            and ``max_sources``) and clusters the embeddings into that many sources, instead of
+            choosing the count by how well each k clusters.
 
     Example:
         >>> import embedseg
@@ -108,6 +113,7 @@ class AudioDomain(Domain):
         mask_weight: float = 1.0,
         inference: str = "auto",
         cross_mixture_weight: float = 0.0,
+        count_weight: float = 1.0,
     ) -> None:
         owner = "AudioDomain"
         self.sample_rate = sample_rate
@@ -123,6 +129,7 @@ class AudioDomain(Domain):
         self.mask_weight = mask_weight
         self.inference = inference
         self.cross_mixture_weight = cross_mixture_weight
+        self.count_weight = count_weight
         self.stft_config = STFTConfig(sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length, window=window)
         check_choice(weights, "weights", owner, ("voice_activity", "magnitude", "none"))
         check_float(threshold_db, "threshold_db", owner, 0.0)
@@ -133,6 +140,7 @@ class AudioDomain(Domain):
         check_float(mask_weight, "mask_weight", owner, 0.0)
         check_choice(inference, "inference", owner, ("clusters", "masks", "auto"))
         check_float(cross_mixture_weight, "cross_mixture_weight", owner, 0.0)
+        check_float(count_weight, "count_weight", owner, 0.0)
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -149,6 +157,7 @@ class AudioDomain(Domain):
             "mask_weight": self.mask_weight,
             "inference": self.inference,
             "cross_mixture_weight": self.cross_mixture_weight,
+            "count_weight": self.count_weight,
         }
 
     # -- data -------------------------------------------------------------------------------------
@@ -258,9 +267,24 @@ class AudioDomain(Domain):
         total = super().compute_loss(output, batch, loss)
         if self.cross_mixture_weight > 0 and batch.batch_size > 1:
             total = total + self.cross_mixture_weight * self._cross_mixture_loss(output, batch, loss)
-        if not isinstance(output, dict) or "masks" not in output or self.mask_weight == 0:
+        if not isinstance(output, dict):
+            return total
+        if "counts" in output and self.count_weight > 0:
+            total = total + self.count_weight * self._count_loss(output["counts"], batch)
+        if "masks" not in output or self.mask_weight == 0:
             return total
         return total + self.mask_weight * self._mask_loss(output["masks"], batch)
+
+    def _count_loss(self, logits: torch.Tensor, batch: EncodedBatch) -> torch.Tensor:
+        """Cross-entropy of the count head's logits (class i: i + 1 talkers) against each
+        mixture's number of talkers; mixtures of more talkers than the head tells apart are
+        left out."""
+        counts = batch.context["n_sources"].to(logits.device).long()  # (batch,)
+        fits = counts <= logits.shape[1]
+        target = torch.where(fits, counts - 1, torch.full_like(counts, -100))  # -100: ignored
+        if not bool(fits.any()):
+            return logits.sum() * 0.0  # keeps the graph for a batch with nothing to learn
+        return torch.nn.functional.cross_entropy(logits.float(), target, ignore_index=-100)
 
     def _cross_mixture_loss(self, output: Any, batch: EncodedBatch, loss: str) -> torch.Tensor:
         """The embedding loss of the batch as one item: bins of all mixtures together, the
@@ -332,6 +356,7 @@ class AudioDomain(Domain):
         emb: torch.Tensor | None = None
         masks: torch.Tensor | None = None
         previous: tuple[int, torch.Tensor] | None = None  # (first frame, masks) of the last window
+        counts: torch.Tensor | None = None  # (batch, K) frame-weighted sum of the chunks' log-probabilities
         for start in range(0, t, chunk):
             stop = min(start + chunk, t)
             lo, hi = max(0, start - ctx), min(t, stop + ctx)
@@ -348,9 +373,30 @@ class AudioDomain(Domain):
                     masks = torch.empty(b, window.shape[1], t, f, dtype=torch.float16, device=window.device)
                 masks[:, :, start:stop] = window[:, :, start - lo : stop - lo]
                 previous = (lo, window)
+            if isinstance(out, dict) and "counts" in out:
+                part = torch.log_softmax(out["counts"], dim=-1) * ((stop - start) / t)
+                counts = part if counts is None else counts + part
         assert emb is not None  # t > 0 frames
         embeddings = emb.reshape(b, t * f, -1)
-        return embeddings if masks is None else {"embeddings": embeddings, "masks": masks}
+        if masks is None and counts is None:
+            return embeddings
+        heads = {"masks": masks, "counts": counts}
+        return {"embeddings": embeddings, **{k: v for k, v in heads.items() if v is not None}}
+
+    def cluster_counts(self, batch: EncodedBatch, mask: torch.Tensor, n_clusters: Any, output: Any = None) -> Any:
+        """``n_clusters`` as given, except "auto" with a network that counts: each item's most
+        likely count under the count head, between 2 and ``max_sources``."""
+        if not (isinstance(n_clusters, str) and n_clusters == "auto"):
+            return n_clusters
+        if not isinstance(output, dict) or "counts" not in output:
+            return n_clusters
+        logits = output["counts"]  # (batch, K): class i is i + 1 talkers
+        top = min(self.max_sources, logits.shape[1])
+        if top < 2:
+            return n_clusters
+        counts = logits[:, 1:top].argmax(dim=1) + 2  # (batch,)
+        # an item cannot hold more sources than it has active bins (separate() checks given counts)
+        return torch.minimum(counts, mask.sum(1).clamp_min(1)).cpu()
 
     def decode(
         self,

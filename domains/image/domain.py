@@ -476,7 +476,7 @@ class ImageDomain(Domain):
         fg = self._foreground(output)
         return batch.mask if fg is None else batch.mask & (fg > self.fg_threshold)
 
-    def cluster_counts(self, batch: EncodedBatch, mask: torch.Tensor, n_clusters: Any) -> Any:
+    def cluster_counts(self, batch: EncodedBatch, mask: torch.Tensor, n_clusters: Any, output: Any = None) -> Any:
         """The clusterer's group count (``n_groups`` unless it has an int of its own), at most
         each item's number of clustered pixels."""
         k = n_clusters if isinstance(n_clusters, int) and not isinstance(n_clusters, bool) else self.n_groups

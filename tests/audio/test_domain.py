@@ -354,3 +354,82 @@ def test_long_recordings_are_embedded_in_chunks_and_separate_as_well(items):
     score = {name: float(separation_scores(refs[None].double(), out[None].double(), mix[None].double())["sdri"].mean())
              for name, out in (("whole", whole), ("chunked", chunked))}
     assert score["chunked"] > score["whole"] - 1.5, score
+
+
+def test_count_loss_is_the_cross_entropy_of_the_counts(tiny_corpus):
+    """The count head's term: float64 cross-entropy against each mixture's talkers, mixtures
+    of more talkers than the head counts left out, scaled by ``count_weight``."""
+    g = torch.Generator().manual_seed(0)
+    sources = [0.1 * torch.randn(k, 4000, generator=g) for k in (2, 3, 4, 2)]
+    batch = [{"mixture": s.sum(0), "sources": s} for s in sources]
+    d = AudioDomain(count_weight=0.5)
+    enc = d.encode(d.collate(batch), "cpu")
+    logits = torch.randn(4, 3, generator=g, dtype=torch.float64)  # counts 1..3: the 4-talker one is out
+    emb = torch.nn.functional.normalize(torch.randn(*enc.labels.shape, 5, generator=g), dim=-1)
+    extra = float(d.compute_loss({"embeddings": emb, "counts": logits.float()}, enc, "affinity")
+                  - d.compute_loss(emb, enc, "affinity"))
+    log_p = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    reference = -float((log_p[0, 1] + log_p[1, 2] + log_p[3, 1]) / 3)
+    assert extra == pytest.approx(0.5 * reference, rel=1e-5)
+    assert d.get_config()["count_weight"] == 0.5
+    none_fit = d._count_loss(torch.zeros(1, 3, requires_grad=True), d.encode(d.collate(batch[2:3]), "cpu"))
+    assert float(none_fit.detach()) == 0.0 and none_fit.requires_grad
+    off = AudioDomain(count_weight=0.0)
+    assert float(off.compute_loss({"embeddings": emb, "counts": logits.float()}, enc, "affinity")) == pytest.approx(
+        float(off.compute_loss(emb, enc, "affinity")))
+    with pytest.raises(ValueError, match="'count_weight' parameter of AudioDomain"):
+        AudioDomain(count_weight=-1.0)
+
+
+def test_auto_count_comes_from_the_count_head():
+    d = AudioDomain(max_sources=3)
+    mask = torch.ones(3, 50, dtype=torch.bool)
+    mask[2, 2:] = False  # two active bins: at most two sources
+    logits = torch.tensor([[9.0, 0.0, 1.0, 5.0], [0.0, 3.0, 1.0, 0.0], [0.0, 0.0, 4.0, 0.0]])
+    # class i is i + 1 talkers; "auto" chooses between 2 and max_sources (3), never 1 or 4
+    counts = d.cluster_counts(None, mask, "auto", output={"embeddings": None, "counts": logits})
+    assert counts.tolist() == [3, 2, 2]
+    assert d.cluster_counts(None, mask, 2, output={"counts": logits}) == 2  # a given count stands
+    assert d.cluster_counts(None, mask, "auto", output=torch.zeros(3, 50, 4)) == "auto"  # no head: the clusterer counts
+    assert d.cluster_counts(None, mask, "auto") == "auto"
+
+
+def test_separate_auto_clusters_into_the_head_count(items, tmp_path):
+    torch.manual_seed(0)
+    model = build_model("audio", network_params={**SMALL_NET, "mask_sources": 2, "count_sources": 4})
+    n = min(items[0]["mixture"].shape[0], items[1]["mixture"].shape[0])
+    mix = torch.stack([items[0]["mixture"][:n], items[1]["mixture"][:n]])  # (2, time)
+    for talkers in (2, 3, 4):
+        with torch.no_grad():  # a head sure of this count whatever it hears
+            model.network.count_head.classify.weight.zero_()
+            model.network.count_head.classify.bias.copy_(10.0 * torch.nn.functional.one_hot(torch.tensor(talkers - 1), 4))
+        out = model.separate(mix, n_sources="auto")
+        assert out.shape == (2, talkers, n)
+        # clustering into the head's count separates as a given count does
+        torch.testing.assert_close(out, model.separate(mix, n_sources=talkers))
+    model.save(tmp_path / "counting")
+    loaded = embedseg.load(tmp_path / "counting")
+    assert loaded.network.count_sources == 4 and loaded.domain.count_weight == 1.0
+    torch.testing.assert_close(loaded.separate(mix, n_sources="auto"), out)
+
+
+def test_long_recordings_count_over_all_their_chunks(items):
+    """A chunked pass averages the chunks' count log-probabilities, weighted by their frames."""
+    torch.manual_seed(0)
+    model = build_model("audio", network_params={**SMALL_NET, "mask_sources": 2, "count_sources": 4})
+    model.network.eval()
+    mix = torch.cat([items[0]["mixture"]] * 4)
+    d = model.domain
+    enc = d.encode(d.collate([mix]), "cpu")
+    t = enc.features.shape[1]
+    d.CHUNK_FRAMES, d.CONTEXT_FRAMES = 150, 40
+    assert t > 2 * 150
+    out = d.forward(model.engine().run, enc)
+    expected = 0
+    for start in range(0, t, 150):
+        stop, lo, hi = min(start + 150, t), max(0, start - 40), min(t, start + 150 + 40)
+        with torch.no_grad():
+            logits = model.network(enc.features[:, lo:hi])["counts"]
+        expected = expected + torch.log_softmax(logits, -1) * (stop - start) / t
+    torch.testing.assert_close(out["counts"], expected)
+    assert set(out) == {"embeddings", "masks", "counts"}
