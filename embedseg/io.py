@@ -63,7 +63,7 @@ MODEL_FORMAT = "embedseg-model"
 #: The version :meth:`Model.save <embedseg.Model.save>` writes. Every version from 2 on lists
 #: every domain option of its time in the config; version 1 could leave out options added after
 #: a model was saved. Version 3 adds the audio domain's ``cross_mixture_weight``.
-MODEL_FORMAT_VERSION = 3
+MODEL_FORMAT_VERSION = 4
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 
@@ -507,6 +507,13 @@ _V2_DOMAIN_OPTIONS: dict[str, dict[str, Any]] = {
 }
 
 
+#: The domain options added in format version 4, with the values version-3 models ran with.
+#: Frozen, as the tables before it are.
+_V3_DOMAIN_OPTIONS: dict[str, dict[str, Any]] = {
+    "audio": {"count_weight": 1.0},  # the default; without a count head (none had one) it does nothing
+}
+
+
 def _with_options(config: dict[str, Any], added: dict[str, dict[str, Any]], version: int) -> dict[str, Any]:
     """``config`` as a version-``version`` file: the options of ``added`` for its domain that it
     lacks are written out with the values it ran with."""
@@ -529,9 +536,14 @@ def _v2_to_v3(config: dict[str, Any]) -> dict[str, Any]:
     return _with_options(config, _V2_DOMAIN_OPTIONS, 3)
 
 
+def _v3_to_v4(config: dict[str, Any]) -> dict[str, Any]:
+    """Version 3 to 4: the options added since version 3 are written out (their values then)."""
+    return _with_options(config, _V3_DOMAIN_OPTIONS, 4)
+
+
 #: ``_UPGRADES[v]`` turns a version-``v`` config into a version-``v + 1`` one. A new format
 #: version adds one step here (and bumps MODEL_FORMAT_VERSION); earlier steps never change.
-_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3}
+_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
 
 
 def migrate_config(config: Mapping[str, Any]) -> dict[str, Any]:
