@@ -57,7 +57,7 @@ import embedseg  # noqa: E402
 from domains.audio.augment import ChannelAugmentation  # noqa: E402
 from domains.audio.dataset import MixedCorpusDataset, MixtureDataset  # noqa: E402
 from domains.audio.metrics import AudioMetrics, oracle_separation  # noqa: E402
-from domains.audio import widen_blstm  # noqa: E402
+from domains.audio import widen_blstm, with_count_head  # noqa: E402
 from embedseg.inference import embeddings_of  # noqa: E402
 from embedseg.training.state import latest_checkpoint, read_checkpoint  # noqa: E402
 
@@ -65,7 +65,7 @@ SHIPPED = REPO / "pretrained" / "audio-speech-8k"
 RECIPE_KEYS = (
     "network", "network_params", "init", "real", "synthetic", "segment", "batch_size", "lr", "proportions",
     "speed", "augment", "seed", "eval_every", "n_valid", "monitor", "loss", "talkers", "fill_pauses",
-    "formants", "cross_mixture", "train_speakers", "speaker_weighting", "widen", "ema_decay",
+    "formants", "cross_mixture", "train_speakers", "speaker_weighting", "widen", "ema_decay", "count_head",
 )
 
 
@@ -265,6 +265,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         recipe = _recipe_of(args)
         if recipe.get("widen") and not recipe["init"]:
             raise SystemExit("--widen grows the network of --init: give both (a new network takes --network-params).")
+        if recipe.get("count_head") and not recipe["init"]:
+            raise SystemExit("--count-head teaches the network of --init to count: give both "
+                             "(a new network takes '{\"count_sources\": K}' in --network-params).")
     net_params = json.loads(recipe["network_params"]) if recipe["network_params"] else {}
     network: str | torch.nn.Module = recipe["network"]
     recipe = {**recipe, **{k: _portable(_local(recipe[k])) for k in ("init", "real", "synthetic")}}
@@ -273,10 +276,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         net_params = None
         if recipe.get("widen"):  # more units, the same function to start from
             network = widen_blstm(network, int(recipe["widen"]), seed=recipe["seed"])
+        if recipe.get("count_head"):  # a new count head; everything else stays as it is
+            network = with_count_head(network, int(recipe["count_head"]), seed=recipe["seed"])
+            for name, param in network.named_parameters():
+                param.requires_grad_(name.startswith("count_head."))
     else:
         net_params.setdefault("mask_sources", 2)
     train = train_set(recipe)
-    valid = valid_set(_local(recipe["real"]), recipe["n_valid"])
+    # a stage that learns to count is validated on mixtures of every count it trains on
+    counted = tuple(int(k) for k in str(recipe.get("talkers", "2")).split(",")) if recipe.get("count_head") else 2
+    valid = valid_set(_local(recipe["real"]), recipe["n_valid"], talkers=tuple(sorted(set(counted))) if counted != 2 else 2)
     before = stages[-1]["steps_after"] if stages else 0
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     t0, c0 = time.perf_counter(), time.process_time()
@@ -444,7 +453,11 @@ def main(argv: list[str] | None = None) -> int:
                    "batch, each mixture's talkers their own classes: embeddings that say who talks (0: off)")
     t.add_argument("--ema-decay", type=float, default=None, help="validate, keep and publish a moving average of "
                    "the weights with this decay (e.g. 0.998); default: the weights themselves")
-    t.add_argument("--monitor", default="sdri", help="what picks the best weights and decays the lr")
+    t.add_argument("--count-head", type=int, default=None,
+                   help="with --init: add a head that counts 1..K talkers and train it alone (the embeddings and "
+                        "masks stay as they are); n_sources='auto' then takes its count")
+    t.add_argument("--monitor", default="sdri", help="what picks the best weights and decays the lr "
+                   "('loss' for a --count-head stage, whose separation does not change)")
     t.add_argument("--loss", default="whitened_kmeans")
     t.add_argument("--score-n", type=int, default=40, help="validation mixtures scored after the stage (0: none)")
     t.add_argument("--progress", action="store_true")

@@ -117,6 +117,22 @@ def test_stage_resume_validate_publish(recipe, tmp_path, capsys):
         recipe.main(["export", "--run", str(tmp_path), "--to", str(tmp_path / "x")])
     with pytest.raises(SystemExit, match="--widen grows the network of --init"):
         recipe.main(["train", "--run", str(tmp_path / "nothing"), "--widen", "12", "--minutes", "1", *common])
+    # a stage that teaches the trained network to count: only the new head changes
+    counting = tmp_path / "counting"
+    assert recipe.main(["train", "--run", str(counting), "--init", str(run / "model"), "--count-head", "3",
+                        "--talkers", "2,3", "--monitor", "loss", "--lr", "1e-2", "--minutes", "10", "--max-steps", "3",
+                        "--segment", "1", "--batch-size", "2", "--score-n", "0", "--n-valid", "2", *common]) == 0
+    counted = embedseg.load(counting / "model")
+    assert counted.network.count_sources == 3
+    before = embedseg.load(run / "model").network.state_dict()
+    after = counted.network.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items())
+    assert any(not torch.equal(v, counted_init) for v, counted_init in zip(
+        counted.network.count_head.state_dict().values(),
+        recipe.with_count_head(embedseg.load(run / "model").network, 3, seed=0).count_head.state_dict().values()))
+    assert json.loads((counting / "stages.json").read_text())[0]["recipe"]["count_head"] == 3
+    with pytest.raises(SystemExit, match="--count-head teaches the network of --init"):
+        recipe.main(["train", "--run", str(tmp_path / "nothing"), "--count-head", "3", "--minutes", "1", *common])
 
 
 def test_spectrum_tells_a_shared_plane_from_talker_directions(recipe):
