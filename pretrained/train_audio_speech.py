@@ -280,6 +280,14 @@ def cmd_train(args: argparse.Namespace) -> int:
             network = with_count_head(network, int(recipe["count_head"]), seed=recipe["seed"])
             for name, param in network.named_parameters():
                 param.requires_grad_(name.startswith("count_head."))
+            # The frozen layers run without dropout, so that the head learns from the frames it
+            # will be given at inference (dropout would change their statistics, which it pools);
+            # the saved network keeps its dropout option for any later stage.
+            for module in network.modules():
+                if isinstance(module, torch.nn.Dropout):
+                    module.p = 0.0
+                elif isinstance(module, torch.nn.LSTM):
+                    module.dropout = 0.0
     else:
         net_params.setdefault("mask_sources", 2)
     train = train_set(recipe)

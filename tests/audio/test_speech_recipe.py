@@ -124,6 +124,8 @@ def test_stage_resume_validate_publish(recipe, tmp_path, capsys):
                         "--segment", "1", "--batch-size", "2", "--score-n", "0", "--n-valid", "2", *common]) == 0
     counted = embedseg.load(counting / "model")
     assert counted.network.count_sources == 3
+    # the frozen layers trained without dropout, and the saved network keeps its option
+    assert counted.network.dropout == embedseg.load(run / "model").network.dropout > 0
     before = embedseg.load(run / "model").network.state_dict()
     after = counted.network.state_dict()
     assert all(torch.equal(after[k], v) for k, v in before.items())
