@@ -143,6 +143,7 @@ VALIDATION_TABLES = (
     ("3 real talkers", "real", 3, 3, 12),
     ("counting, 2 and 3 real talkers", "real", (2, 3), "auto", 13),
     ("2 synthetic voices", "synthetic", 2, 2, 14),
+    ("counting, 2 and 3 synthetic voices", "synthetic", (2, 3), "auto", 16),
 )
 
 
@@ -348,7 +349,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
-    tables = VALIDATION_TABLES if args.all else VALIDATION_TABLES[:1]
+    if args.counting:
+        tables = tuple(t for t in VALIDATION_TABLES if t[3] == "auto")
+    else:
+        tables = VALIDATION_TABLES if args.all else VALIDATION_TABLES[:1]
     corpora = {"real": args.real, "synthetic": args.synthetic}
     models = {path: embedseg.load(path) for path in args.models}  # each read once for all tables
     for name, corpus, talkers, n_sources, seed in tables:
@@ -475,6 +479,8 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("--real", type=Path, default=REPO / "data" / "speech-real")
     v.add_argument("--n", type=int, default=40)
     v.add_argument("--all", action="store_true", help="also 3 talkers, counting and synthetic voices")
+    v.add_argument("--counting", action="store_true", help="only the counting tables (n_sources='auto'), real and "
+                   "synthetic voices")
     v.add_argument("--synthetic", type=Path, default=REPO / "data" / "speech")
     v.add_argument("--paired", action="store_true",
                    help="also each model's per-mixture SDRi difference to the first model's (mean, SE, wins)")

@@ -85,9 +85,13 @@ def test_stage_resume_validate_publish(recipe, tmp_path, capsys):
                         "--seed-offset", "4", "--n", "2", "--threads", "1", *common]) == 0
     printed = capsys.readouterr().out
     assert "seed 15" in printed and "paired: +0.00 +- 0.00 dB, better on 0/2" in printed  # a model against itself
-    for table in ("2 real talkers", "3 real talkers", "counting", "2 synthetic voices", "effective rank"):
+    for table in ("2 real talkers", "3 real talkers", "counting, 2 and 3 real talkers", "2 synthetic voices",
+                  "counting, 2 and 3 synthetic voices", "effective rank"):
         assert table in printed
     assert "count right" in printed and "oracle IBM" in printed
+    assert recipe.main(["validate", str(run / "model"), "--counting", "--n", "2", "--threads", "1", *common]) == 0
+    printed = capsys.readouterr().out  # the counting tables alone
+    assert printed.count("count right") == 2 and "2 real talkers, n_sources=2" not in printed
     published = tmp_path / "published"
     assert recipe.main(["publish", "--run", str(run), "--to", str(published)]) == 0
     assert (published / "checkpoint.safetensors").is_file()
