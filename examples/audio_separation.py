@@ -79,6 +79,8 @@ def print_scores(title: str, res: dict) -> None:
     for name, label in (("model", "model"), ("ibm", "oracle IBM"), ("irm", "oracle IRM")):
         print(f"{label:12}{res[name]['sdri']:>10.2f}{res[name]['si_sdri']:>12.2f}")
     print(f"model / oracle IBM SDRi: {100 * res['model']['sdri'] / res['ibm']['sdri']:.0f}%")
+    if "count_accuracy" in res["model"] and res.get("counted"):
+        print(f"sources counted right (n_sources='auto'): {100 * res['model']['count_accuracy']:.0f}%")
 
 
 def train(corpus: Path, args: argparse.Namespace) -> embedseg.Model:
@@ -120,8 +122,11 @@ def train(corpus: Path, args: argparse.Namespace) -> embedseg.Model:
     return model
 
 
-def evaluate(model: embedseg.Model, corpus: Path, n_test: int, n_sources: int, counts: str | int | None = None, seed: int = 2):
-    """SDRi / SI-SDRi of the model and of the oracle IBM and IRM on the same test mixtures."""
+def evaluate(model: embedseg.Model, corpus: Path, n_test: int, n_sources: int | tuple[int, ...],
+             counts: str | int | None = None, seed: int = 2):
+    """SDRi / SI-SDRi of the model and of the oracle IBM and IRM on the same test mixtures of
+    ``n_sources`` talkers (a tuple: each mixture's count drawn from it); the model separates
+    into ``counts`` sources ("auto": its own count of each mixture) or else ``n_sources``."""
     test = MixtureDataset(corpus, split="test", n_sources=n_sources, segment_seconds=None, n_mixtures=n_test, seed=seed)
     # The audio domain's accumulator (what model.evaluate uses): the mean over mixtures of the
     # mean over sources; missing estimates count as the unprocessed mixture.
@@ -133,7 +138,7 @@ def evaluate(model: embedseg.Model, corpus: Path, n_test: int, n_sources: int, c
         metrics["model"].update_items([src], [est], [mix])
         for kind in ("ibm", "irm"):
             metrics[kind].update_items([src], [oracle_separation(mix[None], src[None], kind)[0]], [mix])
-    return {name: metric.compute() for name, metric in metrics.items()}
+    return {**{name: metric.compute() for name, metric in metrics.items()}, "counted": counts == "auto"}
 
 
 def figure(model: embedseg.Model, item: dict, path: Path) -> None:
@@ -230,6 +235,13 @@ def main(argv=None) -> int:
         t = time.time()
         res_real = evaluate(model, real, args.n_test, 2)
         print_scores(f"2-speaker mixtures of held-out real speakers ({args.n_test}, {time.time() - t:.0f} s)", res_real)
+    # How many talkers: the model counts each mixture itself (its count head, or the clustering).
+    for name, where in (("synthetic voices", corpus), ("real speakers", real)):
+        if where is not None:
+            t = time.time()
+            res_count = evaluate(model, where, args.n_test, (2, 3), counts="auto", seed=3)
+            print_scores(f"2- and 3-speaker mixtures of held-out {name}, n_sources='auto' "
+                         f"({args.n_test}, {time.time() - t:.0f} s)", res_count)
 
     args.out.mkdir(parents=True, exist_ok=True)
     test = MixtureDataset(corpus, split="test", segment_seconds=None, n_mixtures=3, seed=2)
