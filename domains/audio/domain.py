@@ -281,10 +281,10 @@ class AudioDomain(Domain):
         left out."""
         counts = batch.context["n_sources"].to(logits.device).long()  # (batch,)
         fits = counts <= logits.shape[1]
-        target = torch.where(fits, counts - 1, torch.full_like(counts, -100))  # -100: ignored
-        if not bool(fits.any()):
-            return logits.sum() * 0.0  # keeps the graph for a batch with nothing to learn
-        return torch.nn.functional.cross_entropy(logits.float(), target, ignore_index=-100)
+        target = torch.where(fits, counts - 1, torch.full_like(counts, -100))  # -100: ignored, loss 0
+        per_item = torch.nn.functional.cross_entropy(logits.float(), target, ignore_index=-100, reduction="none")
+        weight = fits.to(per_item.dtype)
+        return (per_item * weight).sum() / weight.sum().clamp_min(1)  # no host sync on a GPU
 
     def _cross_mixture_loss(self, output: Any, batch: EncodedBatch, loss: str) -> torch.Tensor:
         """The embedding loss of the batch as one item: bins of all mixtures together, the

@@ -70,7 +70,9 @@ class CountHead(nn.Module):
     on 2-talker mixtures with a 2-mask head codes "first" and "second" talker in one shared
     plane instead, so that no clustering criterion sees a third (benchmarks/RESULTS.md). The
     network's frames still hold what tells 2 talkers from 3, and this head reads it; the
-    embeddings are then clustered into that many sources.
+    embeddings are then clustered into that many sources. Every frame it is given enters the
+    pooling, padding included, as the BLSTM sees it: ``evaluate`` and ``separate`` batch mixtures of
+    one length.
 
     Args:
         in_features: features per frame.
