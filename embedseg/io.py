@@ -62,7 +62,8 @@ __all__ = [
 MODEL_FORMAT = "embedseg-model"
 #: The version :meth:`Model.save <embedseg.Model.save>` writes. Every version from 2 on lists
 #: every domain option of its time in the config; version 1 could leave out options added after
-#: a model was saved. Version 3 adds the audio domain's ``cross_mixture_weight``.
+#: a model was saved. Version 3 adds the audio domain's ``cross_mixture_weight``, version 4
+#: its ``count_weight``.
 MODEL_FORMAT_VERSION = 4
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"

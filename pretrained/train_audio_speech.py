@@ -292,9 +292,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         net_params.setdefault("mask_sources", 2)
     train = train_set(recipe)
-    # a stage that learns to count is validated on mixtures of every count it trains on
-    counted = tuple(int(k) for k in str(recipe.get("talkers", "2")).split(",")) if recipe.get("count_head") else 2
-    valid = valid_set(_local(recipe["real"]), recipe["n_valid"], talkers=tuple(sorted(set(counted))) if counted != 2 else 2)
+    talkers: int | tuple[int, ...] = 2
+    if recipe.get("count_head"):  # a stage that learns to count is validated on every count it trains on
+        talkers = tuple(sorted({int(k) for k in str(recipe.get("talkers", "2")).split(",")}))
+    valid = valid_set(_local(recipe["real"]), recipe["n_valid"], talkers=talkers)
     before = stages[-1]["steps_after"] if stages else 0
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     t0, c0 = time.perf_counter(), time.process_time()
