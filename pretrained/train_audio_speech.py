@@ -66,6 +66,7 @@ RECIPE_KEYS = (
     "network", "network_params", "init", "real", "synthetic", "segment", "batch_size", "lr", "proportions",
     "speed", "augment", "seed", "eval_every", "n_valid", "monitor", "loss", "talkers", "fill_pauses",
     "formants", "cross_mixture", "train_speakers", "speaker_weighting", "widen", "ema_decay", "count_head",
+    "train_only",
 )
 
 
@@ -222,6 +223,29 @@ def embedding_spectrum(model: embedseg.Model, corpus: Path, n: int, *, talkers: 
     return spectrum_of(rows)
 
 
+def freeze_except(network: torch.nn.Module, prefixes: tuple[str, ...]) -> None:
+    """Train only the parameters whose names start with one of ``prefixes``.
+
+    The frozen layers also run without dropout, so that the trained parts learn from the
+    features they will be given at inference (a count head pools their statistics; an
+    embedding layer maps them bin by bin); the saved network keeps its dropout option for any
+    later stage.
+    """
+    names = [name for name, _ in network.named_parameters()]
+    trained = [name for name in names if name.startswith(prefixes)]
+    if not trained:
+        heads = sorted({name.split(".")[0] for name in names})
+        raise SystemExit(f"--train-only must name parts of the network ({', '.join(heads)}). Got "
+                         f"{', '.join(p.rstrip('.') for p in prefixes)}.")
+    for name, param in network.named_parameters():
+        param.requires_grad_(name in trained)
+    for module in network.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        elif isinstance(module, torch.nn.LSTM):
+            module.dropout = 0.0
+
+
 def _portable(path: str | Path | None) -> str | None:
     """A path inside the checkout relative to it, so that a recipe holds on another machine."""
     if path is None:
@@ -266,6 +290,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         recipe = _recipe_of(args)
         if recipe.get("widen") and not recipe["init"]:
             raise SystemExit("--widen grows the network of --init: give both (a new network takes --network-params).")
+        if recipe.get("train_only") and not recipe["init"]:
+            raise SystemExit("--train-only trains parts of the network of --init: give both.")
         if recipe.get("count_head") and not recipe["init"]:
             raise SystemExit("--count-head teaches the network of --init to count: give both "
                              "(a new network takes '{\"count_sources\": K}' in --network-params).")
@@ -279,21 +305,14 @@ def cmd_train(args: argparse.Namespace) -> int:
             network = widen_blstm(network, int(recipe["widen"]), seed=recipe["seed"])
         if recipe.get("count_head"):  # a new count head; everything else stays as it is
             network = with_count_head(network, int(recipe["count_head"]), seed=recipe["seed"])
-            for name, param in network.named_parameters():
-                param.requires_grad_(name.startswith("count_head."))
-            # The frozen layers run without dropout, so that the head learns from the frames it
-            # will be given at inference (dropout would change their statistics, which it pools);
-            # the saved network keeps its dropout option for any later stage.
-            for module in network.modules():
-                if isinstance(module, torch.nn.Dropout):
-                    module.p = 0.0
-                elif isinstance(module, torch.nn.LSTM):
-                    module.dropout = 0.0
+            freeze_except(network, ("count_head.",))
+        elif recipe.get("train_only"):  # some heads learn again; the rest stays as it is
+            freeze_except(network, tuple(f"{name}." for name in recipe["train_only"].split(",")))
     else:
         net_params.setdefault("mask_sources", 2)
     train = train_set(recipe)
     talkers: int | tuple[int, ...] = 2
-    if recipe.get("count_head"):  # a stage that learns to count is validated on every count it trains on
+    if recipe.get("count_head") or recipe.get("train_only"):  # validated on every count it trains on
         talkers = tuple(sorted({int(k) for k in str(recipe.get("talkers", "2")).split(",")}))
     valid = valid_set(_local(recipe["real"]), recipe["n_valid"], talkers=talkers)
     before = stages[-1]["steps_after"] if stages else 0
@@ -469,6 +488,9 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--count-head", type=int, default=None,
                    help="with --init: add a head that counts 1..K talkers and train it alone (the embeddings and "
                         "masks stay as they are); n_sources='auto' then takes its count")
+    t.add_argument("--train-only", default=None,
+                   help="with --init: train only these parts of its network, comma-separated ('embed': the "
+                        "embedding layer, so that the mask head and the count head stay exactly as they are)")
     t.add_argument("--monitor", default="sdri", help="what picks the best weights and decays the lr "
                    "('loss' for a --count-head stage, whose separation does not change)")
     t.add_argument("--loss", default="whitened_kmeans")

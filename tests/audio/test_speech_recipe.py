@@ -139,6 +139,20 @@ def test_stage_resume_validate_publish(recipe, tmp_path, capsys):
     assert json.loads((counting / "stages.json").read_text())[0]["recipe"]["count_head"] == 3
     with pytest.raises(SystemExit, match="--count-head teaches the network of --init"):
         recipe.main(["train", "--run", str(tmp_path / "nothing"), "--count-head", "3", "--minutes", "1", *common])
+    # a stage that trains the embedding layer alone: the mask head, the count head and the BLSTM stay
+    embedding = tmp_path / "embedding"
+    assert recipe.main(["train", "--run", str(embedding), "--init", str(counting / "model"), "--train-only", "embed",
+                        "--talkers", "2,3", "--monitor", "loss", "--lr", "1e-2", "--minutes", "10", "--max-steps", "3",
+                        "--segment", "1", "--batch-size", "2", "--score-n", "0", "--n-valid", "2", *common]) == 0
+    embedded = embedseg.load(embedding / "model").network.state_dict()
+    changed = {k for k, v in after.items() if not torch.equal(embedded[k], v)}
+    assert changed and all(k.startswith("embed.") for k in changed)
+    assert json.loads((embedding / "stages.json").read_text())[0]["recipe"]["train_only"] == "embed"
+    with pytest.raises(SystemExit, match="--train-only must name parts of the network"):
+        recipe.main(["train", "--run", str(tmp_path / "nothing"), "--init", str(run / "model"), "--train-only", "head",
+                     "--minutes", "1", *common])
+    with pytest.raises(SystemExit, match="--train-only trains parts of the network of --init"):
+        recipe.main(["train", "--run", str(tmp_path / "nothing"), "--train-only", "embed", "--minutes", "1", *common])
 
 
 def test_spectrum_tells_a_shared_plane_from_talker_directions(recipe):
