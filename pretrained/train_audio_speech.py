@@ -303,11 +303,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         net_params = None
         if recipe.get("widen"):  # more units, the same function to start from
             network = widen_blstm(network, int(recipe["widen"]), seed=recipe["seed"])
-        if recipe.get("count_head"):  # a new count head; everything else stays as it is
+        # a new count head, or parts named by --train-only, learn; everything else stays as it is
+        trained = [f"{name.strip()}." for name in (recipe.get("train_only") or "").split(",") if name.strip()]
+        if recipe.get("train_only") and not trained:
+            raise SystemExit(f"--train-only must name parts of the network, comma-separated. Got {recipe['train_only']!r}.")
+        if recipe.get("count_head"):
             network = with_count_head(network, int(recipe["count_head"]), seed=recipe["seed"])
-            freeze_except(network, ("count_head.",))
-        elif recipe.get("train_only"):  # some heads learn again; the rest stays as it is
-            freeze_except(network, tuple(f"{name}." for name in recipe["train_only"].split(",")))
+            trained.append("count_head.")
+        if trained:
+            freeze_except(network, tuple(trained))
     else:
         net_params.setdefault("mask_sources", 2)
     train = train_set(recipe)
@@ -492,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="with --init: train only these parts of its network, comma-separated ('embed': the "
                         "embedding layer, so that the mask head and the count head stay exactly as they are)")
     t.add_argument("--monitor", default="sdri", help="what picks the best weights and decays the lr "
-                   "('loss' for a --count-head stage, whose separation does not change)")
+                   "('loss' for a --count-head or --train-only stage, whose 2-talker separation does not change)")
     t.add_argument("--loss", default="whitened_kmeans")
     t.add_argument("--score-n", type=int, default=40, help="validation mixtures scored after the stage (0: none)")
     t.add_argument("--progress", action="store_true")

@@ -151,6 +151,9 @@ def test_stage_resume_validate_publish(recipe, tmp_path, capsys):
     with pytest.raises(SystemExit, match="--train-only must name parts of the network"):
         recipe.main(["train", "--run", str(tmp_path / "nothing"), "--init", str(run / "model"), "--train-only", "head",
                      "--minutes", "1", *common])
+    with pytest.raises(SystemExit, match="--train-only must name parts of the network, comma-separated"):
+        recipe.main(["train", "--run", str(tmp_path / "nothing"), "--init", str(run / "model"), "--train-only", ",",
+                     "--minutes", "1", *common])
     with pytest.raises(SystemExit, match="--train-only trains parts of the network of --init"):
         recipe.main(["train", "--run", str(tmp_path / "nothing"), "--train-only", "embed", "--minutes", "1", *common])
 
