@@ -113,10 +113,15 @@ def speaker_subset(names: list[str], n: int, seed: int) -> list[str]:
     return sorted(chosen)
 
 
+def recipe_talkers(recipe: dict) -> tuple[int, ...]:
+    """The talker counts a recipe trains on, one drawn per mixture ('2,2,3': a third are 3-talker);
+    a recipe written before "talkers" existed trained on 2-talker mixtures only."""
+    return tuple(int(k) for k in str(recipe.get("talkers", "2")).split(","))
+
+
 def train_set(recipe: dict) -> MixedCorpusDataset:
     speed = None if recipe["speed"] <= 0 else (1 - recipe["speed"], 1 + recipe["speed"])
-    # a recipe written before "talkers" existed trained on 2-talker mixtures only
-    talkers = tuple(int(k) for k in str(recipe.get("talkers", "2")).split(","))
+    talkers = recipe_talkers(recipe)
     # ... and before "fill_pauses", with shorter utterances placed in silence
     fill = recipe.get("fill_pauses")
     formants = recipe.get("formants") or 0  # ... and before "formants", without formant shifts
@@ -232,13 +237,12 @@ def freeze_except(network: torch.nn.Module, prefixes: tuple[str, ...]) -> None:
     later stage.
     """
     names = [name for name, _ in network.named_parameters()]
-    trained = [name for name in names if name.startswith(prefixes)]
-    if not trained:
+    if not any(name.startswith(prefixes) for name in names):
         heads = sorted({name.split(".")[0] for name in names})
         raise SystemExit(f"--train-only must name parts of the network ({', '.join(heads)}). Got "
                          f"{', '.join(p.rstrip('.') for p in prefixes)}.")
     for name, param in network.named_parameters():
-        param.requires_grad_(name in trained)
+        param.requires_grad_(name.startswith(prefixes))
     for module in network.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
@@ -317,7 +321,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     train = train_set(recipe)
     talkers: int | tuple[int, ...] = 2
     if recipe.get("count_head") or recipe.get("train_only"):  # validated on every count it trains on
-        talkers = tuple(sorted({int(k) for k in str(recipe.get("talkers", "2")).split(",")}))
+        talkers = tuple(sorted(set(recipe_talkers(recipe))))
     valid = valid_set(_local(recipe["real"]), recipe["n_valid"], talkers=talkers)
     before = stages[-1]["steps_after"] if stages else 0
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
