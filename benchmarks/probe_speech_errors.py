@@ -109,10 +109,11 @@ def probe_two(model, others, corpus: Path, n: int, seed: int, relink: bool) -> N
         item = data[i]
         mix, src = item["mixture"], torch.as_tensor(item["sources"])
         est = torch.as_tensor(model.separate(mix, n_sources=2))
-        score = sdri(src, est, mix)
+        # each source's SDRi, in float64 as AudioMetrics scores them; their mean is the mixture's
+        per_source = separation_scores(src[None].double(), est[None].double(), mix[None].double())["sdri"][0]
+        score = float(per_source.mean())
         total.append(score)
         by_pair[" + ".join(sorted(item["speakers"]))].append(score)
-        per_source = separation_scores(src[None], est[None], mix[None])["sdri"][0]
         energy = (src ** 2).sum(-1)
         loud = int(energy.argmax())
         gap = float(10 * torch.log10(energy[loud] / energy[1 - loud]))
