@@ -57,7 +57,7 @@ import embedseg  # noqa: E402
 from domains.audio.augment import ChannelAugmentation  # noqa: E402
 from domains.audio.dataset import MixedCorpusDataset, MixtureDataset  # noqa: E402
 from domains.audio.metrics import AudioMetrics, oracle_separation  # noqa: E402
-from domains.audio import widen_blstm, with_count_head  # noqa: E402
+from domains.audio import widen_blstm, with_attention, with_count_head  # noqa: E402
 from embedseg.inference import embeddings_of  # noqa: E402
 from embedseg.training.state import latest_checkpoint, read_checkpoint  # noqa: E402
 
@@ -66,7 +66,7 @@ RECIPE_KEYS = (
     "network", "network_params", "init", "real", "synthetic", "segment", "batch_size", "lr", "proportions",
     "speed", "augment", "seed", "eval_every", "n_valid", "monitor", "loss", "talkers", "fill_pauses",
     "formants", "cross_mixture", "train_speakers", "speaker_weighting", "widen", "ema_decay", "count_head",
-    "train_only",
+    "train_only", "attention",
 )
 
 
@@ -296,6 +296,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise SystemExit("--widen grows the network of --init: give both (a new network takes --network-params).")
         if recipe.get("train_only") and not recipe["init"]:
             raise SystemExit("--train-only trains parts of the network of --init: give both.")
+        if recipe.get("attention") and not recipe["init"]:
+            raise SystemExit("--attention adds layers to the network of --init: give both (a new network takes "
+                             "'{\"attention_layers\": L}' in --network-params).")
         if recipe.get("count_head") and not recipe["init"]:
             raise SystemExit("--count-head teaches the network of --init to count: give both "
                              "(a new network takes '{\"count_sources\": K}' in --network-params).")
@@ -311,6 +314,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         trained = [f"{name.strip()}." for name in (recipe.get("train_only") or "").split(",") if name.strip()]
         if recipe.get("train_only") and not trained:
             raise SystemExit(f"--train-only must name parts of the network, comma-separated. Got {recipe['train_only']!r}.")
+        if recipe.get("attention"):  # whole-utterance context, the same function to start from
+            network = with_attention(network, int(recipe["attention"]), seed=recipe["seed"])
+            if trained:  # new layers always learn
+                trained.append("attention.")
         if recipe.get("count_head"):
             network = with_count_head(network, int(recipe["count_head"]), seed=recipe["seed"])
             trained.append("count_head.")
@@ -499,6 +506,9 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--train-only", default=None,
                    help="with --init: train only these parts of its network, comma-separated ('embed': the "
                         "embedding layer, so that the mask head and the count head stay exactly as they are)")
+    t.add_argument("--attention", type=int, default=None,
+                   help="with --init: add this many self-attention layers over the BLSTM's frames (the network's "
+                        "outputs unchanged at the start), so that every frame reads the whole mixture")
     t.add_argument("--monitor", default="sdri", help="what picks the best weights and decays the lr "
                    "('loss' for a --count-head or --train-only stage, whose 2-talker separation does not change)")
     t.add_argument("--loss", default="whitened_kmeans")

@@ -6,8 +6,9 @@ Public pieces: :class:`AudioDomain` (the adapter registered as "audio"), :class:
 (real recorded speech gathered from Debian packages), :func:`shift_formants` (new voices from a
 corpus's speakers), the networks ("dc_blstm", "dc_compact", "dc_tcn", "dc_conv_blstm") and
 :func:`widen_blstm` (more units for a trained BLSTM, its outputs unchanged), :class:`CountHead`
-and :func:`with_count_head` (a trained network that learns to count talkers), the STFT features
-and the separation metrics.
+and :func:`with_count_head` (a trained network that learns to count talkers),
+:class:`FrameAttention` and :func:`with_attention` (self-attention over a trained BLSTM's frames,
+its outputs unchanged at the start), the STFT features and the separation metrics.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from .model import AudioModel
 from .features import STFTConfig, istft, stft
 from .metrics import AudioMetrics, bss_eval_sources, oracle_separation, sdr, separation_scores, si_sdr
 from .networks import (
-    BLSTMEmbedding, CompactBLSTMEmbedding, ConvBLSTMEmbedding, CountHead, DilatedConvEmbedding, widen_blstm,
-    with_count_head,
+    BLSTMEmbedding, CompactBLSTMEmbedding, ConvBLSTMEmbedding, CountHead, DilatedConvEmbedding, FrameAttention,
+    widen_blstm, with_attention, with_count_head,
 )
 
 __all__ = [
@@ -47,6 +48,8 @@ __all__ = [
     "widen_blstm",
     "CountHead",
     "with_count_head",
+    "FrameAttention",
+    "with_attention",
     "STFTConfig",
     "stft",
     "istft",

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from embedseg._validation import check_float, check_int
@@ -21,7 +22,7 @@ from embedseg.networks import normalize_embeddings, register_network
 
 __all__ = [
     "BLSTMEmbedding", "CompactBLSTMEmbedding", "ConvBLSTMEmbedding", "CountHead", "DilatedConvEmbedding",
-    "widen_blstm", "with_count_head",
+    "FrameAttention", "widen_blstm", "with_attention", "with_count_head",
 ]
 
 
@@ -115,6 +116,76 @@ def _count_head(net: nn.Module, in_features: int, count_sources: int) -> CountHe
     return CountHead(in_features, count_sources) if count_sources else None
 
 
+class FrameAttention(nn.Module):
+    """A pre-norm Transformer encoder layer over frames (Vaswani et al. 2017): multi-head
+    self-attention, then a feed-forward layer, each added back to its input.
+
+    A BLSTM's state fades over a few seconds, so on long mixtures its embeddings may hand a
+    talker from one cluster to the other (separated locally, swapped over time). Attention
+    lets every frame read every other frame of the mixture directly, whatever their distance,
+    and without positional encoding it reads them by content: frames of one voice can pull
+    each other together across the whole utterance.
+
+    Both residual branches end in a zero-initialized linear layer, so a new block computes the
+    identity: added to a trained network (:func:`with_attention`), it starts from that
+    network's outputs exactly.
+
+    Args:
+        features: features per frame (divisible by ``heads``).
+        heads: attention heads.
+        dropout: dropout on the attention weights and the feed-forward layer (training only).
+
+    Shape:
+        (batch, frames, features) -> (batch, frames, features).
+    """
+
+    def __init__(self, features: int, heads: int = 4, dropout: float = 0.1) -> None:
+        super().__init__()
+        owner = type(self).__name__
+        check_int(features, "features", owner, 1)
+        self.heads = check_int(heads, "heads", owner, 1)
+        if features % heads:
+            raise ValueError(
+                f"The 'features' parameter of {owner} must be divisible by 'heads' ({heads}). Got {features}."
+            )
+        self.dropout = check_float(dropout, "dropout", owner, 0.0, 1.0, closed="left")
+        self.attn_norm = nn.LayerNorm(features)
+        self.qkv = nn.Linear(features, 3 * features)
+        self.attn_out = nn.Linear(features, features)
+        self.ff_norm = nn.LayerNorm(features)
+        self.ff_in = nn.Linear(features, 2 * features)
+        self.ff_out = nn.Linear(2 * features, features)
+        for last in (self.attn_out, self.ff_out):  # identity at the start
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        b, t, f = h.shape
+        q, k, v = self.qkv(self.attn_norm(h)).reshape(b, t, 3, self.heads, f // self.heads).permute(2, 0, 3, 1, 4)
+        p = self.dropout if self.training else 0.0
+        # the fused kernel never builds the frames x frames matrix, so memory stays linear in frames
+        a = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # (batch, heads, frames, f / heads)
+        h = h + self.attn_out(a.transpose(1, 2).reshape(b, t, f))
+        ff = F.dropout(F.gelu(self.ff_in(self.ff_norm(h))), p, self.training)
+        return h + self.ff_out(ff)
+
+
+def _attention(net: nn.Module, features: int, layers: int, heads: int, dropout: float) -> nn.Sequential | None:
+    """Check ``attention_layers`` / ``attention_heads`` and build that many :class:`FrameAttention`
+    layers (0: none)."""
+    owner = type(net).__name__
+    net.attention_layers = check_int(layers, "attention_layers", owner, 0)
+    net.attention_heads = check_int(heads, "attention_heads", owner, 1)
+    if not layers:
+        return None
+    if features % heads:
+        raise ValueError(
+            f"The 'attention_heads' parameter of {owner} must divide the BLSTM's {features} output features. "
+            f"Got {heads}."
+        )
+    return nn.Sequential(*[FrameAttention(features, heads, dropout) for _ in range(layers)])
+
+
 @register_network("dc_blstm")
 class BLSTMEmbedding(nn.Module):
     """Deep clustering's BLSTM (Hershey et al. 2015): stacked bidirectional LSTMs over frames,
@@ -133,6 +204,9 @@ class BLSTMEmbedding(nn.Module):
             masks per bin, trained jointly with the embeddings.
         count_sources: with > 0, a :class:`CountHead` over the BLSTM's frames that tells
             1..count_sources talkers apart.
+        attention_layers: :class:`FrameAttention` layers over the BLSTM's frames, before the
+            embedding and mask heads (the count head reads the BLSTM itself).
+        attention_heads: heads of each attention layer.
 
     Shape:
         features (batch, frames, n_freqs) -> embeddings (batch, frames * n_freqs, dim).
@@ -153,6 +227,8 @@ class BLSTMEmbedding(nn.Module):
         dropout: float = 0.3,
         mask_sources: int = 0,
         count_sources: int = 0,
+        attention_layers: int = 0,
+        attention_heads: int = 4,
     ) -> None:
         super().__init__()
         owner = type(self).__name__
@@ -166,6 +242,7 @@ class BLSTMEmbedding(nn.Module):
             n_freqs, hidden, num_layers=layers, batch_first=True, bidirectional=True,
             dropout=dropout if layers > 1 else 0.0,
         )
+        self.attention = _attention(self, 2 * hidden, attention_layers, attention_heads, dropout)
         self.drop = nn.Dropout(dropout)
         self.embed = nn.Linear(2 * hidden, n_freqs * dim)
         self.mask_head = nn.Linear(2 * hidden, n_freqs * mask_sources) if mask_sources else None
@@ -175,6 +252,8 @@ class BLSTMEmbedding(nn.Module):
         _check_features(features, self.n_freqs)
         h, _ = self.blstm(features)  # (batch, frames, 2 * hidden)
         counts = None if self.count_head is None else self.count_head(h)
+        if self.attention is not None:
+            h = self.attention(h)
         h = self.drop(h)
         masks = None if self.mask_head is None else self.mask_head(h)
         return _heads_output(self.embed(h), masks, self.dim, self.mask_sources, counts)
@@ -207,10 +286,10 @@ def widen_blstm(network: BLSTMEmbedding, hidden: int, *, seed: int = 0, scale: f
     old = network.hidden
     check_int(hidden, "hidden", "widen_blstm", old)
     check_float(scale, "scale", "widen_blstm", 0.0)
-    if getattr(network, "count_head", None) is not None:
+    if getattr(network, "count_head", None) is not None or getattr(network, "attention", None) is not None:
         raise ValueError(
-            "'network' has a count head, which reads the BLSTM's frames and would not keep its outputs "
-            "when they widen: widen the network first, then add the head (with_count_head)."
+            "'network' has a count head or attention layers, which read the BLSTM's frames and would not keep "
+            "their outputs when they widen: widen the network first, then add them (with_count_head, with_attention)."
         )
     wide = type(network)(n_freqs=network.n_freqs, dim=network.dim, hidden=hidden, layers=network.layers,
                          dropout=network.dropout, mask_sources=network.mask_sources)
@@ -269,10 +348,12 @@ class CompactBLSTMEmbedding(BLSTMEmbedding):
         dropout: float = 0.2,
         mask_sources: int = 0,
         count_sources: int = 0,
+        attention_layers: int = 0,
+        attention_heads: int = 4,
     ) -> None:
         super().__init__(
             n_freqs=n_freqs, dim=dim, hidden=hidden, layers=layers, dropout=dropout, mask_sources=mask_sources,
-            count_sources=count_sources,
+            count_sources=count_sources, attention_layers=attention_layers, attention_heads=attention_heads,
         )
 
 
@@ -438,6 +519,21 @@ class ConvBLSTMEmbedding(nn.Module):
         return _heads_output(self.embed(h), masks, self.dim, self.mask_sources, counts)
 
 
+def _grown(network: nn.Module, params: dict[str, Any], new_prefix: str, seed: int) -> nn.Module:
+    """A copy of ``network`` built with ``params`` added to its own: every weight of ``network``,
+    and new parts (under ``new_prefix``) drawn from ``seed``."""
+    from embedseg.model import network_config
+    from embedseg.networks import create_network
+
+    config = network_config(network)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        grown = create_network(config["name"], **{**config["params"], **params})
+    missing, unexpected = grown.load_state_dict(network.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith(new_prefix) for k in missing), (missing, unexpected)
+    return grown.to(next(network.parameters()).device).train(network.training)
+
+
 def with_count_head(network: nn.Module, max_count: int, *, seed: int = 0) -> nn.Module:
     """A copy of an audio ``network`` with a new :class:`CountHead` (1..``max_count`` sources,
     weights drawn from ``seed``) and every other weight of ``network``: the embeddings and
@@ -448,9 +544,6 @@ def with_count_head(network: nn.Module, max_count: int, *, seed: int = 0) -> nn.
         TypeError: ``network`` is not one of this module's networks.
         ValueError: ``network`` already has a count head, or ``max_count`` is below 2.
     """
-    from embedseg.model import network_config
-    from embedseg.networks import create_network
-
     known = (BLSTMEmbedding, DilatedConvEmbedding, ConvBLSTMEmbedding)
     if not isinstance(network, known):
         raise TypeError(
@@ -459,10 +552,23 @@ def with_count_head(network: nn.Module, max_count: int, *, seed: int = 0) -> nn.
     if getattr(network, "count_head", None) is not None:
         raise ValueError("'network' already has a count head.")
     check_int(max_count, "max_count", "with_count_head", 2)
-    config = network_config(network)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        counted = create_network(config["name"], **{**config["params"], "count_sources": max_count})
-    missing, unexpected = counted.load_state_dict(network.state_dict(), strict=False)
-    assert not unexpected and all(k.startswith("count_head.") for k in missing), (missing, unexpected)
-    return counted.to(next(network.parameters()).device).train(network.training)
+    return _grown(network, {"count_sources": max_count}, "count_head.", seed)
+
+
+def with_attention(network: nn.Module, layers: int, *, heads: int = 4, seed: int = 0) -> nn.Module:
+    """A copy of a BLSTM ``network`` with ``layers`` new :class:`FrameAttention` layers after its
+    BLSTM (weights drawn from ``seed``) and every weight of ``network``. A new layer computes the
+    identity, so the copy's embeddings, masks and counts are exactly the network's: a trained
+    model gains whole-utterance context and goes on training from where it is.
+
+    Raises:
+        TypeError: ``network`` is not a BLSTMEmbedding (dc_blstm, dc_compact).
+        ValueError: ``network`` already has attention layers, ``layers`` is below 1, or
+            ``heads`` does not divide the BLSTM's output features.
+    """
+    if not isinstance(network, BLSTMEmbedding):
+        raise TypeError(f"'network' must be a BLSTMEmbedding (dc_blstm, dc_compact). Got {type(network).__name__}.")
+    if network.attention is not None:
+        raise ValueError(f"'network' already has {network.attention_layers} attention layers.")
+    check_int(layers, "layers", "with_attention", 1)
+    return _grown(network, {"attention_layers": layers, "attention_heads": heads}, "attention.", seed)

@@ -197,3 +197,105 @@ def test_count_head_bad_arguments():
         networks.with_count_head(torch.nn.Linear(2, 2), 3)
     with pytest.raises(ValueError, match="widen the network first"):
         networks.widen_blstm(counted, 16)
+
+
+def _attention_reference(layer, h):
+    """A float64 Transformer layer written out: softmax(QK^T / sqrt(d)) V per head, no fused kernel."""
+    w = {k: v.double() for k, v in layer.state_dict().items()}
+    h = h.double()
+    b, t, f = h.shape
+    heads, d = layer.heads, f // layer.heads
+    x = torch.nn.functional.layer_norm(h, (f,), w["attn_norm.weight"], w["attn_norm.bias"])
+    q, k, v = (x @ w["qkv.weight"].T + w["qkv.bias"]).split(f, dim=-1)
+    q, k, v = (m.reshape(b, t, heads, d).transpose(1, 2) for m in (q, k, v))  # (b, heads, t, d)
+    att = torch.softmax(q @ k.transpose(-1, -2) / d**0.5, dim=-1)
+    a = (att @ v).transpose(1, 2).reshape(b, t, f)
+    h = h + a @ w["attn_out.weight"].T + w["attn_out.bias"]
+    y = torch.nn.functional.layer_norm(h, (f,), w["ff_norm.weight"], w["ff_norm.bias"])
+    y = torch.nn.functional.gelu(y @ w["ff_in.weight"].T + w["ff_in.bias"])
+    return h + y @ w["ff_out.weight"].T + w["ff_out.bias"]
+
+
+def test_frame_attention_matches_a_float64_reference_and_starts_as_the_identity():
+    torch.manual_seed(5)
+    layer = networks.FrameAttention(12, heads=3).eval()
+    h = torch.randn(2, 9, 12)
+    torch.testing.assert_close(layer(h), h)  # new: both branches end in zeros
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.normal_(0, 0.3)
+    torch.testing.assert_close(layer(h).double(), _attention_reference(layer, h), rtol=1e-5, atol=1e-5)
+    # content, not position: permuting the frames permutes the output
+    order = torch.randperm(9)
+    torch.testing.assert_close(layer(h[:, order]), layer(h)[:, order], rtol=1e-5, atol=1e-5)
+    # every frame reads all the others: changing the last frame changes the first frame's output
+    far = h.clone()
+    far[:, -1] += torch.randn(12)  # not a constant: the layer norm would remove that
+    assert not torch.allclose(layer(far)[:, 0], layer(h)[:, 0])
+
+
+@pytest.mark.parametrize("name", ["dc_blstm", "dc_compact"])
+def test_attention_layers_sit_between_the_blstm_and_the_heads(name):
+    torch.manual_seed(6)
+    net = embedseg.create_network(
+        name, mask_sources=2, count_sources=3, attention_layers=2, attention_heads=4, **SMALL_PARAMS[name]
+    ).eval()
+    with torch.no_grad():
+        for p in net.attention.parameters():
+            p.normal_(0, 0.3)
+    x = torch.randn(2, 7, 17)
+    out = net(x)
+    h, _ = net.blstm(x)
+    for layer in net.attention:
+        h = layer(h)
+    torch.testing.assert_close(out["masks"], torch.softmax(
+        net.mask_head(h).reshape(2, 7, 17, 2), dim=-1).permute(0, 3, 1, 2))
+    # the count head reads the BLSTM itself
+    torch.testing.assert_close(out["counts"], net.count_head(net.blstm(x)[0]))
+    net.train()
+    loss = sum(v.sum() for v in net(x).values())
+    loss.backward()
+    assert all(p.grad is not None for p in net.parameters())
+
+
+def test_with_attention_keeps_the_outputs_and_saves_and_loads(tmp_path):
+    torch.manual_seed(7)
+    net = embedseg.create_network("dc_compact", mask_sources=2, count_sources=3, **SMALL).eval()
+    grown = networks.with_attention(net, 2, heads=4, seed=1)
+    x = torch.randn(2, 6, 17)
+    assert grown.attention_layers == 2 and not grown.training and net.attention is None
+    for key, value in net(x).items():
+        torch.testing.assert_close(grown(x)[key], value)
+    again = networks.with_attention(net, 2, heads=4, seed=1)
+    assert all(torch.equal(a, b) for a, b in zip(grown.parameters(), again.parameters()))
+    # the new layers learn from the first step
+    grown.train()
+    sum(v.sum() for v in grown(x).values()).backward()
+    assert grown.attention[0].attn_out.weight.grad.abs().sum() > 0
+    # a saved model rebuilds them from its config
+    from embedseg.api import build_model
+
+    full = networks.with_attention(embedseg.create_network("dc_compact", hidden=8, layers=1, dim=6, mask_sources=2), 1)
+    build_model("audio", network=full).save(tmp_path / "m")
+    loaded = embedseg.load(tmp_path / "m").network
+    assert loaded.attention_layers == 1 and loaded.attention_heads == 4
+    for (name, p), q in zip(full.state_dict().items(), loaded.state_dict().values()):
+        torch.testing.assert_close(p, q, msg=name)
+
+
+def test_attention_bad_arguments():
+    with pytest.raises(ValueError, match="'attention_heads' parameter of CompactBLSTMEmbedding must divide"):
+        networks.CompactBLSTMEmbedding(attention_layers=1, attention_heads=5, **SMALL)
+    with pytest.raises(ValueError, match="'attention_layers' parameter"):
+        networks.BLSTMEmbedding(attention_layers=-1, **SMALL)
+    with pytest.raises(ValueError, match="'features' parameter of FrameAttention must be divisible"):
+        networks.FrameAttention(10, heads=3)
+    attended = networks.CompactBLSTMEmbedding(attention_layers=1, **SMALL)
+    with pytest.raises(ValueError, match="already has 1 attention layers"):
+        networks.with_attention(attended, 1)
+    with pytest.raises(ValueError, match="'layers' parameter of with_attention"):
+        networks.with_attention(networks.CompactBLSTMEmbedding(**SMALL), 0)
+    with pytest.raises(TypeError, match="'network' must be a BLSTMEmbedding"):
+        networks.with_attention(networks.DilatedConvEmbedding(), 1)
+    with pytest.raises(ValueError, match="widen the network first"):
+        networks.widen_blstm(attended, 16)

@@ -156,6 +156,23 @@ def test_stage_resume_validate_publish(recipe, tmp_path, capsys):
                      "--minutes", "1", *common])
     with pytest.raises(SystemExit, match="--train-only trains parts of the network of --init"):
         recipe.main(["train", "--run", str(tmp_path / "nothing"), "--train-only", "embed", "--minutes", "1", *common])
+    # a stage that adds self-attention: the new layers learn beside the named parts, the BLSTM and the
+    # count head stay, and a resumed stage rebuilds the same network
+    attended = tmp_path / "attended"
+    attend = ["train", "--run", str(attended), "--init", str(counting / "model"), "--attention", "1",
+              "--train-only", "embed", "--talkers", "2,3", "--lr", "1e-2", "--minutes", "10", "--max-steps", "2",
+              "--segment", "1", "--batch-size", "2", "--score-n", "0", "--n-valid", "2", *common]
+    assert recipe.main(attend) == 0
+    assert recipe.main(["train", "--run", str(attended), "--resume", "--minutes", "10", "--max-steps", "3",
+                        "--score-n", "0"]) == 0
+    net = embedseg.load(attended / "model").network
+    assert net.attention_layers == 1
+    changed = {k for k, v in net.state_dict().items() if k not in after or not torch.equal(after[k], v)}
+    assert {k.split(".")[0] for k in changed} == {"attention", "embed"}
+    stages = json.loads((attended / "stages.json").read_text())
+    assert stages[0]["recipe"]["attention"] == 1 and stages[-1]["steps_after"] == 3
+    with pytest.raises(SystemExit, match="--attention adds layers to the network of --init"):
+        recipe.main(["train", "--run", str(tmp_path / "nothing"), "--attention", "1", "--minutes", "1", *common])
 
 
 def test_spectrum_tells_a_shared_plane_from_talker_directions(recipe):
