@@ -316,12 +316,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise SystemExit(f"--train-only must name parts of the network, comma-separated. Got {recipe['train_only']!r}.")
         if recipe.get("attention"):  # whole-utterance context, the same function to start from
             network = with_attention(network, int(recipe["attention"]), seed=recipe["seed"])
-            if trained:  # new layers always learn
-                trained.append("attention.")
         if recipe.get("count_head"):
             network = with_count_head(network, int(recipe["count_head"]), seed=recipe["seed"])
             trained.append("count_head.")
         if trained:
+            if recipe.get("attention"):  # new layers always learn, beside --train-only's parts or a new count head
+                trained.append("attention.")
             freeze_except(network, tuple(trained))
     else:
         net_params.setdefault("mask_sources", 2)
