@@ -8,7 +8,10 @@ the real corpus (never the test speakers):
   worth), and what re-linking the blocks by the outputs' pitch (no oracle) gives;
 * ensembles: the outputs of several models averaged, each aligned to the first;
 * 3 talkers: k-means into 3 clusters against a recursive split (2 sources, then the louder one
-  split again by the same model), with the oracle choice of which one to split beside it.
+  split again by the same model), with the oracle choice of which one to split beside it;
+* counting: the count head's errors each way (2 talkers called 3, 3 called 2), and how the
+  share right moves when the decision between 2 and 3 is shifted by an offset on the
+  log-probabilities (whether a calibrated offset would help).
 
     python benchmarks/probe_speech_errors.py --model pretrained/audio-speech-8k --n 100
 
@@ -170,6 +173,45 @@ def probe_three(model, corpus: Path, n: int, seed: int) -> None:
           f"recursive, the better output split (oracle) {np.mean(best):.2f} dB")
 
 
+def count_log_probabilities(model, mixture: torch.Tensor) -> torch.Tensor:
+    """The count head's log-probabilities for one mixture (class i is i + 1 talkers), read where
+    ``separate(n_sources="auto")`` reads them, so that they are exactly the ones it decides on."""
+    seen: list[torch.Tensor] = []
+    domain = model.domain
+    decide = domain.cluster_counts
+
+    def record(batch, mask, n_clusters, output=None):
+        seen.append(torch.log_softmax(output["counts"][0].float(), dim=-1))
+        return decide(batch, mask, n_clusters, output=output)
+
+    domain.cluster_counts = record
+    try:
+        model.separate(mixture, n_sources="auto")
+    finally:
+        del domain.cluster_counts  # the class's own method again
+    if not seen:
+        raise ValueError("the model has no count head: it cannot count talkers")
+    return seen[-1]
+
+
+def probe_counting(model, corpus: Path, n: int, seed: int) -> None:
+    """Count right / 2 called 3 / 3 called 2 on an even mix of 2- and 3-talker mixtures, when 3 is
+    chosen where log p(3) - log p(2) exceeds an offset (0: the count head's own choice)."""
+    data = MixtureDataset(corpus, split="valid", n_sources=(2, 3), segment_seconds=None, n_mixtures=n, seed=seed)
+    margins, truth = [], []
+    for i in range(n):
+        item = data[i]
+        logp = count_log_probabilities(model, item["mixture"])
+        margins.append(float(logp[2] - logp[1]))
+        truth.append(int(item["sources"].shape[0]))
+    margins_a, truth_a = np.array(margins), np.array(truth)
+    print(f"counting, {n} mixtures of 2 and 3 talkers (seed {seed}); 3 chosen where log p(3) - log p(2) > offset:")
+    for offset in (-1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0):
+        says = np.where(margins_a > offset, 3, 2)
+        print(f"  offset {offset:+.2f}: right {100 * np.mean(says == truth_a):.1f}%, 2 called 3 "
+              f"{int(np.sum((truth_a == 2) & (says == 3)))}, 3 called 2 {int(np.sum((truth_a == 3) & (says == 2)))}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", type=Path, default=REPO / "pretrained" / "audio-speech-8k")
@@ -180,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed-offset", type=int, default=0, help="another draw of mixtures")
     p.add_argument("--clusters", action="store_true", help="separate by clustering only, never the mask head")
     p.add_argument("--relink", action="store_true", help="also re-link the outputs by pitch (slow)")
-    p.add_argument("--skip", default="", help="comma-separated: two, three")
+    p.add_argument("--skip", default="", help="comma-separated: two, three, counting")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -194,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         probe_two(model, others, args.corpus, args.n, 11 + args.seed_offset, args.relink)
     if "three" not in skip:
         probe_three(model, args.corpus, args.n, 12 + args.seed_offset)
+    if "counting" not in skip:
+        probe_counting(model, args.corpus, args.n, 13 + args.seed_offset)
     return 0
 
 
