@@ -167,11 +167,18 @@ def available_voices() -> list[str]:
     return out
 
 
-def missing_speech_tools() -> list[str]:
-    """What is missing to build the full corpus (programs, voices, WordNet); empty when ready."""
+def missing_speech_tools(voices: Iterable[str] | str | None = None) -> list[str]:
+    """What is missing to build a corpus of ``voices`` (programs, voices, WordNet); empty when ready.
+
+    Args:
+        voices: as in :func:`build_speech_corpus`: names, a set's name ("standard", "all") or
+            None for the standard set, the one ``scripts/install_speech_voices.sh`` installs
+            without ``--extended``.
+    """
+    names = _voice_names(voices, "missing_speech_tools")
     missing = [tool for tool in ("espeak-ng", "flite", "festival") if shutil.which(tool) is None]
     have = set(available_voices())
-    missing += [f"voice {n}" for n in VOICES if n not in have and _TOOLS[VOICES[n].engine] not in missing]
+    missing += [f"voice {n}" for n in names if n not in have and _TOOLS[VOICES[n].engine] not in missing]
     if not any(Path(d, "data.noun").is_file() for d in _WORDNET_DIRS):
         missing.append("wordnet-base")
     return missing
@@ -266,23 +273,24 @@ def _finish(raw: Path, job: dict, sample_rate: int, out: Path) -> None:
     save_audio(out, torch.cat([lead, wave, trail]), sample_rate)
 
 
-def _voice_names(voices: Iterable[str] | str | None) -> list[str]:
-    """The voice names that ``voices`` (names, a set's name or None) stands for, checked."""
+def _voice_names(voices: Iterable[str] | str | None, owner: str = "build_speech_corpus") -> list[str]:
+    """The voice names that ``voices`` (names, a set's name or None) stands for, checked; errors
+    name ``owner``'s parameter."""
     if voices is None:
         return list(VOICE_SETS["standard"])
     if isinstance(voices, str):
         if voices not in VOICE_SETS:
             raise ValueError(
-                f"The 'voices' parameter of build_speech_corpus must be a list of voice names or a set's "
+                f"The 'voices' parameter of {owner} must be a list of voice names or a set's "
                 f"name ({', '.join(map(repr, VOICE_SETS))}). Got {voices!r} instead."
             )
         return list(VOICE_SETS[voices])
     names = list(voices)
     unknown = [n for n in names if n not in VOICES]
     if unknown:
-        raise ValueError(f"The 'voices' parameter of build_speech_corpus must name built-in voices ({', '.join(VOICES)}). Got unknown {unknown}.")
+        raise ValueError(f"The 'voices' parameter of {owner} must name built-in voices ({', '.join(VOICES)}). Got unknown {unknown}.")
     if not names:
-        raise ValueError("The 'voices' parameter of build_speech_corpus must name at least one voice. Got none.")
+        raise ValueError(f"The 'voices' parameter of {owner} must name at least one voice. Got none.")
     return names
 
 

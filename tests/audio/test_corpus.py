@@ -48,6 +48,22 @@ def test_voices_name_a_set_or_a_list(monkeypatch, tmp_path):
         build_speech_corpus(tmp_path, voices="all")
 
 
+def test_missing_speech_tools_checks_the_voices_asked_for(monkeypatch):
+    # The install script without --extended brings the standard voices: a machine with only
+    # those is ready for the standard corpus (and the tests), and lacks the extended ones.
+    monkeypatch.setattr(corpus_module.shutil, "which", lambda tool: f"/usr/bin/{tool}")  # the programs are there
+    monkeypatch.setattr(corpus_module, "available_voices", lambda: list(VOICE_SETS["standard"]))
+    ready = corpus_module.missing_speech_tools()
+    assert not [m for m in ready if m.startswith("voice ")]
+    assert corpus_module.missing_speech_tools("standard") == ready
+    lacking = corpus_module.missing_speech_tools("all")
+    assert [m for m in lacking if m.startswith("voice ")] == [f"voice {v}" for v in VOICE_SETS["all"][27:]]
+    monkeypatch.setattr(corpus_module, "available_voices", lambda: ["mb-us1"])
+    assert [m for m in corpus_module.missing_speech_tools(["mb-us1", "flite-slt"]) if m.startswith("voice ")] == ["voice flite-slt"]
+    with pytest.raises(ValueError, match="'voices' parameter of missing_speech_tools must be"):
+        corpus_module.missing_speech_tools("everything")
+
+
 def test_sentence_budget_depends_on_the_last_voice_asked_for(monkeypatch, tmp_path):
     # Voice k reads sentences [k n, (k + 1) n): the standard voices alone may read more each.
     monkeypatch.setattr(corpus_module, "available_voices", lambda: list(VOICES))
