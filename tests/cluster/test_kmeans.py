@@ -122,9 +122,12 @@ def test_cosine_metric_is_spherical_kmeans():
     torch.testing.assert_close(km.cluster_centers_.norm(dim=-1), torch.ones(3, 3))
     for b in range(3):
         assert ari(y[b], km.labels_[b]) == 1.0
-    # invariant to the points' norms
+    # invariant to the points' norms: the same partitions (the numbering of the clusters follows
+    # the seeding, which rounding in the last bit of the normalized points may reorder)
     scale = torch.rand(3, 200, 1, generator=torch.Generator().manual_seed(2)) * 5 + 0.1
-    assert torch.equal(KMeans(n_clusters=3, metric="cosine").fit_predict(X * scale), km.labels_)
+    scaled = KMeans(n_clusters=3, metric="cosine").fit_predict(X * scale)
+    for b in range(3):
+        assert ari(scaled[b], km.labels_[b]) == 1.0
     cos = (X[:, :, None, :] * km.cluster_centers_[:, None]).sum(-1).gather(2, km.labels_[..., None])[..., 0]
     torch.testing.assert_close(km.inertia_, (1 - cos).sum(1), rtol=1e-4, atol=1e-3)
 
