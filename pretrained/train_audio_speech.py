@@ -284,6 +284,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         # the options of the run being continued: a resumed stage reproduces the uninterrupted run
         source = Path(args.resume) if args.resume else run
         recipe_file = source / "recipe.json"
+        if not stages and (source / "stages.json").is_file():
+            # a new run continuing a published checkpoint carries its history on, so that its
+            # stages (and a checkpoint published from it) count steps from where that one stopped
+            stages = json.loads((source / "stages.json").read_text())
         if stages:
             recipe = stages[0]["recipe"]
         elif recipe_file.is_file():

@@ -96,6 +96,13 @@ def test_stage_resume_validate_publish(recipe, tmp_path, capsys):
     assert recipe.main(["publish", "--run", str(run), "--to", str(published)]) == 0
     assert (published / "checkpoint.safetensors").is_file()
     assert json.loads((published / "recipe.json").read_text())["talkers"] == "2,3"
+    # a new run resumed from the published checkpoint carries its stages on and counts from step 6
+    onward = tmp_path / "onward"
+    assert recipe.main(["train", "--run", str(onward), "--resume", str(published), "--minutes", "10",
+                        "--max-steps", "7", "--score-n", "0"]) == 0
+    stages = json.loads((onward / "stages.json").read_text())
+    assert [(s["steps_before"], s["steps_after"]) for s in stages] == [(0, 4), (4, 6), (6, 7)]
+    assert stages[2]["recipe"] == stages[0]["recipe"]
     # a wider copy of the trained network goes on training from it
     wide = tmp_path / "wide"
     assert recipe.main(["train", "--run", str(wide), "--init", str(run / "model"), "--widen", "12", "--minutes", "10",
