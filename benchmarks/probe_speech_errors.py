@@ -181,7 +181,8 @@ def count_log_probabilities(model, mixture: torch.Tensor) -> torch.Tensor:
     decide = domain.cluster_counts
 
     def record(batch, mask, n_clusters, output=None):
-        seen.append(torch.log_softmax(output["counts"][0].float(), dim=-1))
+        if isinstance(output, dict) and "counts" in output:
+            seen.append(torch.log_softmax(output["counts"][0].float(), dim=-1))
         return decide(batch, mask, n_clusters, output=output)
 
     domain.cluster_counts = record
