@@ -171,6 +171,7 @@ def _cmd_data_speech_real(args: argparse.Namespace) -> int:
     corpus = build_real_speech_corpus(
         args.out, sample_rate=args.sample_rate, seed=args.seed,
         max_minutes_per_speaker=args.max_minutes_per_speaker, workers=args.workers, source_root=args.source_root,
+        extra_sources=tuple(x.strip() for x in args.extra_sources.split(",") if x.strip()),
     )
     counts = ", ".join(f"{k} {len(v)}" for k, v in corpus.splits.items())
     skipped = ", ".join(f"{k} {v}" for k, v in corpus.skipped.items())
@@ -236,4 +237,7 @@ def add_commands(subparsers: Any) -> None:
     r.add_argument("--max-minutes-per-speaker", type=float, default=None, metavar="M", help="read at most M minutes of each speaker (default: all)")
     r.add_argument("--workers", type=int, default=2)
     r.add_argument("--source-root", default="/", metavar="DIR", help="the folder holding the packages' usr/share (default /)")
+    r.add_argument("--extra-sources", default="", metavar="NAMES",
+                   help="comma-separated opt-in sources of more training speakers: tuxpaint (Tux Paint's spoken stamp "
+                   "names; scripts/install_speech_real.sh --tuxpaint installs them)")
     r.set_defaults(func=_cmd_data_speech_real)

@@ -27,6 +27,14 @@ packages (as root, with apt); nothing else is downloaded. The sources:
   that language, so a KTuberling folder is left out when KLettres' reader of its language is
   held out. The Serbian script variants (``sr@latin`` and the like) are the ``sr`` recordings
   again and are skipped.
+* Opt-in (``extra_sources=("tuxpaint",)``; ``scripts/install_speech_real.sh --tuxpaint``): Tux
+  Paint's spoken stamp names (``tuxpaint-stamps-default``, files ``*_desc_<lang>.ogg`` or ``.wav``), about a
+  second each, some 900 per language in Romanian, Catalan, Bulgarian, Spanish, French and
+  Russian, 700 in Belarusian and Greek, fewer in others. A language is one speaker folder, for
+  training only (nobody is credited; stamp variants share copies, skipped as duplicates), and
+  it is left out when any held-out speaker speaks its language: a volunteer may have recorded
+  for two programs. Opt-in, so that the default corpus, and every recipe trained on it, stays
+  as it was.
 
 Each clip loses its leading and trailing silence (frames 40 dB below the clip's loudest, 50 ms
 kept on each side) and is resampled to the corpus rate. A speaker's clips, in an order drawn
@@ -65,6 +73,7 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 import zlib
@@ -84,6 +93,7 @@ from .audio_io import resample, save_audio
 
 __all__ = [
     "REAL_SPEECH_PACKAGES",
+    "EXTRA_REAL_SPEECH_SOURCES",
     "HELD_OUT_QUOTAS",
     "RealSpeaker",
     "RealSpeechCorpus",
@@ -100,6 +110,9 @@ _KLETTRES = "usr/share/klettres"
 _KTUBERLING = "usr/share/ktuberling/sounds"
 _KTUBERLING_SUFFIXES = (".ogg", ".wav", ".opus")  # the languages were recorded in all three
 _FILLETS_LANGUAGES = ("cs", "nl")
+_TUXPAINT = "usr/share/tuxpaint/stamps"
+_TUXPAINT_DESCRIPTION = re.compile(r"_desc_([a-z]{2,3}(?:_[A-Z]{2})?)$")  # <stamp>_desc_<lang>.ogg
+_TUXPAINT_SUFFIXES = (".ogg", ".wav")  # a few languages were recorded as WAV
 
 #: Every package the corpus reads, with a pattern (under the packages' root) that matches some
 #: of its files: a package is taken as missing when nothing matches.
@@ -116,6 +129,12 @@ REAL_SPEECH_PACKAGES: dict[str, str] = {
     "fillets-ng-data-nl": f"{_FILLETS}/*/nl/*.ogg",
     "klettres-data": f"{_KLETTRES}/*/alpha/*.ogg",
     "ktuberling-data": f"{_KTUBERLING}/*/*.ogg",
+}
+
+#: Opt-in sources (``extra_sources`` of :func:`build_real_speech_corpus`): name -> (package,
+#: pattern under the packages' root that matches some of its recordings).
+EXTRA_REAL_SPEECH_SOURCES: dict[str, tuple[str, str]] = {
+    "tuxpaint": ("tuxpaint-stamps-default", f"{_TUXPAINT}/**/*_desc_*.ogg"),
 }
 
 #: Speakers held out per split and source. Test: 8 speakers from all three sources; the fish
@@ -182,7 +201,7 @@ class RealSpeaker:
 
     Attributes:
         name: the folder name in the corpus (the speaker id).
-        source: "asterisk", "fillets", "klettres" or "ktuberling".
+        source: "asterisk", "fillets", "klettres", "ktuberling" or "tuxpaint".
         packages: the Debian packages the recordings come from.
         paths: where they are, as patterns under the packages' root.
         languages: language tags (BCP 47).
@@ -232,10 +251,28 @@ class RealSpeechCorpus:
     hours: float
 
 
-def missing_real_speech_packages(source_root: str | os.PathLike = "/") -> list[str]:
-    """The packages of :data:`REAL_SPEECH_PACKAGES` whose files are not under ``source_root``."""
+def _extra_sources(extra_sources: Sequence[str], owner: str) -> tuple[str, ...]:
+    """``extra_sources`` checked against :data:`EXTRA_REAL_SPEECH_SOURCES`, in their order there."""
+    if isinstance(extra_sources, str):
+        extra_sources = (extra_sources,)
+    unknown = [x for x in extra_sources if x not in EXTRA_REAL_SPEECH_SOURCES]
+    if unknown:
+        raise ValueError(
+            f"The 'extra_sources' parameter of {owner} must name opt-in sources "
+            f"({', '.join(map(repr, EXTRA_REAL_SPEECH_SOURCES))}). Got unknown {unknown}."
+        )
+    return tuple(x for x in EXTRA_REAL_SPEECH_SOURCES if x in extra_sources)
+
+
+def missing_real_speech_packages(source_root: str | os.PathLike = "/", extra_sources: Sequence[str] = ()) -> list[str]:
+    """The packages of :data:`REAL_SPEECH_PACKAGES`, and of the opt-in ``extra_sources``, whose
+    files are not under ``source_root``."""
     root = Path(source_root)
-    return [p for p, pattern in REAL_SPEECH_PACKAGES.items() if next(root.glob(pattern), None) is None]
+    wanted = dict(REAL_SPEECH_PACKAGES)
+    for x in _extra_sources(extra_sources, "missing_real_speech_packages"):
+        package, pattern = EXTRA_REAL_SPEECH_SOURCES[x]
+        wanted[package] = pattern
+    return [p for p, pattern in wanted.items() if next(root.glob(pattern), None) is None]
 
 
 def _walk(folder: Path, suffix: str | tuple[str, ...]) -> list[Path]:
@@ -265,27 +302,31 @@ def _fillets_character(stem: str) -> str:
     return "minor"
 
 
-def real_speech_speakers(source_root: str | os.PathLike = "/") -> list[RealSpeaker]:
+def real_speech_speakers(source_root: str | os.PathLike = "/", extra_sources: Sequence[str] = ()) -> list[RealSpeaker]:
     """The speaker folders of the real corpus, found in the packages installed under ``source_root``.
 
     Args:
         source_root: the folder holding the packages' ``usr/share/...`` (the system's root by
             default; a copy of that layout elsewhere works the same).
+        extra_sources: opt-in sources to add (:data:`EXTRA_REAL_SPEECH_SOURCES`: "tuxpaint").
 
     Returns:
-        the speakers in a fixed order (Asterisk, Fish Fillets, KLettres, KTuberling), each with
-        its clips.
+        the speakers in a fixed order (Asterisk, Fish Fillets, KLettres, KTuberling, then the
+        opt-in sources), each with its clips.
 
     Raises:
         EmbedsegError: packages are missing (the message names them and says how to install).
     """
     root = Path(source_root)
     base = root.as_posix().rstrip("/")
-    missing = missing_real_speech_packages(root)
+    extras = _extra_sources(extra_sources, "real_speech_speakers")
+    missing = missing_real_speech_packages(root, extras)
     if missing:
+        opt_in = [x for x in extras if EXTRA_REAL_SPEECH_SOURCES[x][0] in missing]
+        hint = _INSTALL_HINT + "".join(f"; with --{x} for the opt-in '{x}' source" for x in opt_in)
         raise EmbedsegError(
             f"The recordings of these Debian packages were not found under '{root}': "
-            f"{', '.join(missing)}; {_INSTALL_HINT}."
+            f"{', '.join(missing)}; {hint}."
         )
     speakers = []
     for name, (folders, note) in _ASTERISK_SPEAKERS.items():
@@ -343,7 +384,33 @@ def real_speech_speakers(source_root: str | os.PathLike = "/") -> list[RealSpeak
             holdout=False, shares_voices_with=tuple(klettres_by_language.get(_primary_language(code), ())),
             note="reader not credited; training only", clips=tuple(clips),
         ))
+    if "tuxpaint" in extras:
+        speakers += _tuxpaint_speakers(root, base, speakers)
     return speakers
+
+
+def _tuxpaint_speakers(root: Path, base: str, others: Sequence[RealSpeaker]) -> list[RealSpeaker]:
+    """One training-only folder per language of Tux Paint's spoken stamp names, each sharing
+    voices with every speaker of the corpus that may be held out and speaks its language."""
+    by_language: dict[str, list[Path]] = {}
+    for path in _walk(root / _TUXPAINT, _TUXPAINT_SUFFIXES):
+        found = _TUXPAINT_DESCRIPTION.search(path.stem)
+        if found:  # a name without a language (<stamp>_desc.ogg) is left out: its language is unknown
+            by_language.setdefault(found.group(1), []).append(path)
+    held_out_eligible: dict[str, list[str]] = {}
+    for s in others:
+        if s.holdout:
+            for lang in {_primary_language(t) for t in s.languages}:
+                held_out_eligible.setdefault(lang, []).append(s.name)
+    return [
+        RealSpeaker(
+            name=f"tuxpaint-{code.lower().replace('_', '-')}", source="tuxpaint", packages=("tuxpaint-stamps-default",),
+            paths=tuple(f"{base}/{_TUXPAINT}/**/*_desc_{code}{x}" for x in _TUXPAINT_SUFFIXES), languages=(code.replace("_", "-"),), sex=None,
+            holdout=False, shares_voices_with=tuple(held_out_eligible.get(_primary_language(code), ())),
+            note="Tux Paint's spoken stamp names; reader not credited; training only", clips=tuple(clips),
+        )
+        for code, clips in sorted(by_language.items())
+    ]
 
 
 def _primary_language(tag: str) -> str:
@@ -571,6 +638,7 @@ def build_real_speech_corpus(
     max_minutes_per_speaker: float | None = None,
     workers: int = 2,
     source_root: str | os.PathLike = "/",
+    extra_sources: Sequence[str] = (),
 ) -> RealSpeechCorpus:
     """Gather the corpus of real speech (see the module docstring for sources, split and layout).
 
@@ -586,6 +654,8 @@ def build_real_speech_corpus(
             trimmed speech (the clips are taken in the seeded order); None reads them all.
         workers: speakers processed in parallel.
         source_root: the folder holding the packages' ``usr/share/...``.
+        extra_sources: opt-in sources added as training speakers (:data:`EXTRA_REAL_SPEECH_SOURCES`:
+            "tuxpaint"); the held-out speakers are the same with or without them.
 
     Returns:
         the corpus folder, splits, speakers' entries, skip counts and hours written.
@@ -610,7 +680,8 @@ def build_real_speech_corpus(
         raise FileNotFoundError(f"The 'source_root' folder of {owner} does not exist: '{root}'.")
     require("soundfile", "audio")  # here, not counted as unreadable clips later
     require("librosa", "audio")
-    speakers = real_speech_speakers(root)
+    extras = _extra_sources(extra_sources, owner)
+    speakers = real_speech_speakers(root, extras)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     max_samples = None if max_minutes_per_speaker is None else int(max_minutes_per_speaker * 60 * sample_rate)
@@ -658,6 +729,9 @@ def build_real_speech_corpus(
         "klettres_rule": "one folder per language; held out only when the handbook credits exactly one reader",
         "ktuberling_rule": "one folder per language, training only; left out when KLettres' reader of that "
         "language is held out; script variants (sr@latin, ...) skipped",
+        "extra_sources": list(extras),
+        **({"tuxpaint_rule": "one folder per language of the spoken stamp names (*_desc_<lang>.ogg), training "
+            "only; left out when any held-out speaker speaks that language"} if "tuxpaint" in extras else {}),
         "held_out_quotas": HELD_OUT_QUOTAS,
         "splits": splits,
         "excluded": excluded,

@@ -363,3 +363,57 @@ def test_installed_packages(tmp_path):
     _check_split(corpus.splits, corpus.speakers)
     assert corpus.speakers["asterisk-carlo"]["sex"] == "male"
     assert all(entry["utterances"] >= 1 for entry in corpus.speakers.values())
+
+
+TUXPAINT = "usr/share/tuxpaint/stamps"
+# Tux Paint languages of the fake tree: nobody else speaks ro or pt-BR; fr has held-out-eligible
+# speakers (Asterisk's June and Armelle, KLettres' fr reader).
+TUXPAINT_F0 = {"ro": MALE, "fr": FEMALE, "pt_BR": FEMALE}
+
+
+def test_tuxpaint_is_an_opt_in_source_of_training_speakers(fake, built, tmp_path, capsys):
+    root = tmp_path / "packages"
+    shutil.copytree(fake.root, root)
+    tree = FakeTree(root)
+    ogg = {"format": "OGG", "subtype": "VORBIS"}
+    for lang, f0 in TUXPAINT_F0.items():
+        for stamp in ("animals/frog", "food/apple", "town/monuments/house"):
+            tree.clip(f"{TUXPAINT}/{stamp}_desc_{lang}.ogg", f0, 44100, **ogg)
+    tree.clip(f"{TUXPAINT}/food/pear_desc_pt_BR.wav", FEMALE, 22050)  # some languages are WAV files
+    tree.clip(f"{TUXPAINT}/animals/frog_desc.ogg", MALE, 44100, **ogg)  # no language: left out
+    tree.clip(f"{TUXPAINT}/animals/frog.ogg", MALE, 44100, **ogg)  # the stamp's own sound: not a description
+    shutil.copy(root / TUXPAINT / "animals/frog_desc_ro.ogg", root / TUXPAINT / "animals/frog-1_desc_ro.ogg")  # a variant's copy
+    # off by default: the default corpus stays as it was
+    assert not any(s.source == "tuxpaint" for s in real_speech_speakers(root))
+    assert missing_real_speech_packages(fake.root, ["tuxpaint"]) == ["tuxpaint-stamps-default"]
+    with pytest.raises(EmbedsegError, match=r"tuxpaint-stamps-default; run scripts/install_speech_real.sh .* with --tuxpaint"):
+        real_speech_speakers(fake.root, ["tuxpaint"])
+    with pytest.raises(ValueError, match=r"'extra_sources' parameter of build_real_speech_corpus must name opt-in sources \('tuxpaint'\). Got unknown \['gcompris'\]"):
+        build_real_speech_corpus(tmp_path / "never", source_root=root, extra_sources=["gcompris"])
+    found = {s.name: s for s in real_speech_speakers(root, ["tuxpaint"]) if s.source == "tuxpaint"}
+    assert sorted(found) == ["tuxpaint-fr", "tuxpaint-pt-br", "tuxpaint-ro"]
+    assert len(found["tuxpaint-ro"].clips) == 4 and len(found["tuxpaint-pt-br"].clips) == 4
+    assert found["tuxpaint-pt-br"].languages == ("pt-BR",)
+    assert set(found["tuxpaint-fr"].shares_voices_with) == {"asterisk-june", "asterisk-fr-armelle", "klettres-fr"}
+    assert found["tuxpaint-ro"].shares_voices_with == () and not any(s.holdout for s in found.values())
+
+    out = tmp_path / "corpus"
+    corpus = build_real_speech_corpus(out, seed=0, source_root=root, extra_sources=("tuxpaint",))
+    reference, _ = built
+    assert corpus.splits["valid"] == reference.splits["valid"] and corpus.splits["test"] == reference.splits["test"]
+    held = set(corpus.splits["valid"]) | set(corpus.splits["test"])
+    for name, speaker in found.items():  # training only, and out where a held-out speaker speaks its language
+        if held & set(speaker.shares_voices_with):
+            assert name in corpus.excluded and not (out / name).exists()
+        else:
+            assert name in corpus.splits["train"] and (out / name / f"{name}_0000.wav").is_file()
+    ro = corpus.speakers["tuxpaint-ro"]
+    assert ro["clips"] == 3 and ro["skipped"]["duplicate"] == 1 and ro["sex"] == "male"
+    recipe = json.loads((out / "corpus.json").read_text())
+    assert recipe["extra_sources"] == ["tuxpaint"] and "tuxpaint_rule" in recipe
+    assert json.loads((built[1] / "corpus.json").read_text())["extra_sources"] == []
+    # the command line
+    assert main(["data", "speech-real", "--out", str(tmp_path / "cli"), "--source-root", str(root),
+                 "--max-minutes-per-speaker", "0.02", "--extra-sources", "tuxpaint"]) == 0
+    assert "real speech corpus:" in capsys.readouterr().out
+    assert json.loads((tmp_path / "cli" / "corpus.json").read_text())["extra_sources"] == ["tuxpaint"]
