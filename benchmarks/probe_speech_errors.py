@@ -7,6 +7,9 @@ the real corpus (never the test speakers):
   references better, in blocks of 0.25 to 4 s (what keeping each voice on its output would be
   worth), and what re-linking the blocks by the outputs' pitch (no oracle) gives;
 * ensembles: the outputs of several models averaged, each aligned to the first;
+* windows: the mixture separated in short overlapping windows, each window's outputs ordered to
+  agree with the previous window's on their overlap (the same audio seen twice, so no speaker
+  model is needed), then overlap-added: would a short context keep the voices on their outputs?
 * 3 talkers: k-means into 3 clusters against a recursive split (2 sources, then the louder one
   split again by the same model), with the oracle choice of which one to split beside it;
 * counting: the count head's errors each way (2 talkers called 3, 3 called 2), and how the
@@ -22,6 +25,7 @@ same for every model and option, scored with the audio domain's BSS-Eval SDR imp
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -100,13 +104,43 @@ def pitch_relink(estimates: torch.Tensor, block: int) -> torch.Tensor:
     return out
 
 
-def probe_two(model, others, corpus: Path, n: int, seed: int, relink: bool) -> None:
+def windowed_separation(model, mixture: torch.Tensor, n_sources: int, window: int) -> torch.Tensor:
+    """``mixture`` separated in windows of ``window`` samples with half-window hops, each
+    window's outputs permuted to correlate best with the previous window's over their overlap,
+    then overlap-added with Hann weights."""
+    length = mixture.shape[-1]
+    if length <= window:
+        return torch.as_tensor(model.separate(mixture, n_sources=n_sources))
+    hop = window // 2
+    starts = list(range(0, length - window, hop)) + [length - window]
+    parts = torch.as_tensor(model.separate(torch.stack([mixture[s:s + window] for s in starts]), n_sources=n_sources))
+    weight = torch.hann_window(window, periodic=False) + 1e-3  # the floor keeps the mixture's own ends
+    out, total = torch.zeros(n_sources, length), torch.zeros(length)
+    previous, previous_start = None, 0
+    for start, part in zip(starts, parts):  # part: (n_sources, window)
+        if previous is not None:
+            overlap = previous_start + window - start
+            a = previous[:, start - previous_start:]
+            a = a / (a.norm(dim=-1, keepdim=True) + 1e-9)
+            b = part[:, :overlap] / (part[:, :overlap].norm(dim=-1, keepdim=True) + 1e-9)
+            agreement = a @ b.T  # (previous output, this output) cosine similarity
+            order = max(itertools.permutations(range(n_sources)),
+                        key=lambda perm: sum(float(agreement[i, j]) for i, j in enumerate(perm)))
+            part = part[list(order)]
+        out[:, start:start + window] += part * weight
+        total[start:start + window] += weight
+        previous, previous_start = part, start
+    return out / total
+
+
+def probe_two(model, others, corpus: Path, n: int, seed: int, relink: bool, windows: tuple[float, ...] = ()) -> None:
     data = mixtures(corpus, n, 2, seed)
     blocks = (0.25, 0.5, 1.0, 2.0, 4.0)
     by_pair: dict[str, list[float]] = defaultdict(list)
     by_level: dict[int, list[tuple[float, float]]] = defaultdict(list)
     oracle: dict[float, list[float]] = defaultdict(list)
     relinked, ensemble, alone = [], [], [[] for _ in others]
+    windowed: dict[float, list[float]] = defaultdict(list)
     total = []
     for i in range(n):
         item = data[i]
@@ -125,6 +159,8 @@ def probe_two(model, others, corpus: Path, n: int, seed: int, relink: bool) -> N
             oracle[seconds].append(sdri(src, block_oracle(est, src, int(seconds * RATE)), mix))
         if relink:
             relinked.append(sdri(src, pitch_relink(est, RATE // 2), mix))
+        for seconds in windows:
+            windowed[seconds].append(sdri(src, windowed_separation(model, mix, 2, int(seconds * RATE)), mix))
         if others:
             summed = est.clone()
             for j, other in enumerate(others):
@@ -147,6 +183,10 @@ def probe_two(model, others, corpus: Path, n: int, seed: int, relink: bool) -> N
         d = np.array(relinked) - np.array(total)
         print(f"  re-linked by pitch, 0.5 s blocks: {np.mean(relinked):.2f} dB "
               f"({d.mean():+.2f} +- {d.std() / np.sqrt(n):.2f} paired)")
+    for seconds, scores in windowed.items():
+        d = np.array(scores) - np.array(total)
+        print(f"  separated in {seconds} s windows, linked on their overlaps: {np.mean(scores):.2f} dB "
+              f"({d.mean():+.2f} +- {d.std() / np.sqrt(n):.2f} paired, better on {int((d > 0).sum())}/{n})")
     if others:
         d = np.array(ensemble) - np.array(total)
         print(f"  the other models alone: {', '.join(f'{np.mean(a):.2f}' for a in alone)} dB; all averaged: "
@@ -223,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed-offset", type=int, default=0, help="another draw of mixtures")
     p.add_argument("--clusters", action="store_true", help="separate by clustering only, never the mask head")
     p.add_argument("--relink", action="store_true", help="also re-link the outputs by pitch (slow)")
+    p.add_argument("--windows", default="", help="comma-separated window lengths in seconds (e.g. 1,2,3): "
+                   "also separate in overlapping windows linked on their overlaps")
     p.add_argument("--skip", default="", help="comma-separated: two, three, counting")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
@@ -234,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
             m.domain.inference = "clusters"
     skip = set(filter(None, args.skip.split(",")))
     if "two" not in skip:
-        probe_two(model, others, args.corpus, args.n, 11 + args.seed_offset, args.relink)
+        windows = tuple(float(w) for w in args.windows.split(",") if w)
+        probe_two(model, others, args.corpus, args.n, 11 + args.seed_offset, args.relink, windows)
     if "three" not in skip:
         probe_three(model, args.corpus, args.n, 12 + args.seed_offset)
     if "counting" not in skip:
