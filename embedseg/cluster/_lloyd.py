@@ -60,6 +60,7 @@ def kmeans(
     metric: str = "euclidean",
     init_size: int | None = None,
     generator: torch.Generator,
+    seed_counts: torch.Tensor | None = None,
 ) -> KMeansResult:
     """Batched k-means on already validated inputs (see :class:`~embedseg.cluster.KMeans`).
 
@@ -85,6 +86,10 @@ def kmeans(
         init_size: subsample size for the restarts (raised to k_max if smaller); None runs
             the restarts on all the points.
         generator: random source on X's device.
+        seed_counts: the counts k-means++ seeds each item for (its candidates per step; see
+            :func:`~embedseg.cluster._seeding.kmeans_plusplus`): ``counts`` when k_max is only
+            the batch's largest count, None when every item has k_max slots of its own (a
+            count chosen among up to k_max).
 
     Returns:
         A :class:`KMeansResult` with centers in X's dtype; ``n_iter`` counts the iterations
@@ -106,7 +111,7 @@ def kmeans(
         s_sq = torch.gather(x_sq, 1, idx)  # (batch, m)
         with OneThreadForSmallWork(X.device) as threads:
             threads.engage(B * n_init * k_max * m)
-            centers = _seed(S, sub_mask, s_sq, k_max, n_init, init, generator)
+            centers = _seed(S, sub_mask, s_sq, k_max, n_init, init, generator, seed_counts)
         # The subsample's variance scales the tolerance for both phases (saves a full pass).
         tol_abs = tol * masked_mean_variance(S, sub_mask, s_sq)  # (batch,)
         # The subsample run only picks the start, so it stops at a looser tolerance; the
@@ -123,7 +128,7 @@ def kmeans(
         tol_abs = tol * masked_mean_variance(Xc, mask, x_sq)  # (batch,)
         with OneThreadForSmallWork(X.device) as threads:
             threads.engage(B * n_init * k_max * n)
-            centers = _seed(Xc, mask, x_sq, k_max, n_init, init, generator)
+            centers = _seed(Xc, mask, x_sq, k_max, n_init, init, generator, seed_counts)
     centers, labels, inertia, n_iter = lloyd(
         Xc, mask, centers, valid, max_iter=max_iter, tol=tol_abs, spherical=spherical, x_sq=x_sq
     )
@@ -146,10 +151,11 @@ def _seed(
     n_init: int,
     init: str,
     generator: torch.Generator,
+    seed_counts: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Initial centers (batch, n_init, k_max, dim) for every restart."""
     if init == "k-means++":
-        return kmeans_plusplus(X, mask, k_max, n_init, generator, x_sq=x_sq)
+        return kmeans_plusplus(X, mask, k_max, n_init, generator, x_sq=x_sq, counts=seed_counts)
     return random_init(X, mask, k_max, n_init, generator)
 
 

@@ -100,6 +100,7 @@ def kmeans_plusplus(
     *,
     x_sq: torch.Tensor | None = None,
     n_local_trials: int | None = None,
+    counts: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Greedy k-means++ seeding (Arthur & Vassilvitskii 2007, as in scikit-learn), batched.
 
@@ -108,7 +109,10 @@ def kmeans_plusplus(
     candidate that lowers the potential (sum of those distances) most wins. Only active points
     are drawn and counted. Every group gets k_max centers; callers disable the slots beyond a
     group's count, which is exact because greedy seeding of k centers is the prefix of seeding
-    k_max.
+    k_max with the same candidates per step. That number grows with the count, so with
+    per-item ``counts`` each item draws its own ``2 + floor(ln count)`` candidates per step from
+    a copy of the generator, as it would alone with ``k_max`` equal to its count: an item's
+    centers never depend on the counts of its batch-mates.
 
     Args:
         X: points, in the compute dtype.
@@ -117,20 +121,38 @@ def kmeans_plusplus(
         n_groups: independent seedings per item (restarts, candidate counts).
         generator: random source on X's device.
         x_sq: squared norms of X, if already known.
-        n_local_trials: candidates per step; default ``2 + floor(ln k_max)`` like scikit-learn.
+        n_local_trials: candidates per step; default ``2 + floor(ln k)`` like scikit-learn, with
+            k the item's count (``counts``) or else k_max.
+        counts: (batch,) clusters per item, when the caller seeds k_max slots only because
+            some item needs that many (None: every item is seeded as a k_max-cluster item).
 
     Returns:
         Centers of shape (batch, n_groups, k_max, dim).
     """
     B, n, d = X.shape
     G = n_groups
-    T = n_local_trials if n_local_trials is not None else 2 + int(math.log(max(k_max, 1)))
+    if n_local_trials is not None or counts is None:
+        trials = [n_local_trials if n_local_trials is not None else _local_trials(k_max)] * B
+    else:
+        trials = [_local_trials(int(k)) for k in counts.tolist()]
+    T = max(trials)
+    # One generator per number of candidates, each a copy of the caller's taken now, so that the
+    # items with t candidates per step see the stream they would see alone; no copy is needed
+    # when every item draws alike (one stream, as before).
+    if len(set(trials)) == 1:
+        streams, rows, tried = {T: generator}, {}, None
+    else:
+        streams = {t: _copy_generator(generator) for t in sorted(set(trials))}
+        rows = {t: torch.tensor([b for b in range(B) if trials[b] == t], device=X.device) for t in streams}
+        # (batch, T): the candidates an item draws alone; the others never win
+        tried = torch.arange(T, device=X.device)[None, :] < torch.tensor(trials, device=X.device)[:, None]
     if x_sq is None:
         x_sq = (X * X).sum(-1)  # (batch, n)
     active = mask[:, None, :].expand(B, G, n).reshape(B * G, n)  # (batch*G, n)
     centers = X.new_empty(B, G, k_max, d)
 
-    u_first = shared_rand(generator, B, G, 1, device=X.device).reshape(B * G, 1)
+    for stream in streams.values():  # every copy starts where the caller's generator is
+        u_first = shared_rand(stream, B, G, 1, device=X.device).reshape(B * G, 1)
     first = draw_weighted(active.to(X.dtype), u_first).view(B, G)
     c0 = gather_points(X, first)  # (batch, G, dim)
     centers[:, :, 0] = c0
@@ -139,17 +161,39 @@ def kmeans_plusplus(
 
     for c in range(1, k_max):
         w = _weights_or_uniform(closest.reshape(B * G, n), active)  # (batch*G, n)
-        u = shared_rand(generator, B, G, T, device=X.device).reshape(B * G, T)
-        cand = draw_weighted(w, u).view(B, G * T)
+        if len(streams) == 1:
+            u = shared_rand(generator, B, G, T, device=X.device)
+        else:  # each item's candidates from its own stream; the ones it would not draw unused
+            u = torch.zeros(B, G, T, device=X.device)
+            for t, stream in streams.items():
+                u[rows[t], :, :t] = torch.rand(1, G, t, generator=stream, device=X.device)
+        cand = draw_weighted(w, u.reshape(B * G, T)).view(B, G * T)
         cand_pts = gather_points(X, cand)  # (batch, G*T, dim)
         dc = sq_distances(X, cand_pts, x_sq).transpose(1, 2).view(B, G, T, n)  # (batch, G, T, n)
         trial = torch.minimum(closest[:, :, None, :], dc)  # (batch, G, T, n)
         trial = trial.masked_fill(~mask[:, None, None, :], 0.0)
-        best = trial.sum(-1).argmin(-1)  # (batch, G)
+        potential = trial.sum(-1)  # (batch, G, T)
+        if tried is not None:
+            potential = potential.masked_fill(~tried[:, None, :], math.inf)
+        best = potential.argmin(-1)  # (batch, G)
         pick = best[:, :, None, None]
         centers[:, :, c] = cand_pts.view(B, G, T, d).gather(2, pick.expand(B, G, 1, d))[:, :, 0]
         closest = trial.gather(2, pick.expand(B, G, 1, n))[:, :, 0]  # (batch, G, n)
+    if len(streams) > 1:  # the caller's generator goes on from the longest stream
+        generator.set_state(streams[T].get_state())
     return centers
+
+
+def _local_trials(k: int) -> int:
+    """k-means++ candidates per step for k clusters: ``2 + floor(ln k)``, as scikit-learn."""
+    return 2 + int(math.log(max(k, 1)))
+
+
+def _copy_generator(generator: torch.Generator) -> torch.Generator:
+    """A new generator on the same device in the same state."""
+    copy = torch.Generator(device=generator.device)
+    copy.set_state(generator.get_state())
+    return copy
 
 
 def random_init(

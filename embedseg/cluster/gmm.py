@@ -234,8 +234,12 @@ class GaussianMixture(BaseClusterer):
         B, n, _ = Xc.shape
         enabled = center_valid(counts, k)  # (batch, k)
         gen = make_generator(seed, Xc.device)
+        # Given counts: k is the batch's largest, and each item is started as it would be alone
+        # (k-means++ for its own count; random rows component by component, so the first k_b
+        # rows of a draw for k are the draw for k_b). "auto" gives every item max_clusters.
+        seed_counts = None if isinstance(self.n_clusters, str) else counts
         if self.init == "random":
-            resp = shared_rand(gen, B, n, k, device=Xc.device, dtype=Xc.dtype).transpose(1, 2)  # (batch, k, n)
+            resp = shared_rand(gen, B, k, n, device=Xc.device, dtype=Xc.dtype)  # (batch, k, n)
             resp = resp * enabled[:, :, None]
             return resp / resp.sum(dim=1, keepdim=True)
         if self.init == "kmeans":
@@ -244,10 +248,10 @@ class GaussianMixture(BaseClusterer):
             # Lloyd on all of them): as accurate as a full-data k-means++ run, and cheaper.
             labels = kmeans(
                 Xc, mask, counts, k, n_init=3, max_iter=300, tol=1e-4, init_size=1024,
-                generator=gen,
+                generator=gen, seed_counts=seed_counts,
             ).labels  # (batch, n_points)
         else:
-            centers = kmeans_plusplus(Xc, mask, k, 1, gen)[:, 0]  # (batch, k, dim)
+            centers = kmeans_plusplus(Xc, mask, k, 1, gen, counts=seed_counts)[:, 0]  # (batch, k, dim)
             d2 = sq_distances(Xc, centers)  # (batch, n_points, k)
             labels = d2.masked_fill_(~enabled[:, None, :], float("inf")).min(dim=-1).indices
         slots = torch.arange(k, device=Xc.device)

@@ -137,6 +137,9 @@ class KMeans(BaseClusterer):
             metric=self.metric,
             init_size=self.init_size,
             generator=make_generator(self.seed, X.device),
+            # given counts: n_slots is the batch's largest, so each item is seeded for its own
+            # count; "auto" gives every item max_clusters slots, alone or in a batch
+            seed_counts=None if isinstance(self.n_clusters, str) else n_clusters,
         )
         self.labels_ = res.labels
         self.n_iter_ = res.n_iter

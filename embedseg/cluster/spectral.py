@@ -265,6 +265,7 @@ class SpectralClustering(BaseClusterer):
             n_init=self.n_init,
             max_iter=self.max_iter,
             generator=make_generator(self.seed, X.device),
+            seed_counts=None if isinstance(self.n_clusters, str) else counts,  # as KMeans
         )
         self.embedding_ = U.to(X.dtype)
         # The linear affinity's eigenvalues carry the points' squared scale; the shifted

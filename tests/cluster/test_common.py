@@ -140,6 +140,22 @@ def test_batched_fit_equals_fitting_each_item_alone(name):
         assert ari(batched[b], y[b]) == 1.0
 
 
+def test_per_item_counts_fit_each_item_as_it_would_be_fitted_alone(name):
+    # An item's clustering depends on its own count, not on the larger counts of its batch-mates
+    # (k-means++ draws 2 + ln k candidates per step, so a batch's largest count must not set
+    # every item's). Uniform points: no true clusters, many local optima, so a different start
+    # ends in a different partition.
+    X = torch.rand(4, 300, 2, generator=torch.Generator().manual_seed(4))
+    counts = torch.tensor([2, 3, 5, 8])  # 2, 3, 3 and 4 candidates per step
+    labels = make(name, n_clusters=counts, max_clusters=8).fit_predict(X)
+    for b in range(X.shape[0]):
+        alone = make(name, n_clusters=int(counts[b]), max_clusters=8).fit_predict(X[b : b + 1])[0]
+        if name == "spectral":  # its eigenvectors for k and for k_max agree to float rounding only
+            assert ari(labels[b], alone) == 1.0, b
+        else:
+            assert torch.equal(labels[b], alone), b
+
+
 def test_masked_points_do_not_change_the_fit(name):
     X, y = blobs(batch=3, n=150, seed=2)
     g = torch.Generator().manual_seed(0)

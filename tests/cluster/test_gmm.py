@@ -84,6 +84,18 @@ def test_float32_fit_is_as_accurate_as_float64():
     assert adjusted_rand_score(y, l32) > 0.95
 
 
+@pytest.mark.parametrize("init", ["kmeans", "k-means++", "random"])
+def test_every_start_fits_an_item_for_its_own_count_whatever_its_batch_mates_need(init):
+    # Per-item counts: the components beyond an item's count are disabled, and its start is
+    # the one it gets alone (no structure in the points, so another start ends elsewhere).
+    X = torch.rand(3, 300, 2, generator=torch.Generator().manual_seed(7))
+    counts = torch.tensor([2, 3, 6])
+    together = GaussianMixture(n_clusters=counts, init=init, max_clusters=8).fit_predict(X)
+    for b, k in enumerate(counts.tolist()):
+        alone = GaussianMixture(n_clusters=k, init=init, max_clusters=8).fit_predict(X[b : b + 1])[0]
+        assert torch.equal(together[b], alone), b
+
+
 @pytest.mark.parametrize("ctype", COV_TYPES)
 def test_batched_fit_equals_fitting_each_item_alone(ctype):
     items = [blobs(n=300, dim=3, seed=s) for s in (3, 4, 5)]

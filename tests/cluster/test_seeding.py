@@ -58,6 +58,22 @@ def test_every_item_draws_as_it_would_alone():
         assert torch.equal(together[3:], short)
 
 
+def test_an_item_is_seeded_for_its_own_count_whatever_its_batch_mates_need():
+    # k_max is the batch's largest count; an item with a smaller count draws its own 2 + ln k
+    # candidates per step, as it does alone with k_max equal to its count.
+    g = torch.Generator().manual_seed(6)
+    X = torch.randn(4, 300, 3, generator=g)
+    mask = torch.rand(4, 300, generator=g) > 0.3
+    counts = torch.tensor([2, 3, 8, 20])  # 2, 3, 4 and 4 candidates per step
+    together = _seeding.kmeans_plusplus(X, mask, 20, 2, _seeding.make_generator(0, X.device), counts=counts)
+    for i, k in enumerate(counts.tolist()):
+        alone = _seeding.kmeans_plusplus(X[i : i + 1], mask[i : i + 1], k, 2, _seeding.make_generator(0, X.device))
+        assert torch.equal(together[i : i + 1, :, :k], alone), i
+    # without per-item counts every item is seeded as a 20-cluster item, as before
+    plain = _seeding.kmeans_plusplus(X, mask, 20, 2, _seeding.make_generator(0, X.device))
+    assert torch.equal(plain[3:], together[3:])
+
+
 def test_kmeans_plusplus_picks_distinct_active_points():
     # Five distinct locations with repeats: greedy D² seeding of 5 centers must find all five,
     # and never a masked point (placed far away, where D² would otherwise attract it).
