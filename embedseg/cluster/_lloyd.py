@@ -69,7 +69,8 @@ def kmeans(
     items with more active points than that are first seeded and run, all restarts, on
     ``init_size`` active points drawn at random (with replacement), to a 10x looser tolerance
     or at most 8 iterations; the best restart then starts a single Lloyd run on all the
-    points, which converges in a few passes.
+    points, which converges in a few passes. The other items of the batch run on all their
+    points, as they would alone.
 
     Args:
         X: (batch, n_points, dim) points.
@@ -95,6 +96,33 @@ def kmeans(
         A :class:`KMeansResult` with centers in X's dtype; ``n_iter`` counts the iterations
         on all the points.
     """
+    m = None if init_size is None else max(int(init_size), k_max)
+    if m is not None:
+        large = mask.sum(1) > m  # (batch,) items whose restarts run on a subsample
+        if bool(large.any()) and not bool(large.all()):
+            # Whether an item is subsampled is its own matter, not its batch-mates': the items
+            # with at most m active points run on all of them, as they would alone, from the
+            # same generator state as the others.
+            start = generator.get_state()
+            parts = []
+            for group in (large, ~large):
+                rows = torch.nonzero(group).squeeze(1)
+                gen = torch.Generator(device=generator.device)
+                gen.set_state(start)
+                parts.append((rows, kmeans(
+                    X[rows], mask[rows], counts[rows], k_max, n_init=n_init, max_iter=max_iter, tol=tol,
+                    init=init, metric=metric, init_size=init_size, generator=gen,
+                    seed_counts=None if seed_counts is None else seed_counts[rows],
+                ), gen))
+            generator.set_state(parts[0][2].get_state())
+            merged = []
+            for field in KMeansResult._fields:
+                first = getattr(parts[0][1], field)
+                out = first.new_empty((X.shape[0], *first.shape[1:]))
+                for rows, res, _ in parts:
+                    out[rows] = getattr(res, field)
+                merged.append(out)
+            return KMeansResult(*merged)
     dtype = compute_dtype(X)
     Xc = X.to(dtype)
     spherical = metric == "cosine"
@@ -104,7 +132,6 @@ def kmeans(
     x_sq = torch.linalg.vector_norm(Xc, dim=-1).square_()  # (batch, n), no (batch, n, dim) temporary
     valid = center_valid(counts, k_max)[:, None, :].expand(B, n_init, k_max)  # (batch, G, k)
     ar = torch.arange(B, device=X.device)
-    m = None if init_size is None else max(int(init_size), k_max)
     if m is not None and int(mask.sum(1).max()) > m:
         idx, sub_mask = subsample_active(mask, m, generator, replace=True)  # (batch, m)
         S = gather_points(Xc, idx)  # (batch, m, dim)

@@ -214,3 +214,17 @@ def test_register_a_user_clusterer_and_duplicates():
     finally:
         CLUSTERERS.unregister("tiny-kmeans")
     assert "tiny-kmeans" not in list_clusterers()
+
+
+def test_an_item_is_subsampled_or_not_by_its_own_size():
+    # init_size subsamples the restarts of items with more active points than that; an item
+    # with fewer runs on all its points, whatever the size of its batch-mates (structureless
+    # points, so another start ends elsewhere).
+    X = torch.rand(3, 400, 2, generator=torch.Generator().manual_seed(3))
+    lengths = [400, 100, 250]
+    mask = torch.arange(400)[None, :] < torch.tensor(lengths)[:, None]
+    est = KMeans(n_clusters=torch.tensor([4, 3, 5]), init_size=200, seed=0).fit(X, mask)
+    for b, (n, k) in enumerate(zip(lengths, (4, 3, 5))):
+        alone = KMeans(n_clusters=k, init_size=200, seed=0).fit(X[b : b + 1, :n])
+        assert torch.equal(est.labels_[b, :n], alone.labels_[0]), b
+        torch.testing.assert_close(est.cluster_centers_[b, :k], alone.cluster_centers_[0], rtol=0, atol=1e-6)
