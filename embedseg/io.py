@@ -64,7 +64,7 @@ MODEL_FORMAT = "embedseg-model"
 #: every domain option of its time in the config; version 1 could leave out options added after
 #: a model was saved. Version 3 adds the audio domain's ``cross_mixture_weight``, version 4
 #: its ``count_weight``.
-MODEL_FORMAT_VERSION = 4
+MODEL_FORMAT_VERSION = 5
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 
@@ -515,6 +515,13 @@ _V3_DOMAIN_OPTIONS: dict[str, dict[str, Any]] = {
 }
 
 
+#: The domain options added in format version 5, with the values version-4 models ran with.
+#: Frozen, as the tables before it are.
+_V4_DOMAIN_OPTIONS: dict[str, dict[str, Any]] = {
+    "audio": {"cluster_threshold_db": None},  # the clusterer fitted on every active bin
+}
+
+
 def _with_options(config: dict[str, Any], added: dict[str, dict[str, Any]], version: int) -> dict[str, Any]:
     """``config`` as a version-``version`` file: the options of ``added`` for its domain that it
     lacks are written out with the values it ran with."""
@@ -542,9 +549,14 @@ def _v3_to_v4(config: dict[str, Any]) -> dict[str, Any]:
     return _with_options(config, _V3_DOMAIN_OPTIONS, 4)
 
 
+def _v4_to_v5(config: dict[str, Any]) -> dict[str, Any]:
+    """Version 4 to 5: the options added since version 4 are written out (their values then)."""
+    return _with_options(config, _V4_DOMAIN_OPTIONS, 5)
+
+
 #: ``_UPGRADES[v]`` turns a version-``v`` config into a version-``v + 1`` one. A new format
 #: version adds one step here (and bumps MODEL_FORMAT_VERSION); earlier steps never change.
-_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
+_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5}
 
 
 def migrate_config(config: Mapping[str, Any]) -> dict[str, Any]:

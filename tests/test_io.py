@@ -88,7 +88,7 @@ def test_model_folder_layout_and_round_trip(saved):
     model, path = saved
     assert sorted(os.listdir(path)) == ["config.json", "model.safetensors"]
     config = json.loads((path / "config.json").read_text())
-    assert config["format"] == "embedseg-model" and config["format_version"] == MODEL_FORMAT_VERSION == 4
+    assert config["format"] == "embedseg-model" and config["format_version"] == MODEL_FORMAT_VERSION == 5
     assert config["domain"] == {"name": "toy-io", "options": {"scale": 2.0}}
     assert config["network"] == {"name": "point_mlp", "params": {"in_features": 2}}
     assert config["clusterer"]["name"] == "kmeans" and config["clusterer"]["params"]["n_clusters"] == 2
@@ -504,10 +504,17 @@ def test_migrate_config_upgrades_step_by_step_and_leaves_its_input_alone():
     assert migrate_config(new) == new  # a current config comes back as it is
     # A version-2 audio file gets the option added in version 3 with the value it ran with.
     v2 = {**before, "format_version": 2, "domain": {"name": "audio", "options": {"inference": "auto"}}}
-    assert migrate_config(v2)["domain"]["options"] == {"inference": "auto", "cross_mixture_weight": 0.0, "count_weight": 1.0}
+    assert migrate_config(v2)["domain"]["options"] == {
+        "inference": "auto", "cross_mixture_weight": 0.0, "count_weight": 1.0, "cluster_threshold_db": None,
+    }
     # ... and a version-3 one the option added in version 4
     v3 = {**before, "format_version": 3, "domain": {"name": "audio", "options": {"cross_mixture_weight": 3.0}}}
-    assert migrate_config(v3)["domain"]["options"] == {"cross_mixture_weight": 3.0, "count_weight": 1.0}
+    assert migrate_config(v3)["domain"]["options"] == {
+        "cross_mixture_weight": 3.0, "count_weight": 1.0, "cluster_threshold_db": None,
+    }
+    # ... and a version-4 one the option added in version 5
+    v4 = {**before, "format_version": 4, "domain": {"name": "audio", "options": {"soft_masks": True}}}
+    assert migrate_config(v4)["domain"]["options"] == {"soft_masks": True, "cluster_threshold_db": None}
     # A domain without a version-1 history (a user's) only changes version.
     user = {**before, "domain": {"name": "toy-io"}}
     assert migrate_config(user) == {**user, "format_version": MODEL_FORMAT_VERSION, "domain": {"name": "toy-io", "options": {}}}

@@ -54,7 +54,13 @@ class AudioDomain(Domain):
         window: "sqrt_hann" or "hann".
         weights: training weights: "voice_activity" (1 for bins within ``threshold_db`` of
             the mixture's peak), "magnitude" (Wang et al. 2018) or "none".
-        threshold_db: the voice-activity threshold in dB below the peak.
+        threshold_db: the voice-activity threshold in dB below the peak: the active bins, which
+            train and which the clusterer is fitted on.
+        cluster_threshold_db: at inference, fit the clusterer on the active bins within this
+            many dB of the mixture's peak only (None: on every active bin). Every bin still gets
+            its mask from the fitted clusters. A tighter threshold than training's puts the
+            centers where the talkers' energy is, which is what the separated waveforms are
+            made of (an item with fewer than ``CLUSTER_MIN_BINS`` such bins keeps them all).
         soft_masks: decode soft masks from the clusterer's posteriors (GMM, soft k-means)
             instead of binary masks from its labels.
         silent_bins: what silent bins get at decoding: "nearest" (the cluster whose center
@@ -78,7 +84,9 @@ class AudioDomain(Domain):
             number of sources) or "auto": the head's masks for items whose source count (given,
             or found by the clusterer) is the head's, clustering for the others (another
             count, or a network without a head). Chimera++ networks separate better through
-            their head (Wang et al. 2018); the embeddings still count and serve other counts.
+            their head on the speakers of their training corpus (Wang et al. 2018); on new
+            speakers, soft masks from the clusters (``soft_masks`` with a soft k-means) can do
+            better, as for the shipped speech model, so measure both on held-out voices.
         count_weight: weight of the cross-entropy of the network's count head (when it has
             one, :class:`~domains.audio.networks.CountHead`) against each mixture's number of
             talkers. With a count head, ``n_sources="auto"`` takes the head's count (between 2
@@ -106,6 +114,7 @@ class AudioDomain(Domain):
         window: str = "sqrt_hann",
         weights: str = "voice_activity",
         threshold_db: float = 40.0,
+        cluster_threshold_db: float | None = None,
         soft_masks: bool = False,
         silent_bins: str = "nearest",
         n_sources: int = 2,
@@ -122,6 +131,7 @@ class AudioDomain(Domain):
         self.window = window
         self.weights = weights
         self.threshold_db = threshold_db
+        self.cluster_threshold_db = cluster_threshold_db
         self.soft_masks = soft_masks
         self.silent_bins = silent_bins
         self.n_sources = n_sources
@@ -133,6 +143,8 @@ class AudioDomain(Domain):
         self.stft_config = STFTConfig(sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length, window=window)
         check_choice(weights, "weights", owner, ("voice_activity", "magnitude", "none"))
         check_float(threshold_db, "threshold_db", owner, 0.0)
+        if cluster_threshold_db is not None:
+            check_float(cluster_threshold_db, "cluster_threshold_db", owner, 0.0)
         check_bool(soft_masks, "soft_masks", owner)
         check_choice(silent_bins, "silent_bins", owner, ("nearest", "share"))
         check_int(n_sources, "n_sources", owner, 1)
@@ -150,6 +162,7 @@ class AudioDomain(Domain):
             "window": self.window,
             "weights": self.weights,
             "threshold_db": self.threshold_db,
+            "cluster_threshold_db": self.cluster_threshold_db,
             "soft_masks": self.soft_masks,
             "silent_bins": self.silent_bins,
             "n_sources": self.n_sources,
@@ -335,6 +348,21 @@ class AudioDomain(Domain):
     # network's activations stay bounded; the clustering still sees the whole recording.
     CHUNK_FRAMES: ClassVar[int] = 2500
     CONTEXT_FRAMES: ClassVar[int] = 200
+    # The fewest bins a cluster_threshold_db fit may have (two frames of 129 bins at the default
+    # STFT); below it an item is fitted on all its active bins.
+    CLUSTER_MIN_BINS: ClassVar[int] = 256
+
+    def cluster_mask(self, batch: EncodedBatch, output: Any) -> torch.Tensor:
+        """The bins the clusterer is fitted on: the active ones, and with ``cluster_threshold_db``
+        only those within that many dB of the mixture's peak (bins left out are still labelled
+        and masked by the fitted clusters)."""
+        if self.cluster_threshold_db is None:
+            return batch.mask
+        ctx = batch.context
+        magnitude = ctx["mixture_spec"].abs().reshape(batch.mask.shape)  # (batch, n)
+        loud = (voice_activity_weights(magnitude, self.cluster_threshold_db, ctx["valid"]) > 0) & batch.mask
+        enough = loud.sum(1, keepdim=True) >= self.CLUSTER_MIN_BINS  # (batch, 1)
+        return torch.where(enough, loud, batch.mask)
 
     @property
     def uses_proba(self) -> bool:  # type: ignore[override]

@@ -86,6 +86,35 @@ def test_silent_bins_share_and_soft_masks(items):
     torch.testing.assert_close(out.sum(0), mix, atol=1e-4, rtol=0)  # masks still sum to one
 
 
+def test_cluster_threshold_fits_the_clusterer_on_the_loud_bins_only(items, model):
+    d = AudioDomain(cluster_threshold_db=20.0)
+    enc = d.encode(d.collate(items), "cpu")
+    assert torch.equal(AudioDomain().cluster_mask(enc, None), enc.mask)  # the default: every active bin
+    got = d.cluster_mask(enc, None)
+    # float64 reference: the active bins within 20 dB of the item's loudest bin
+    mag = enc.context["mixture_spec"].abs().reshape(enc.mask.shape).double()
+    for i in range(len(items)):
+        level = 20 * torch.log10(mag[i].clamp_min(1e-300))
+        loud = enc.mask[i] & (level >= level[enc.context["valid"][i]].max() - 20.0)
+        assert 0 < int(loud.sum()) < int(enc.mask[i].sum())
+        assert torch.equal(got[i], loud if int(loud.sum()) >= d.CLUSTER_MIN_BINS else enc.mask[i])
+    # an item with too few loud bins keeps all its active bins
+    few = AudioDomain(cluster_threshold_db=0.0)
+    assert torch.equal(few.cluster_mask(enc, None), enc.mask)
+    # separation: soft masks from clusters fitted on the loud bins still cover every bin
+    dom = model.domain
+    before = (dom.cluster_threshold_db, dom.soft_masks, dom.inference)
+    dom.cluster_threshold_db, dom.soft_masks, dom.inference = 20.0, True, "clusters"
+    try:
+        out = model.separate(items[0]["mixture"], n_sources=2)
+    finally:
+        dom.cluster_threshold_db, dom.soft_masks, dom.inference = before
+    torch.testing.assert_close(out.sum(0), items[0]["mixture"], atol=1e-4, rtol=0)
+    assert AudioDomain(cluster_threshold_db=20.0).get_config()["cluster_threshold_db"] == 20.0
+    with pytest.raises(ValueError, match="'cluster_threshold_db' parameter of AudioDomain"):
+        AudioDomain(cluster_threshold_db=-3.0)
+
+
 def test_compute_loss_with_and_without_mask_head(items):
     d = AudioDomain()
     enc = d.encode(d.collate(items[:2]), "cpu")
