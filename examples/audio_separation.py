@@ -152,9 +152,11 @@ def figure(model: embedseg.Model, item: dict, path: Path) -> None:
     enc = domain.encode(batch, model.device)
     output = model.embed(enc)
     emb = embedseg.networks.embeddings_of(output)  # (1, n, dim)
-    labels, _ = model.cluster(emb, enc.mask, 2)
-    # The masks the separation used: the mask head's for two sources unless told to cluster.
+    labels, proba = model.cluster(emb, enc.mask, 2)
+    # The masks the separation used: the mask head's for two sources unless told to cluster,
+    # and then the soft assignments when the model decodes soft masks.
     head = output.get("masks") if isinstance(output, dict) and domain.inference != "clusters" else None
+    soft = proba if head is None and domain.soft_masks else None
     spec = enc.context["mixture_spec"][0]  # (frames, freqs)
     t, f = spec.shape
     lab = labels[0].reshape(t, f).cpu().numpy()
@@ -166,6 +168,10 @@ def figure(model: embedseg.Model, item: dict, path: Path) -> None:
         if head is not None:
             ax[1 + k].imshow(head[0, k].float().T.cpu().numpy(), origin="lower", aspect="auto", cmap="gray", vmin=0, vmax=1)
             ax[1 + k].set_title(f"estimated mask {k + 1} (mask head)")
+        elif soft is not None:
+            ax[1 + k].imshow(soft[0, :, k].reshape(t, f).float().T.cpu().numpy(), origin="lower", aspect="auto",
+                             cmap="gray", vmin=0, vmax=1)
+            ax[1 + k].set_title(f"estimated mask {k + 1} (soft clusters)")
         else:
             ax[1 + k].imshow(((lab == k) & active).T, origin="lower", aspect="auto", cmap="gray")
             ax[1 + k].set_title(f"estimated mask {k + 1} (clusters, active bins)")

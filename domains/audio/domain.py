@@ -85,8 +85,9 @@ class AudioDomain(Domain):
             or found by the clusterer) is the head's, clustering for the others (another
             count, or a network without a head). Chimera++ networks separate better through
             their head on the speakers of their training corpus (Wang et al. 2018); on new
-            speakers, soft masks from the clusters (``soft_masks`` with a soft k-means) can do
-            better, as for the shipped speech model, so measure both on held-out voices.
+            speakers, soft masks from the clusters (``soft_masks`` with a soft k-means, and
+            ``cluster_threshold_db``) can do better, as for the shipped speech model, so
+            measure both on held-out voices.
         count_weight: weight of the cross-entropy of the network's count head (when it has
             one, :class:`~domains.audio.networks.CountHead`) against each mixture's number of
             talkers. With a count head, ``n_sources="auto"`` takes the head's count (between 2
