@@ -152,7 +152,7 @@ def figure(model: embedseg.Model, item: dict, path: Path) -> None:
     enc = domain.encode(batch, model.device)
     output = model.embed(enc)
     emb = embedseg.networks.embeddings_of(output)  # (1, n, dim)
-    labels, proba = model.cluster(emb, enc.mask, 2)
+    labels, proba = model.cluster(emb, domain.cluster_mask(enc, output), 2)  # fitted on the bins separation fits on
     # The masks the separation used: the mask head's for two sources unless told to cluster,
     # and then the soft assignments when the model decodes soft masks.
     head = output.get("masks") if isinstance(output, dict) and domain.inference != "clusters" else None
