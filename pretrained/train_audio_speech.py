@@ -57,7 +57,7 @@ import embedseg  # noqa: E402
 from domains.audio.augment import ChannelAugmentation  # noqa: E402
 from domains.audio.dataset import MixedCorpusDataset, MixtureDataset  # noqa: E402
 from domains.audio.metrics import AudioMetrics, oracle_separation  # noqa: E402
-from domains.audio import widen_blstm, with_attention, with_count_head  # noqa: E402
+from domains.audio import AudioDomain, widen_blstm, with_attention, with_count_head  # noqa: E402
 from embedseg.inference import embeddings_of  # noqa: E402
 from embedseg.training.state import latest_checkpoint, read_checkpoint  # noqa: E402
 
@@ -66,8 +66,18 @@ RECIPE_KEYS = (
     "network", "network_params", "init", "real", "synthetic", "segment", "batch_size", "lr", "proportions",
     "speed", "augment", "seed", "eval_every", "n_valid", "monitor", "loss", "talkers", "fill_pauses",
     "formants", "cross_mixture", "train_speakers", "speaker_weighting", "widen", "ema_decay", "count_head",
-    "train_only", "attention",
+    "train_only", "attention", "decode",
 )
+
+# How a model separates, as its config says: "soft" as the shipped model since 2026-12-08 (every
+# count clustered, soft k-means masks at temperature 0.3, fitted on the bins within 20 dB of the
+# peak), "head" as the audio domain's default (the mask head for 2 talkers, binary k-means
+# masks for other counts; every run before "decode" existed). The trainer's validation scores,
+# and so the best weights, come from this decoding.
+DECODE_OPTIONS = {
+    "soft": ({"inference": "clusters", "soft_masks": True, "cluster_threshold_db": 20.0}, {"soft_temperature": 0.3}),
+    "head": ({}, {}),
+}
 
 
 def parse_augment(spec: str) -> ChannelAugmentation | None:
@@ -333,6 +343,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     talkers: int | tuple[int, ...] = 2
     if recipe.get("count_head") or recipe.get("train_only"):  # validated on every count it trains on
         talkers = tuple(sorted(set(recipe_talkers(recipe))))
+    decode, soft_kmeans = DECODE_OPTIONS[recipe.get("decode") or "head"]  # a recipe written before "decode": head
     valid = valid_set(_local(recipe["real"]), recipe["n_valid"], talkers=talkers)
     before = stages[-1]["steps_after"] if stages else 0
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -349,7 +360,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         lr=recipe["lr"],
         loss=recipe["loss"],
         # a recipe written before "cross_mixture" had none
-        domain_options={"weights": "magnitude", "cross_mixture_weight": recipe.get("cross_mixture") or 0.0},
+        domain_options={"weights": "magnitude", "cross_mixture_weight": recipe.get("cross_mixture") or 0.0, **decode},
+        clusterer={"name": "kmeans", "params": {**AudioDomain().clusterer_spec()["params"], **soft_kmeans}},
         warmup_steps=50,
         ema_decay=recipe.get("ema_decay"),  # a recipe written before "ema_decay" had none
         eval_every=recipe["eval_every"],
@@ -513,6 +525,10 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--attention", type=int, default=None,
                    help="with --init: add this many self-attention layers over the BLSTM's frames (the network's "
                         "outputs unchanged at the start), so that every frame reads the whole mixture")
+    t.add_argument("--decode", choices=sorted(DECODE_OPTIONS), default="soft",
+                   help="how the trained model separates, and so how the trainer's validation scores it: 'soft' "
+                        "(soft k-means masks fitted on the loud bins, as the shipped model) or 'head' (the mask head "
+                        "for 2 talkers, binary k-means masks otherwise)")
     t.add_argument("--monitor", default="sdri", help="what picks the best weights and decays the lr "
                    "('loss' for a --count-head or --train-only stage, whose 2-talker separation does not change)")
     t.add_argument("--loss", default="whitened_kmeans")

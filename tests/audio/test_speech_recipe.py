@@ -73,12 +73,21 @@ def test_stage_resume_validate_publish(recipe, tmp_path, capsys):
     assert weighted.first.speaker_weighting == 0.5 and weighted.second.speaker_weighting == 0.0
     config = json.loads((run / "model" / "config.json").read_text())
     assert config["domain"]["options"]["cross_mixture_weight"] == 0.5
+    # it separates (and was validated) as the shipped model does: soft k-means on the loud bins
+    options = config["domain"]["options"]
+    assert (options["inference"], options["soft_masks"], options["cluster_threshold_db"]) == ("clusters", True, 20.0)
+    assert config["clusterer"]["params"]["soft_temperature"] == 0.3
     assert math.isfinite(stages[0]["valid_scores"]["model"]["sdri"])  # scored on the validation speakers
-    # a resumed stage reads the options back and continues at step 4
+    # a resumed stage reads the options back and continues at step 4; a recipe written before
+    # "decode" existed decodes as every model did then (the mask head, binary k-means masks)
+    del stages[0]["recipe"]["decode"]
+    (run / "stages.json").write_text(json.dumps(stages))
     assert recipe.main(["train", "--run", str(run), "--resume", "--minutes", "10", "--max-steps", "6", "--score-n", "0"]) == 0
     stages = json.loads((run / "stages.json").read_text())
     assert [(s["steps_before"], s["steps_after"]) for s in stages] == [(0, 4), (4, 6)]
     assert stages[1]["recipe"] == stages[0]["recipe"]
+    options = json.loads((run / "model" / "config.json").read_text())["domain"]["options"]
+    assert (options["inference"], options["soft_masks"], options["cluster_threshold_db"]) == ("auto", False, None)
     capsys.readouterr()
     shutil.copytree(run / "model", tmp_path / "same-model")
     assert recipe.main(["validate", str(run / "model"), str(tmp_path / "same-model"), "--all", "--spectrum", "--paired",
