@@ -63,7 +63,7 @@ MODEL_FORMAT = "embedseg-model"
 #: The version :meth:`Model.save <embedseg.Model.save>` writes. Every version from 2 on lists
 #: every domain option of its time in the config; version 1 could leave out options added after
 #: a model was saved. Version 3 adds the audio domain's ``cross_mixture_weight``, version 4
-#: its ``count_weight``.
+#: its ``count_weight``, version 5 its ``cluster_threshold_db``.
 MODEL_FORMAT_VERSION = 5
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"

@@ -55,7 +55,7 @@ class AudioDomain(Domain):
         weights: training weights: "voice_activity" (1 for bins within ``threshold_db`` of
             the mixture's peak), "magnitude" (Wang et al. 2018) or "none".
         threshold_db: the voice-activity threshold in dB below the peak: the active bins, which
-            train and which the clusterer is fitted on.
+            train and which the clusterer is fitted on (unless ``cluster_threshold_db``).
         cluster_threshold_db: at inference, fit the clusterer on the active bins within this
             many dB of the mixture's peak only (None: on every active bin). Every bin still gets
             its mask from the fitted clusters. A tighter threshold than training's puts the
