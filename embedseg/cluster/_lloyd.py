@@ -18,7 +18,7 @@ from typing import NamedTuple
 import torch
 
 from ._distances import center_valid, compute_dtype, gather_points, masked_mean_variance, normalize_rows
-from ._seeding import kmeans_plusplus, random_init, subsample_active
+from ._seeding import copy_generator, kmeans_plusplus, random_init, subsample_active
 from ._threads import OneThreadForSmallWork
 
 __all__ = ["KMeansResult", "kmeans", "lloyd"]
@@ -103,23 +103,19 @@ def kmeans(
             # Whether an item is subsampled is its own matter, not its batch-mates': the items
             # with at most m active points run on all of them, as they would alone, from the
             # same generator state as the others.
-            start = generator.get_state()
             parts = []
-            for group in (large, ~large):
+            for group, gen in ((~large, copy_generator(generator)), (large, generator)):
                 rows = torch.nonzero(group).squeeze(1)
-                gen = torch.Generator(device=generator.device)
-                gen.set_state(start)
                 parts.append((rows, kmeans(
                     X[rows], mask[rows], counts[rows], k_max, n_init=n_init, max_iter=max_iter, tol=tol,
                     init=init, metric=metric, init_size=init_size, generator=gen,
                     seed_counts=None if seed_counts is None else seed_counts[rows],
-                ), gen))
-            generator.set_state(parts[0][2].get_state())
+                )))
             merged = []
             for field in KMeansResult._fields:
                 first = getattr(parts[0][1], field)
                 out = first.new_empty((X.shape[0], *first.shape[1:]))
-                for rows, res, _ in parts:
+                for rows, res in parts:
                     out[rows] = getattr(res, field)
                 merged.append(out)
             return KMeansResult(*merged)

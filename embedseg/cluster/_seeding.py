@@ -14,7 +14,7 @@ import torch
 
 from ._distances import gather_points, sq_distances
 
-__all__ = ["make_generator", "shared_rand", "draw_weighted", "subsample_active", "kmeans_plusplus", "random_init"]
+__all__ = ["make_generator", "copy_generator", "shared_rand", "draw_weighted", "subsample_active", "kmeans_plusplus", "random_init"]
 
 
 # Every item of a batch draws the same random numbers, as it would alone: draws are made for one
@@ -136,13 +136,13 @@ def kmeans_plusplus(
     else:
         trials = [_local_trials(int(k)) for k in counts.tolist()]
     T = max(trials)
-    # One generator per number of candidates, each a copy of the caller's taken now, so that the
-    # items with t candidates per step see the stream they would see alone; no copy is needed
-    # when every item draws alike (one stream, as before).
-    if len(set(trials)) == 1:
-        streams, rows, tried = {T: generator}, {}, None
-    else:
-        streams = {t: _copy_generator(generator) for t in sorted(set(trials))}
+    # One stream per number of candidates, all starting where the caller's generator is now, so
+    # that the items with t candidates per step see the stream they would see alone: the
+    # caller's generator itself for the most candidates, copies for fewer (none when every item
+    # draws alike, one stream as before).
+    streams = {t: generator if t == T else copy_generator(generator) for t in sorted(set(trials))}
+    rows, tried = {}, None
+    if len(streams) > 1:
         rows = {t: torch.tensor([b for b in range(B) if trials[b] == t], device=X.device) for t in streams}
         # (batch, T): the candidates an item draws alone; the others never win
         tried = torch.arange(T, device=X.device)[None, :] < torch.tensor(trials, device=X.device)[:, None]
@@ -151,7 +151,7 @@ def kmeans_plusplus(
     active = mask[:, None, :].expand(B, G, n).reshape(B * G, n)  # (batch*G, n)
     centers = X.new_empty(B, G, k_max, d)
 
-    for stream in streams.values():  # every copy starts where the caller's generator is
+    for stream in streams.values():  # each stream draws the first center as the others do
         u_first = shared_rand(stream, B, G, 1, device=X.device).reshape(B * G, 1)
     first = draw_weighted(active.to(X.dtype), u_first).view(B, G)
     c0 = gather_points(X, first)  # (batch, G, dim)
@@ -179,8 +179,6 @@ def kmeans_plusplus(
         pick = best[:, :, None, None]
         centers[:, :, c] = cand_pts.view(B, G, T, d).gather(2, pick.expand(B, G, 1, d))[:, :, 0]
         closest = trial.gather(2, pick.expand(B, G, 1, n))[:, :, 0]  # (batch, G, n)
-    if len(streams) > 1:  # the caller's generator goes on from the longest stream
-        generator.set_state(streams[T].get_state())
     return centers
 
 
@@ -189,7 +187,7 @@ def _local_trials(k: int) -> int:
     return 2 + int(math.log(max(k, 1)))
 
 
-def _copy_generator(generator: torch.Generator) -> torch.Generator:
+def copy_generator(generator: torch.Generator) -> torch.Generator:
     """A new generator on the same device in the same state."""
     copy = torch.Generator(device=generator.device)
     copy.set_state(generator.get_state())
